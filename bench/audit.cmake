@@ -1,0 +1,2 @@
+add_executable(bench_audit_verify bench/audit_verify.c)
+target_link_libraries(bench_audit_verify PRIVATE rblcore)

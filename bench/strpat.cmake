@@ -1,0 +1,4 @@
+# strpat.cmake: benchmark of rbl_strpat vs stock string.* (run by hand: ./bench_strpat).
+add_executable(bench_strpat bench/strpat_bench.c src/strpat.c)
+target_include_directories(bench_strpat PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(bench_strpat PRIVATE PkgConfig::LUA)

@@ -1,0 +1,25 @@
+/* Command-line pieces shared by main.c and the commands it dispatches to. */
+#ifndef RBL_CLI_H
+#define RBL_CLI_H
+
+#include <stddef.h>
+
+typedef struct rbl_run_opts {
+  const char *file;
+  const char *tenants[64];
+  int ntenants;
+  const char *incident;
+  const char *params[128]; /* "K=V" */
+  int nparams;
+  int dry_run, yes, quiet, check;
+  const char *audit_path, *audit_key, *sign_key, *report_path, *config_path;
+  int argc;
+  char **argv;
+} rbl_run_opts;
+
+int rbl_cmd_run(rbl_run_opts *o);
+int rbl_cmd_check(int argc, char **argv);
+int rbl_cmd_repl(rbl_run_opts *o);
+int rbl_cmd_rollback(int argc, char **argv);
+
+#endif

@@ -1,0 +1,617 @@
+/* The engine: the libuv loop, the Lua state, tasks (coroutines) and the waits that park them. */
+#include "engine_int.h"
+#include "audit.h"
+#include "http.h"
+#include "rbl.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MEM_SLACK (32u << 20) /* head room for the host to finish a run killed for memory */
+
+void rbl__default_limits(rbl_limits *lim) {
+  lim->memory = 256u << 20;
+  lim->step_timeout = 300;
+  lim->run_timeout = 3600;
+  lim->output = 1u << 20;
+  lim->exec_output = 16u << 20;
+  lim->instructions_per_check = 1000;
+}
+
+/* ---- memory cap ---- */
+
+static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  rbl_engine *e = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    e->mem -= old;
+    return NULL;
+  }
+  if (nsize > old && e->mem + (nsize - old) > e->mem_cap) {
+    if (!e->killed) {
+      /* Cannot do work here: flag it; the pcall wrapper, the hook and the scheduler act. */
+      e->killed = RBL_KILL_LIMIT;
+      snprintf(e->kill_msg, sizeof e->kill_msg, "memory limit of %zu MiB exceeded",
+               e->limits.memory >> 20);
+      e->mem_cap += MEM_SLACK;
+    }
+    return NULL;
+  }
+  void *p = realloc(ptr, nsize);
+  if (p) e->mem = e->mem - old + nsize;
+  return p;
+}
+
+/* ---- tasks ---- */
+
+rbl_task *rbl__task_of(lua_State *L) { return *(rbl_task **)lua_getextraspace(L); }
+
+rbl_engine *rbl_engine_of(lua_State *L) { return rbl__task_of(L)->e; }
+uv_loop_t *rbl_engine_loop(rbl_engine *e) { return &e->loop; }
+const char *rbl_engine_runbook_dir(rbl_engine *e) { return e->runbook_dir ? e->runbook_dir : "."; }
+int rbl_engine_dry_run(rbl_engine *e) { return e->dry_run; }
+
+struct rbl_http *rbl_engine_http(rbl_engine *e) {
+  if (!e->http && rbl_http_new(&e->http, &e->loop) != 0) e->http = NULL;
+  return e->http;
+}
+
+const char *rbl_task_tenant(lua_State *L) { return rbl__task_of(L)->tenant; }
+
+static void sched_cb(uv_idle_t *h);
+
+static void ready_push(rbl_engine *e, rbl_task *t) {
+  t->state = TASK_READY;
+  t->next_ready = NULL;
+  if (e->ready_tail) e->ready_tail->next_ready = t;
+  else e->ready_head = t;
+  e->ready_tail = t;
+  uv_idle_start(&e->sched, sched_cb);
+}
+
+static void ready_remove(rbl_engine *e, rbl_task *t) {
+  rbl_task *prev = NULL;
+  for (rbl_task *p = e->ready_head; p; prev = p, p = p->next_ready) {
+    if (p != t) continue;
+    if (prev) prev->next_ready = p->next_ready;
+    else e->ready_head = p->next_ready;
+    if (e->ready_tail == p) e->ready_tail = prev;
+    return;
+  }
+}
+
+static rbl_task *task_new(rbl_engine *e, const char *tenant, uint64_t deadline) {
+  rbl_task *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->e = e;
+  t->co = lua_newthread(e->L);
+  t->ref = luaL_ref(e->L, LUA_REGISTRYINDEX);
+  *(rbl_task **)lua_getextraspace(t->co) = t;
+  t->tenant = tenant ? strdup(tenant) : NULL;
+  t->deadline = deadline;
+  t->state = TASK_NEW;
+  rbl__sandbox_hook(t->co);
+  t->next_all = e->all;
+  if (e->all) e->all->prev_all = t;
+  e->all = t;
+  return t;
+}
+
+static void task_free(rbl_task *t) {
+  rbl_engine *e = t->e;
+  if (t->prev_all) t->prev_all->next_all = t->next_all;
+  else e->all = t->next_all;
+  if (t->next_all) t->next_all->prev_all = t->prev_all;
+  luaL_unref(e->L, LUA_REGISTRYINDEX, t->ref);
+  free(t->tenant);
+  free(t);
+}
+
+/* ---- waits ---- */
+
+rbl_wait *rbl_wait_new(lua_State *L, rbl_wait_push push, rbl_wait_cancel cancel, void *ud) {
+  rbl_task *t = rbl__task_of(L);
+  if (!t->co || t->co != L) {
+    if (cancel) cancel(ud);
+    luaL_error(L, "primitives that wait cannot run inside coroutine.create/wrap "
+                  "(use parallel or each)");
+    return NULL;
+  }
+  rbl_wait *w = calloc(1, sizeof *w);
+  if (!w) {
+    if (cancel) cancel(ud);
+    luaL_error(L, "out of memory");
+    return NULL;
+  }
+  w->task = t;
+  w->push = push;
+  w->cancel = cancel;
+  w->ud = ud;
+  return w;
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  rbl_wait *w = (rbl_wait *)ctx;
+  rbl_wait_push push = w->push;
+  void *ud = w->ud;
+  w->task->wait = NULL;
+  free(w);
+  return push ? push(L, ud) : 0;
+}
+
+int rbl_wait_yield(lua_State *L, rbl_wait *w) {
+  w->task->wait = w;
+  w->task->state = TASK_WAITING;
+  return lua_yieldk(L, 0, (lua_KContext)w, wait_k);
+}
+
+void rbl_wait_done(rbl_wait *w) {
+  rbl_task *t = w->task;
+  if (t->wait != w || t->state != TASK_WAITING) return;
+  ready_push(t->e, t);
+}
+
+void rbl__durable_wait(rbl_engine *e, rbl_wait *w) {
+  w->next = e->durable;
+  e->durable = w;
+  uv_idle_start(&e->sched, sched_cb);
+}
+
+static void durable_remove(rbl_engine *e, rbl_wait *w) {
+  for (rbl_wait **p = &e->durable; *p; p = &(*p)->next)
+    if (*p == w) { *p = w->next; return; }
+}
+
+/* ---- errors ---- */
+
+static int err_tostring(lua_State *L) {
+  lua_getfield(L, 1, "code");
+  lua_getfield(L, 1, "message");
+  lua_pushfstring(L, "%s: %s", luaL_optstring(L, -2, "error"), luaL_optstring(L, -1, "?"));
+  return 1;
+}
+
+void rbl__push_error(lua_State *L, const char *code, const char *msg) {
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, code);
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  if (luaL_newmetatable(L, "rbl.error")) {
+    lua_pushcfunction(L, err_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "rbl.error");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_setmetatable(L, -2);
+}
+
+int rbl_raise(lua_State *L, const char *code, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  rbl__push_error(L, code, msg);
+  return lua_error(L);
+}
+
+/* ---- the scheduler ---- */
+
+static void task_finish(rbl_task *t, int ok);
+
+/* Aborts a task and everything it waits on; its group sees the error (code, msg). */
+static void task_abort(rbl_task *t, const char *code, const char *msg) {
+  if (t->state == TASK_DONE) return;
+  if (t->state == TASK_READY) ready_remove(t->e, t);
+  rbl_wait *w = t->wait;
+  t->wait = NULL;
+  t->state = TASK_DONE;
+  if (w) {
+    durable_remove(t->e, w);
+    if (w->cancel) w->cancel(w->ud);
+    free(w);
+  }
+  lua_settop(t->co, 0);
+  rbl__push_error(t->co, code, msg);
+  task_finish(t, 0);
+}
+
+/* ---- groups: run_all(fns, opts) from one task, results delivered by index ---- */
+
+/* Owned by the waiting task's rbl_wait (its ud); freed by group_free when delivered or canceled. */
+struct rbl_group {
+  rbl_engine *e;
+  rbl_task *owner;
+  rbl_wait *wait;
+  int n, started, finished, concurrency;
+  int fns_ref, tenants_ref, results_ref, errors_ref;
+  int nerrors;
+  int dying;
+  uint64_t deadline;
+  double timeout;
+  uv_timer_t *timer; /* freed in its close callback */
+};
+
+static void timer_close_cb(uv_handle_t *h) { free(h); }
+
+static void group_free(rbl_group *g) {
+  lua_State *L = g->e->L;
+  luaL_unref(L, LUA_REGISTRYINDEX, g->fns_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, g->tenants_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, g->results_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, g->errors_ref);
+  if (g->timer) uv_close((uv_handle_t *)g->timer, timer_close_cb);
+  free(g);
+}
+
+static void group_start_next(rbl_group *g) {
+  lua_State *L = g->e->L;
+  while (!g->dying && g->started < g->n &&
+         g->started - g->finished < g->concurrency) {
+    int i = ++g->started;
+    const char *tenant = g->owner->tenant;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g->tenants_ref);
+    if (lua_istable(L, -1)) {
+      lua_rawgeti(L, -1, i);
+      tenant = lua_tostring(L, -1); /* kept alive by the tenants table */
+      lua_pop(L, 1);
+    }
+    rbl_task *t = task_new(g->e, tenant, g->deadline);
+    lua_pop(L, 1);
+    if (!t) { rbl__kill(g->e, RBL_KILL_LIMIT, "out of memory"); return; }
+    t->group = g;
+    t->index = i;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g->fns_ref);
+    lua_rawgeti(L, -1, i);
+    lua_xmove(L, t->co, 1);
+    lua_pop(L, 1);
+    ready_push(g->e, t);
+  }
+}
+
+static int group_push(lua_State *L, void *ud) {
+  rbl_group *g = ud;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->results_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
+  lua_pushinteger(L, g->nerrors);
+  group_free(g);
+  return 3;
+}
+
+static void group_cancel(void *ud) {
+  rbl_group *g = ud;
+  g->dying = 1;
+  for (rbl_task *t = g->e->all, *next; t; t = next) {
+    next = t->next_all;
+    if (t->group == g && t->state != TASK_DONE) task_abort(t, "canceled", "canceled");
+  }
+  /* Aborted tasks of a dying group free themselves; the rest never started. */
+  group_free(g);
+}
+
+static void group_task_done(rbl_group *g, rbl_task *t, int ok) {
+  lua_State *L = g->e->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ok ? g->results_ref : g->errors_ref);
+  if (lua_gettop(t->co) > 0) {
+    lua_xmove(t->co, L, 1);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_rawseti(L, -2, t->index);
+  lua_pop(L, 1);
+  if (!ok) g->nerrors++;
+  g->finished++;
+  group_start_next(g);
+  if (g->finished == g->n && g->owner->wait == g->wait) {
+    if (g->timer) uv_timer_stop(g->timer);
+    rbl_wait_done(g->wait);
+  }
+}
+
+static void group_timeout_cb(uv_timer_t *h) {
+  rbl_group *g = h->data;
+  char msg[128];
+  snprintf(msg, sizeof msg, "timed out after %.3gs", g->timeout);
+  for (rbl_task *t = g->e->all, *next; t; t = next) {
+    next = t->next_all;
+    if (t->group == g && t->state != TASK_DONE) {
+      t->timed_out = 1;
+      task_abort(t, "timeout", msg);
+    }
+  }
+  /* Tasks not yet started fail with the same timeout. */
+  while (g->started < g->n && !g->dying) {
+    g->started++;
+    lua_State *L = g->e->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
+    rbl__push_error(L, "timeout", msg);
+    lua_rawseti(L, -2, g->started);
+    lua_pop(L, 1);
+    g->nerrors++;
+    g->finished++;
+  }
+  if (g->finished == g->n && g->owner->wait == g->wait) rbl_wait_done(g->wait);
+}
+
+/* host.run_all(fns [, {concurrency = n, tenants = {...}, timeout = s}])
+ * -> results (by index), errors (by index), error count. */
+int rbl__spawn_group(lua_State *L) {
+  rbl_task *owner = rbl__task_of(L);
+  rbl_engine *e = owner->e;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = (int)luaL_len(L, 1);
+  rbl__poll_limits(L);
+  if (n == 0) {
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushinteger(L, 0);
+    return 3;
+  }
+  rbl_group *g = calloc(1, sizeof *g);
+  if (!g) return luaL_error(L, "out of memory");
+  g->e = e;
+  g->owner = owner;
+  g->n = n;
+  g->concurrency = n > 0 ? n : 1;
+  g->deadline = owner->deadline;
+  g->tenants_ref = LUA_NOREF;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "concurrency");
+    if (!lua_isnil(L, -1)) {
+      lua_Integer c = luaL_checkinteger(L, -1);
+      g->concurrency = c < 1 ? 1 : (c > 100000 ? 100000 : (int)c);
+    }
+    lua_getfield(L, 2, "timeout");
+    g->timeout = luaL_optnumber(L, -1, 0);
+    lua_getfield(L, 2, "tenants");
+    if (lua_istable(L, -1)) {
+      lua_pushvalue(L, -1);
+      g->tenants_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pop(L, 3);
+  }
+  if (g->timeout > 0) {
+    uint64_t dl = uv_hrtime() + (uint64_t)(g->timeout * 1e9);
+    if (!g->deadline || dl < g->deadline) g->deadline = dl;
+  }
+  lua_pushvalue(L, 1);
+  g->fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  g->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  g->errors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  g->wait = rbl_wait_new(L, group_push, group_cancel, g);
+  if (g->timeout > 0) {
+    g->timer = malloc(sizeof *g->timer);
+    uv_timer_init(&e->loop, g->timer);
+    g->timer->data = g;
+    uv_timer_start(g->timer, group_timeout_cb, (uint64_t)(g->timeout * 1000), 0);
+  }
+  group_start_next(g);
+  return rbl_wait_yield(L, g->wait);
+}
+
+static void task_finish(rbl_task *t, int ok) {
+  rbl_engine *e = t->e;
+  t->state = TASK_DONE;
+  if (t == e->main_task) {
+    e->main_done = 1;
+    e->main_status = ok ? LUA_OK : LUA_ERRRUN;
+    if (lua_gettop(t->co) > 0) lua_xmove(t->co, e->L, 1);
+    else lua_pushnil(e->L);
+    uv_stop(&e->loop);
+    return; /* freed at engine teardown */
+  }
+  rbl_group *g = t->group;
+  if (g && !g->dying) group_task_done(g, t, ok);
+  task_free(t);
+}
+
+static void task_resume(rbl_engine *e, rbl_task *t) {
+  int nres = 0, nargs = 0;
+  if (!t->started) {
+    t->started = 1;
+    nargs = lua_gettop(t->co) - 1;
+  }
+  t->state = TASK_WAITING;
+  int st = lua_resume(t->co, e->L, nargs, &nres);
+  if (st == LUA_YIELD) {
+    if (!t->wait) {
+      lua_settop(t->co, 0);
+      rbl__push_error(t->co, "invalid", "coroutine.yield outside a coroutine");
+      task_finish(t, 0);
+    }
+    return;
+  }
+  if (st == LUA_OK) {
+      if (nres > 1) lua_pop(t->co, nres - 1);
+    task_finish(t, 1);
+    return;
+  }
+  /* Error: keep structured errors as they are, add a traceback to strings. */
+  if (lua_type(t->co, -1) == LUA_TSTRING) {
+    luaL_traceback(e->L, t->co, lua_tostring(t->co, -1), 0);
+    lua_xmove(e->L, t->co, 1);
+  }
+  if (lua_gettop(t->co) > 1) {
+    lua_replace(t->co, 1);
+    lua_settop(t->co, 1);
+  }
+  task_finish(t, 0);
+}
+
+static void sched_cb(uv_idle_t *h) {
+  rbl_engine *e = h->data;
+  for (;;) {
+    rbl_task *t;
+    while (!e->killed && (t = e->ready_head)) {
+      e->ready_head = t->next_ready;
+      if (!e->ready_head) e->ready_tail = NULL;
+      task_resume(e, t);
+    }
+    if (e->killed || !e->durable) break;
+    /* Group commit: one sync for every intent appended during this round. */
+    if (e->audit && rbl_audit_sync(e->audit) != 0) {
+      rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
+      break;
+    }
+    rbl_wait *w = e->durable;
+    e->durable = NULL;
+    while (w) {
+      rbl_wait *next = w->next;
+      rbl_wait_done(w);
+      w = next;
+    }
+  }
+  if (e->killed && e->main_task && !e->main_done) {
+    task_abort(e->main_task, "killed", e->kill_msg);
+  }
+  if (!e->ready_head && !e->durable) uv_idle_stop(&e->sched);
+}
+
+/* ---- kill, deadlines, Ctrl-C ---- */
+
+void rbl__kill(rbl_engine *e, int why, const char *fmt, ...) {
+  if (e->killed) return;
+  e->killed = why;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->kill_msg, sizeof e->kill_msg, fmt, ap);
+  va_end(ap);
+  uv_idle_start(&e->sched, sched_cb);
+}
+
+void rbl__poll_limits(lua_State *L) {
+  rbl_task *t = rbl__task_of(L);
+  rbl_engine *e = t->e;
+  if (t == &e->root) return; /* host code on the main thread (report after a kill) */
+  if (e->killed) {
+    lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1); /* re-arm tight: nothing runs on */
+    rbl__push_error(L, "killed", e->kill_msg);
+    lua_error(L);
+  }
+  if (t->timed_out) rbl_raise(L, "timeout", "step timed out");
+  if (t->deadline && uv_hrtime() > t->deadline) {
+    t->timed_out = 1;
+    rbl_raise(L, "timeout", "timed out (pure Lua code ran past the step deadline)");
+  }
+}
+
+static void run_timer_cb(uv_timer_t *h) {
+  rbl_engine *e = h->data;
+  rbl__kill(e, RBL_KILL_LIMIT, "run deadline of %gs exceeded", e->limits.run_timeout);
+}
+
+static void sigint_cb(uv_signal_t *h, int signum) {
+  rbl_engine *e = h->data;
+  if (++e->sigint_count >= 2) {
+    static const char msg[] = "rbl: second interrupt: exiting now\n";
+    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */ }
+    if (e->audit) rbl_audit_sync(e->audit);
+    _exit(130);
+  }
+  e->interrupted = 1;
+  /* Cancel what runs now; the DSL sees "canceled", rolls back and stops. */
+  for (rbl_task *t = e->all, *next; t; t = next) {
+    next = t->next_all;
+    if (t != e->main_task && t->group && t->group->owner == e->main_task && t->state != TASK_DONE)
+      task_abort(t, "canceled", "interrupted (Ctrl-C)");
+  }
+  uv_idle_start(&e->sched, sched_cb);
+}
+
+int rbl__interrupt_check(lua_State *L) {
+  lua_pushboolean(L, rbl_engine_of(L)->interrupted);
+  return 1;
+}
+
+/* ---- lifecycle ---- */
+
+rbl_engine *rbl__engine_new(const rbl_limits *lim) {
+  rbl_engine *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->limits = *lim;
+  e->mem_cap = lim->memory;
+  if (uv_loop_init(&e->loop) != 0) { free(e); return NULL; }
+  e->L = lua_newstate(engine_alloc, e);
+  if (!e->L) { uv_loop_close(&e->loop); free(e); return NULL; }
+  e->root.e = e;
+  *(rbl_task **)lua_getextraspace(e->L) = &e->root;
+  uv_idle_init(&e->loop, &e->sched);
+  e->sched.data = e;
+  uv_timer_init(&e->loop, &e->run_timer);
+  e->run_timer.data = e;
+  uv_signal_init(&e->loop, &e->sigint);
+  e->sigint.data = e;
+  return e;
+}
+
+int rbl__engine_run(rbl_engine *e, int nargs) {
+  rbl_task *t = task_new(e, e->root.tenant, 0);
+  if (!t) return LUA_ERRMEM;
+  e->main_task = t;
+  lua_xmove(e->L, t->co, nargs + 1);
+  ready_push(e, t);
+  uv_idle_start(&e->sched, sched_cb);
+  if (e->limits.run_timeout > 0)
+    uv_timer_start(&e->run_timer, run_timer_cb, (uint64_t)(e->limits.run_timeout * 1000), 0);
+  uv_signal_start(&e->sigint, sigint_cb, SIGINT);
+  while (!e->main_done) {
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    if (!e->main_done && !e->killed && !e->ready_head && !uv_loop_alive(&e->loop)) {
+      rbl__kill(e, RBL_KILL_LIMIT, "deadlock: every task waits and nothing can wake them");
+    }
+    if (e->killed && !e->main_done) sched_cb(&e->sched);
+  }
+  uv_timer_stop(&e->run_timer);
+  uv_signal_stop(&e->sigint);
+  e->ended = 1;
+  return e->main_status;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void rbl__engine_free(rbl_engine *e) {
+  if (!e) return;
+  e->ended = 1;
+  if (e->http) rbl_http_close(e->http);
+  e->http = NULL;
+  for (rbl_task *t = e->all; t; t = t->next_all) {
+    if (t->wait) {
+      durable_remove(e, t->wait);
+      if (t->wait->cancel == group_cancel) {
+        rbl_group *g = t->wait->ud;
+        g->dying = 1;
+        group_free(g);
+      } else if (t->wait->cancel) {
+        t->wait->cancel(t->wait->ud);
+      }
+      free(t->wait);
+      t->wait = NULL;
+    }
+  }
+  lua_close(e->L); /* finalizers run here; primitives refuse (ended) */
+  while (e->all) {
+    rbl_task *t = e->all;
+    e->all = t->next_all;
+    free(t->tenant);
+    free(t);
+  }
+  uv_run(&e->loop, UV_RUN_NOWAIT);
+  uv_walk(&e->loop, close_walk, NULL);
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&e->loop);
+  free(e->root.tenant);
+  free(e->runbook_dir);
+  free(e);
+}

@@ -1,0 +1,500 @@
+/* rbl.host: call objects and the one path every primitive takes, plus secrets, log and sleep. */
+#include "host.h"
+#include "audit.h"
+#include "engine_int.h"
+#include "json.h"
+#include "rbl.h"
+
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { CALL_SCOPE, CALL_DURABLE, CALL_DONE };
+
+/* One primitive call; a full userdata owned by Lua, tenant string owned by it (freed in __gc). */
+typedef struct rbl_call {
+  int64_t id;
+  char prim[40];
+  char *tenant;
+  int state;
+  uint64_t t0;
+} rbl_call;
+
+static rbl_call *check_call(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, "rbl.call");
+}
+
+/* ---- audit plumbing ---- */
+
+int rbl__audit(rbl_engine *e, cJSON *rec) {
+  if (!e->audit) { cJSON_Delete(rec); return 0; }
+  rbl__mask_json(e, rec);
+  if (rbl_audit_append(e->audit, rec) < 0) {
+    rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
+    return -1;
+  }
+  return 0;
+}
+
+static cJSON *call_record(const char *kind, const rbl_call *c) {
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddStringToObject(r, "kind", kind);
+  cJSON_AddNumberToObject(r, "call", (double)c->id);
+  cJSON_AddStringToObject(r, "prim", c->prim);
+  if (c->tenant) cJSON_AddStringToObject(r, "tenant", c->tenant);
+  return r;
+}
+
+/* ---- secrets ---- */
+
+char *rbl__mask(rbl_engine *e, const char *s, size_t len, size_t *outlen) {
+  char *out = NULL;
+  size_t n = len;
+  for (size_t k = 0; k < e->nsecrets; k++) {
+    const char *sec = e->secrets[k];
+    size_t sl = strlen(sec);
+    if (sl < 4) continue; /* masking tiny values would shred ordinary text */
+    const char *src = out ? out : s;
+    if (!memmem(src, n, sec, sl)) continue;
+    char *buf = malloc(n * 2 + 16);
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+      if (i + sl <= n && memcmp(src + i, sec, sl) == 0) {
+        memcpy(buf + o, "[redacted]", 10);
+        o += 10;
+        i += sl;
+      } else {
+        buf[o++] = src[i++];
+      }
+    }
+    buf[o] = 0;
+    free(out);
+    out = buf;
+    n = o;
+  }
+  if (outlen) *outlen = n;
+  return out;
+}
+
+void rbl__mask_json(rbl_engine *e, cJSON *j) {
+  if (!e->nsecrets || !j) return;
+  for (cJSON *c = j; c; c = c->next) {
+    if (cJSON_IsString(c) && c->valuestring) {
+      char *m = rbl__mask(e, c->valuestring, strlen(c->valuestring), NULL);
+      if (m) { cJSON_free(c->valuestring); c->valuestring = m; }
+    }
+    if (c->child) rbl__mask_json(e, c->child);
+  }
+}
+
+static int secret_gc(lua_State *L) {
+  char **v = luaL_checkudata(L, 1, "rbl.secret");
+  /* the value stays in e->secrets for masking until the run ends */
+  *v = NULL;
+  return 0;
+}
+
+static int secret_tostring(lua_State *L) {
+  lua_pushliteral(L, "[redacted]");
+  return 1;
+}
+
+/* host.secret(name, value): registers value for masking and returns the opaque handle. */
+static int l_secret(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  size_t len;
+  const char *v = luaL_checklstring(L, 2, &len);
+  char **ud = lua_newuserdatauv(L, sizeof(char *), 0);
+  *ud = NULL;
+  if (luaL_newmetatable(L, "rbl.secret")) {
+    lua_pushcfunction(L, secret_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, secret_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, "secret");
+    lua_setfield(L, -2, "__name");
+    lua_pushliteral(L, "secret");
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_setmetatable(L, -2);
+  char **grown = realloc(e->secrets, (e->nsecrets + 1) * sizeof *grown);
+  if (!grown) return luaL_error(L, "out of memory");
+  e->secrets = grown;
+  e->secrets[e->nsecrets] = strndup(v, len);
+  *ud = e->secrets[e->nsecrets++];
+  return 1;
+}
+
+static int l_unwrap(lua_State *L) {
+  char **v = luaL_testudata(L, 1, "rbl.secret");
+  if (!v) { lua_settop(L, 1); return 1; }
+  lua_pushstring(L, *v ? *v : "");
+  return 1;
+}
+
+static int l_mask(lua_State *L) {
+  size_t len, olen;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char *m = rbl__mask(rbl_engine_of(L), s, len, &olen);
+  if (!m) { lua_settop(L, 1); return 1; }
+  lua_pushlstring(L, m, olen);
+  free(m);
+  return 1;
+}
+
+/* ---- copying arguments across the boundary (raw access only) ---- */
+
+static void copy_value(lua_State *L, int idx, int depth);
+
+static void copy_table(lua_State *L, int idx, int depth) {
+  if (depth > 64) luaL_error(L, "argument nested too deeply (limit 64)");
+  luaL_checkstack(L, 6, "argument nested too deeply");
+  lua_newtable(L);
+  int dst = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int t = lua_type(L, -2);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
+      luaL_error(L, "argument table key of type %s", lua_typename(L, t));
+    lua_pushvalue(L, -2);
+    copy_value(L, lua_gettop(L) - 1, depth + 1);
+    lua_rawset(L, dst);
+    lua_pop(L, 1);
+  }
+  /* keep the json array/object marker so [] and {} stay distinct */
+  if (lua_getmetatable(L, idx)) {
+    lua_getfield(L, -1, "__name");
+    const char *nm = lua_tostring(L, -1);
+    int marker = nm && (!strcmp(nm, "array") || !strcmp(nm, "object"));
+    lua_pop(L, 1);
+    if (marker) lua_setmetatable(L, dst);
+    else lua_pop(L, 1);
+  }
+}
+
+static void copy_value(lua_State *L, int idx, int depth) {
+  idx = lua_absindex(L, idx);
+  switch (lua_type(L, idx)) {
+  case LUA_TTABLE: copy_table(L, idx, depth); break;
+  case LUA_TFUNCTION:
+  case LUA_TTHREAD: luaL_error(L, "a %s cannot be passed to a primitive", luaL_typename(L, idx)); break;
+  case LUA_TUSERDATA:
+    if (!luaL_testudata(L, idx, "rbl.secret")) luaL_error(L, "a userdata cannot be passed to a primitive");
+    /* fallthrough */
+  default: lua_pushvalue(L, idx);
+  }
+}
+
+/* host.begin(name, ...) -> call, args (a copy, with .n) */
+static int l_begin(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  const char *name = luaL_checkstring(L, 1);
+  int nargs = lua_gettop(L) - 1;
+  if (e->ended) return rbl_raise(L, "refused", "%s: the run has ended; no primitive may start", name);
+  rbl__poll_limits(L);
+  if (e->check_mode) return rbl_raise(L, "check", "%s: not evaluated by rbl check", name);
+  rbl_call *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, "rbl.call");
+  snprintf(c->prim, sizeof c->prim, "%s", name);
+  const char *tenant = rbl_task_tenant(L);
+  c->tenant = tenant ? strdup(tenant) : NULL;
+  c->id = ++e->next_call;
+  c->t0 = uv_hrtime();
+  lua_createtable(L, nargs, 1);
+  for (int i = 0; i < nargs; i++) {
+    copy_value(L, 2 + i, 0);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, nargs);
+  lua_setfield(L, -2, "n");
+  return 2;
+}
+
+/* host.intent(call, args, target): audit the intent, then wait until it is durable. */
+static int intent_push(lua_State *L, void *ud) { return 0; }
+
+static int l_intent(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  rbl_call *c = check_call(L, 1);
+  if (c->state != CALL_SCOPE) return luaL_error(L, "intent recorded twice");
+  char err[160];
+  cJSON *rec = call_record("intent", c);
+  cJSON *args = rbl_json_from_lua(L, 2, RBL_JSON_REDACT, err, sizeof err);
+  cJSON_AddItemToObject(rec, "args", args ? args : cJSON_CreateString(err));
+  if (!lua_isnoneornil(L, 3)) {
+    cJSON *tg = rbl_json_from_lua(L, 3, RBL_JSON_REDACT, err, sizeof err);
+    if (tg) cJSON_AddItemToObject(rec, "target", tg);
+  }
+  if (e->dry_run) cJSON_AddBoolToObject(rec, "dry_run", 1);
+  if (rbl__audit(e, rec) != 0) {
+    rbl__poll_limits(L);
+  }
+  c->state = CALL_DURABLE;
+  if (!e->audit) return 0;
+  rbl_wait *w = rbl_wait_new(L, intent_push, NULL, NULL);
+  rbl__durable_wait(e, w);
+  return rbl_wait_yield(L, w);
+}
+
+/* host.result(call, ok, value_or_err, summary, before) */
+static int l_result(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  rbl_call *c = check_call(L, 1);
+  int ok = lua_toboolean(L, 2);
+  char err[160];
+  cJSON *rec = call_record("result", c);
+  cJSON_AddStringToObject(rec, "status", ok ? "ok" : "error");
+  cJSON_AddNumberToObject(rec, "duration_ms", (double)((uv_hrtime() - c->t0) / 1000000));
+  if (!ok) {
+    cJSON *er = cJSON_AddObjectToObject(rec, "error");
+    if (lua_istable(L, 3)) {
+      lua_getfield(L, 3, "code");
+      lua_getfield(L, 3, "message");
+      cJSON_AddStringToObject(er, "code", luaL_optstring(L, -2, "failed"));
+      cJSON_AddStringToObject(er, "message", luaL_optstring(L, -1, ""));
+      lua_pop(L, 2);
+    } else {
+      cJSON_AddStringToObject(er, "code", "failed");
+      cJSON_AddStringToObject(er, "message", lua_tostring(L, 3) ? lua_tostring(L, 3) : "error");
+    }
+  }
+  if (lua_istable(L, 4)) {
+    cJSON *s = rbl_json_from_lua(L, 4, RBL_JSON_REDACT, err, sizeof err);
+    if (s) cJSON_AddItemToObject(rec, "summary", s);
+  }
+  if (lua_istable(L, 5)) {
+    cJSON *b = rbl_json_from_lua(L, 5, RBL_JSON_REDACT, err, sizeof err);
+    if (b) cJSON_AddItemToObject(rec, "before", b);
+  }
+  c->state = CALL_DONE;
+  rbl__audit(e, rec);
+  rbl__poll_limits(L);
+  return 0;
+}
+
+/* A refusal: audited, the run is killed (exit 3), and the caller gets the error. */
+int rbl_refuse(lua_State *L, const char *prim, const char *fmt, ...) {
+  rbl_engine *e = rbl_engine_of(L);
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  cJSON *rec = cJSON_CreateObject();
+  cJSON_AddStringToObject(rec, "kind", "refused");
+  cJSON_AddStringToObject(rec, "prim", prim);
+  const char *tenant = rbl_task_tenant(L);
+  if (tenant) cJSON_AddStringToObject(rec, "tenant", tenant);
+  cJSON_AddStringToObject(rec, "reason", msg);
+  rbl__audit(e, rec);
+  if (e->audit) rbl_audit_sync(e->audit);
+  rbl__kill(e, RBL_KILL_REFUSED, "%s refused: %s", prim, msg);
+  return rbl_raise(L, "refused", "%s: %s", prim, msg);
+}
+
+/* host.refuse(call_or_name, reason) */
+static int l_refuse(lua_State *L) {
+  const char *prim = lua_isuserdata(L, 1) ? check_call(L, 1)->prim : luaL_checkstring(L, 1);
+  return rbl_refuse(L, prim, "%s", luaL_checkstring(L, 2));
+}
+
+int rbl__call_check_http(lua_State *L, int idx, const char *method) {
+  rbl_call *c = check_call(L, idx);
+  if (c->state == CALL_DURABLE) return 0;
+  if (c->state == CALL_SCOPE && (!strcmp(method, "GET") || !strcmp(method, "HEAD"))) return 0;
+  return luaL_error(L, "%s: %s request before the intent is durable (bug in rbl)", c->prim, method);
+}
+
+int rbl_host_call_check_http(lua_State *L, int idx, const char *method) {
+  return rbl__call_check_http(L, idx, method);
+}
+
+static int l_call_tenant(lua_State *L) {
+  rbl_call *c = check_call(L, 1);
+  if (!c->tenant) lua_pushnil(L);
+  else lua_pushstring(L, c->tenant);
+  return 1;
+}
+
+static int l_call_id(lua_State *L) {
+  lua_pushinteger(L, check_call(L, 1)->id);
+  return 1;
+}
+
+static int call_gc(lua_State *L) {
+  rbl_call *c = check_call(L, 1);
+  free(c->tenant);
+  c->tenant = NULL;
+  return 0;
+}
+
+/* ---- sleep: the smallest effect ---- */
+
+typedef struct sleep_op {
+  uv_timer_t timer; /* freed in close_cb */
+  rbl_wait *wait;
+} sleep_op;
+
+static void sleep_close(uv_handle_t *h) { free(h->data); }
+static void sleep_cb(uv_timer_t *t) {
+  sleep_op *op = t->data;
+  rbl_wait *w = op->wait;
+  uv_close((uv_handle_t *)&op->timer, sleep_close);
+  rbl_wait_done(w);
+}
+static void sleep_cancel(void *ud) {
+  sleep_op *op = ud;
+  if (uv_is_closing((uv_handle_t *)&op->timer)) return; /* fired already: close_cb frees */
+  uv_timer_stop(&op->timer);
+  uv_close((uv_handle_t *)&op->timer, sleep_close);
+}
+static int sleep_push(lua_State *L, void *ud) { return 0; }
+
+/* host.sleep(call, seconds) */
+static int l_sleep(lua_State *L) {
+  rbl_call *c = check_call(L, 1);
+  if (c->state != CALL_DURABLE) return luaL_error(L, "sleep before intent");
+  double s = luaL_checknumber(L, 2);
+  if (!(s >= 0) || s > 86400) return luaL_argerror(L, 2, "seconds must be within 0..86400");
+  sleep_op *op = malloc(sizeof *op);
+  if (!op) return luaL_error(L, "out of memory");
+  uv_timer_init(rbl_engine_loop(rbl_engine_of(L)), &op->timer);
+  op->timer.data = op;
+  op->wait = rbl_wait_new(L, sleep_push, sleep_cancel, op);
+  uv_timer_start(&op->timer, sleep_cb, (uint64_t)(s * 1000), 0);
+  return rbl_wait_yield(L, op->wait);
+}
+
+/* ---- records, log, small accessors ---- */
+
+/* host.record(kind, fields): an audit record from the DSL (step transitions). */
+static int l_record(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  const char *kind = luaL_checkstring(L, 1);
+  char err[160];
+  cJSON *rec = lua_istable(L, 2) ? rbl_json_from_lua(L, 2, RBL_JSON_REDACT, err, sizeof err)
+                                 : cJSON_CreateObject();
+  if (!rec || !cJSON_IsObject(rec)) {
+    cJSON_Delete(rec);
+    return luaL_error(L, "record: %s", err);
+  }
+  cJSON_DeleteItemFromObject(rec, "kind");
+  cJSON_AddStringToObject(rec, "kind", kind);
+  rbl__audit(e, rec);
+  rbl__poll_limits(L);
+  return 0;
+}
+
+/* Writes one line to stderr, control characters escaped, secrets masked. */
+void rbl__progress(rbl_engine *e, const char *fmt, ...) {
+  if (e->quiet) return;
+  char raw[2048], out[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(raw, sizeof raw, fmt, ap);
+  va_end(ap);
+  char *m = rbl__mask(e, raw, strlen(raw), NULL);
+  const unsigned char *s = (const unsigned char *)(m ? m : raw);
+  size_t o = 0;
+  for (; *s && o < sizeof out - 8; s++) {
+    if (*s == 0x1b && e->color) { out[o++] = (char)*s; continue; } /* our own colour codes */
+    if (*s < 0x20 || *s == 0x7f) o += (size_t)snprintf(out + o, 8, "\\x%02x", *s);
+    else out[o++] = (char)*s;
+  }
+  out[o++] = '\n';
+  free(m);
+  if (write(2, out, o) < 0) { /* stderr gone: nothing to report to */ }
+}
+
+static int l_progress(lua_State *L) {
+  rbl__progress(rbl_engine_of(L), "%s", luaL_checkstring(L, 1));
+  return 0;
+}
+
+static int l_raise(lua_State *L) {
+  return rbl_raise(L, luaL_checkstring(L, 1), "%s", luaL_checkstring(L, 2));
+}
+
+static int l_tenant(lua_State *L) {
+  const char *t = rbl_task_tenant(L);
+  if (!t) lua_pushnil(L);
+  else lua_pushstring(L, t);
+  return 1;
+}
+
+static int l_registry(lua_State *L, const char *key) {
+  lua_getfield(L, LUA_REGISTRYINDEX, key);
+  return 1;
+}
+static int l_config(lua_State *L) { return l_registry(L, "rbl.config"); }
+static int l_tenants(lua_State *L) { return l_registry(L, "rbl.tenants"); }
+static int l_info(lua_State *L) { return l_registry(L, "rbl.info"); }
+
+static int l_dry_run(lua_State *L) {
+  lua_pushboolean(L, rbl_engine_of(L)->dry_run);
+  return 1;
+}
+
+static int l_now_ms(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e6);
+  return 1;
+}
+
+static int l_killed(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  if (!e->killed) return 0;
+  lua_pushstring(L, e->kill_msg);
+  return 1;
+}
+
+static int l_limits(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  lua_createtable(L, 0, 4);
+  lua_pushnumber(L, e->limits.step_timeout);
+  lua_setfield(L, -2, "step_timeout");
+  lua_pushinteger(L, (lua_Integer)e->limits.exec_output);
+  lua_setfield(L, -2, "exec_output");
+  return 1;
+}
+
+/* host.protect(t): rawset and setmetatable from the sandbox refuse t from now on. */
+static int l_protect(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.protected");
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static const luaL_Reg call_methods[] = {
+  {"tenant", l_call_tenant}, {"id", l_call_id}, {NULL, NULL}};
+
+static const luaL_Reg host_funcs[] = {
+  {"begin", l_begin}, {"intent", l_intent}, {"result", l_result},
+  {"refuse", l_refuse}, {"raise", l_raise}, {"tenant", l_tenant},
+  {"tenants", l_tenants}, {"config", l_config}, {"info", l_info},
+  {"run_all", rbl__spawn_group}, {"sleep", l_sleep}, {"record", l_record},
+  {"progress", l_progress}, {"secret", l_secret}, {"unwrap", l_unwrap},
+  {"mask", l_mask}, {"dry_run", l_dry_run}, {"now_ms", l_now_ms},
+  {"interrupted", rbl__interrupt_check}, {"killed", l_killed}, {"limits", l_limits}, {"protect", l_protect},
+  {NULL, NULL}};
+
+int luaopen_rbl_host(lua_State *L) {
+  if (luaL_newmetatable(L, "rbl.call")) {
+    luaL_newlib(L, call_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, call_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_unwrap);
+  lua_setfield(L, LUA_REGISTRYINDEX, "rbl.unwrap");
+  luaL_newlib(L, host_funcs);
+  return 1;
+}

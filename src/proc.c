@@ -1,0 +1,289 @@
+/* rbl.proc: the exec effect. uv_spawn, argv never through a shell, a process group killed on timeout. */
+#include "engine_int.h"
+#include "host.h"
+
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct buf {
+  char *data;
+  size_t len, cap, limit;
+  int truncated;
+} buf;
+
+/* One running process. Owned by itself: freed when every handle has closed (handles == 0)
+ * and nobody waits (wait == NULL after done or cancel). */
+typedef struct proc_op {
+  uv_process_t proc;
+  uv_pipe_t out, err, in;
+  uv_timer_t timer;
+  uv_write_t wreq;
+  int handles;
+  rbl_wait *wait;
+  buf bout, berr;
+  char *stdin_data;
+  int64_t exit_code;
+  int term_signal;
+  int exited, timed_out;
+  double timeout;
+  uint64_t t0, t1;
+
+} proc_op;
+
+static void op_maybe_free(proc_op *op) {
+  if (op->handles > 0 || op->wait) return;
+  free(op->bout.data);
+  free(op->berr.data);
+  free(op->stdin_data);
+  free(op);
+}
+
+static void on_close(uv_handle_t *h) {
+  proc_op *op = h->data;
+  op->handles--;
+  op_maybe_free(op);
+}
+
+static void close_all(proc_op *op) {
+  uv_handle_t *hs[] = {(uv_handle_t *)&op->proc, (uv_handle_t *)&op->out, (uv_handle_t *)&op->err,
+                       (uv_handle_t *)&op->in, (uv_handle_t *)&op->timer};
+  for (size_t i = 0; i < sizeof hs / sizeof *hs; i++)
+    if (hs[i]->data && !uv_is_closing(hs[i])) uv_close(hs[i], on_close);
+}
+
+/* Done once the process exited and both pipes reached EOF. */
+static void maybe_done(proc_op *op) {
+  if (!op->exited || !uv_is_closing((uv_handle_t *)&op->out) || !uv_is_closing((uv_handle_t *)&op->err))
+    return;
+  close_all(op);
+  if (op->wait) {
+    rbl_wait *w = op->wait;
+    rbl_wait_done(w);
+  }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t sugg, uv_buf_t *b) {
+  static char scratch[65536]; /* read lands here, then copied within the cap */
+  b->base = scratch;
+  b->len = sizeof scratch;
+}
+
+static void buf_add(buf *b, const char *p, size_t n) {
+  if (b->len + n > b->limit) {
+    n = b->limit > b->len ? b->limit - b->len : 0;
+    b->truncated = 1;
+  }
+  if (!n) return;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 4096;
+    while (cap < b->len + n) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) { b->truncated = 1; return; }
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  proc_op *op = s->data;
+  if (n > 0) {
+    buf_add(s == (uv_stream_t *)&op->out ? &op->bout : &op->berr, b->base, (size_t)n);
+    return;
+  }
+  if (n < 0) {
+    uv_close((uv_handle_t *)s, on_close);
+    maybe_done(op);
+  }
+}
+
+static void exit_cb(uv_process_t *p, int64_t status, int sig) {
+  proc_op *op = p->data;
+  op->exited = 1;
+  op->exit_code = status;
+  op->term_signal = sig;
+  op->t1 = uv_hrtime();
+  /* Children that kept the pipes open must not hold the call: close the group. */
+  uv_kill(-p->pid, SIGKILL);
+  uv_timer_stop(&op->timer);
+  maybe_done(op);
+}
+
+static void timeout_cb(uv_timer_t *t) {
+  proc_op *op = t->data;
+  op->timed_out = 1;
+  uv_kill(-op->proc.pid, SIGKILL);
+}
+
+static void cancel_cb(void *ud) {
+  proc_op *op = ud;
+  op->wait = NULL;
+  if (!op->exited) uv_kill(-op->proc.pid, SIGKILL);
+  close_all(op);
+  op_maybe_free(op);
+}
+
+static void write_cb(uv_write_t *r, int status) {
+  proc_op *op = r->data;
+  if (!uv_is_closing((uv_handle_t *)&op->in)) uv_close((uv_handle_t *)&op->in, on_close);
+}
+
+static int push_cb(lua_State *L, void *ud) {
+  proc_op *op = ud;
+  op->wait = NULL;
+  double ms = (double)(op->t1 - op->t0) / 1e6;
+  if (op->timed_out) {
+    op_maybe_free(op);
+    return rbl_raise(L, "timeout", "exec: timed out after %gs (process group killed)", op->timeout);
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, op->term_signal ? 128 + op->term_signal : op->exit_code);
+  lua_setfield(L, -2, "exit_code");
+  if (op->term_signal) {
+    lua_pushinteger(L, op->term_signal);
+    lua_setfield(L, -2, "signal");
+  }
+  lua_pushlstring(L, op->bout.data ? op->bout.data : "", op->bout.len);
+  lua_setfield(L, -2, "stdout");
+  lua_pushlstring(L, op->berr.data ? op->berr.data : "", op->berr.len);
+  lua_setfield(L, -2, "stderr");
+  lua_pushinteger(L, (lua_Integer)(ms + 0.5));
+  lua_setfield(L, -2, "duration_ms");
+  lua_pushboolean(L, op->bout.truncated || op->berr.truncated);
+  lua_setfield(L, -2, "truncated");
+  op_maybe_free(op);
+  return 1;
+}
+
+/* Collects strings from a Lua array into a NULL-terminated vector in a userdata-free way:
+ * the strings stay owned by Lua (on the stack) for the call's duration. */
+static char **string_vector(lua_State *L, int idx, int is_env) {
+  size_t n = 0;
+  if (is_env) {
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { n++; lua_pop(L, 1); }
+  } else {
+    n = lua_rawlen(L, idx);
+  }
+  char **v = lua_newuserdatauv(L, (n + 3) * sizeof(char *), 0); /* freed by GC */
+  size_t k = 0;
+  if (is_env) {
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      const char *key = lua_tostring(L, -2);
+      lua_getfield(L, LUA_REGISTRYINDEX, "rbl.unwrap");
+      lua_pushvalue(L, -2);
+      lua_call(L, 1, 1);
+      const char *val = lua_tostring(L, -1);
+      if (!key || !val || strchr(key, '=')) luaL_error(L, "exec: env must map names to strings");
+      lua_pushfstring(L, "%s=%s", key, val);
+      v[k++] = (char *)lua_tostring(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, v[k - 1]); /* keep alive until the call returns */
+      lua_pop(L, 2);
+    }
+  } else {
+    for (size_t i = 1; i <= n; i++) {
+      lua_getfield(L, LUA_REGISTRYINDEX, "rbl.unwrap");
+      lua_rawgeti(L, idx, (lua_Integer)i);
+      lua_call(L, 1, 1);
+      const char *s = lua_tostring(L, -1);
+      if (!s) luaL_error(L, "exec: argv[%d] is not a string", (int)i);
+      v[k++] = (char *)s;
+      lua_rawsetp(L, LUA_REGISTRYINDEX, s);
+    }
+  }
+  v[k] = NULL;
+  return v;
+}
+
+static void release_vector(lua_State *L, char **v) {
+  for (; *v; v++) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, *v);
+  }
+}
+
+/* proc.spawn(call, path, argv, opts) */
+static int l_spawn(lua_State *L) {
+  rbl_host_call_check_http(L, 1, "EXEC");
+  rbl_engine *e = rbl_engine_of(L);
+  const char *path = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_getfield(L, 4, "timeout");
+  double timeout = luaL_optnumber(L, -1, e->limits.step_timeout);
+  lua_getfield(L, 4, "cwd");
+  const char *cwd = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 4, "stdin");
+  size_t inlen = 0;
+  const char *indata = luaL_optlstring(L, -1, NULL, &inlen);
+  lua_getfield(L, 4, "env");
+  int envidx = lua_gettop(L);
+  char **argv = string_vector(L, 3, 0);
+  lua_newtable(L);
+  lua_pushstring(L, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  lua_setfield(L, -2, "PATH");
+  lua_pushliteral(L, "C.UTF-8");
+  lua_setfield(L, -2, "LANG");
+  if (lua_istable(L, envidx)) {
+    lua_pushnil(L);
+    while (lua_next(L, envidx)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_settable(L, -4);
+    }
+  }
+  char **env = string_vector(L, lua_gettop(L), 1);
+
+  proc_op *op = calloc(1, sizeof *op);
+  if (!op) return luaL_error(L, "out of memory");
+  op->bout.limit = op->berr.limit = e->limits.exec_output;
+  op->timeout = timeout;
+  uv_loop_t *loop = rbl_engine_loop(e);
+  uv_pipe_init(loop, &op->out, 0);
+  uv_pipe_init(loop, &op->err, 0);
+  uv_pipe_init(loop, &op->in, 0);
+  uv_timer_init(loop, &op->timer);
+  op->out.data = op->err.data = op->in.data = op->timer.data = op;
+  op->handles = 4;
+  uv_stdio_container_t stdio[3] = {
+    {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&op->in},
+    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->out},
+    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->err}};
+  uv_process_options_t po = {.exit_cb = exit_cb, .file = path, .args = argv, .env = env,
+    .cwd = cwd, .flags = UV_PROCESS_DETACHED, .stdio_count = 3, .stdio = stdio};
+  op->t0 = uv_hrtime();
+  int rc = uv_spawn(loop, &op->proc, &po);
+  release_vector(L, argv);
+  release_vector(L, env);
+  if (rc != 0) {
+    close_all(op);
+    return rbl_raise(L, "failed", "exec %s: %s", path, uv_strerror(rc));
+  }
+  op->proc.data = op;
+  op->handles++;
+  uv_read_start((uv_stream_t *)&op->out, alloc_cb, read_cb);
+  uv_read_start((uv_stream_t *)&op->err, alloc_cb, read_cb);
+  if (indata && inlen) {
+    op->stdin_data = malloc(inlen);
+    memcpy(op->stdin_data, indata, inlen);
+    uv_buf_t b = uv_buf_init(op->stdin_data, (unsigned)inlen);
+    op->wreq.data = op;
+    uv_write(&op->wreq, (uv_stream_t *)&op->in, &b, 1, write_cb);
+  } else {
+    uv_close((uv_handle_t *)&op->in, on_close);
+  }
+  if (timeout > 0) uv_timer_start(&op->timer, timeout_cb, (uint64_t)(timeout * 1000), 0);
+  op->wait = rbl_wait_new(L, push_cb, cancel_cb, op);
+  return rbl_wait_yield(L, op->wait);
+}
+
+static const luaL_Reg proc_funcs[] = {{"spawn", l_spawn}, {NULL, NULL}};
+
+int luaopen_rbl_proc(lua_State *L) {
+  luaL_newlib(L, proc_funcs);
+  return 1;
+}

@@ -1,0 +1,577 @@
+/* The sandbox: an allow-list of globals, read-only library proxies, and the wrappers
+ * (pcall, coroutine, print, load, require) that keep a killed run from running on. */
+#include "sandbox.h"
+#include "engine_int.h"
+#include "strpat.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MODULE_MAX (4u << 20)
+
+/* ---- the hook: deadlines and kills reach pure-Lua loops ---- */
+
+static void count_hook(lua_State *L, lua_Debug *ar) { rbl__poll_limits(L); }
+
+void rbl__sandbox_hook(lua_State *co) {
+  rbl_engine *e = rbl__task_of(co)->e;
+  lua_sethook(co, count_hook, LUA_MASKCOUNT, (int)e->limits.instructions_per_check);
+}
+
+static int strpat_poll(lua_State *L) {
+  rbl__poll_limits(L);
+  return 0;
+}
+
+/* A pcall'd kill is re-raised: nothing in the runbook can swallow it. */
+static int must_rethrow(lua_State *L) {
+  rbl_task *t = rbl__task_of(L);
+  return t->e->killed || t->timed_out || (t->deadline && uv_hrtime() > t->deadline);
+}
+
+static int finish_pcall(lua_State *L, int status, lua_KContext extra) {
+  if (status != LUA_OK && status != LUA_YIELD) {
+    if (must_rethrow(L)) return lua_error(L);
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, -2);
+    return 2;
+  }
+  return lua_gettop(L) - (int)extra;
+}
+
+static int sb_pcall(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushboolean(L, 1);
+  lua_insert(L, 1);
+  int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, finish_pcall);
+  return finish_pcall(L, status, 0);
+}
+
+static int sb_xpcall(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushboolean(L, 1);
+  lua_pushvalue(L, 1);
+  lua_rotate(L, 3, 2); /* f, handler, true, f, args... -> handler at 2 */
+  int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
+  return finish_pcall(L, status, 2);
+}
+
+/* ---- coroutines: bound to the creating task, kills propagate ---- */
+
+static int sb_co_create(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  *(rbl_task **)lua_getextraspace(co) = rbl__task_of(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  return 1;
+}
+
+static int resume_into(lua_State *L, lua_State *co, int narg) {
+  int nres;
+  if (lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+    lua_pushliteral(L, "cannot resume dead coroutine");
+    return -1;
+  }
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    return -1;
+  }
+  lua_xmove(L, co, narg);
+  int st = lua_resume(co, L, narg, &nres);
+  if (st == LUA_OK || st == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1);
+  return -1;
+}
+
+static int sb_co_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  int r = resume_into(L, co, lua_gettop(L) - 1);
+  if (r < 0) {
+    if (must_rethrow(L)) return lua_error(L);
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+static int wrap_aux(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  int r = resume_into(L, co, lua_gettop(L));
+  if (r < 0) return lua_error(L);
+  return r;
+}
+
+static int sb_co_wrap(lua_State *L) {
+  sb_co_create(L);
+  lua_pushcclosure(L, wrap_aux, 1);
+  return 1;
+}
+
+/* ---- print: bounded, escaped, masked ---- */
+
+static int sb_print(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  int n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 1; i <= n; i++) {
+    size_t len;
+    const char *s = luaL_tolstring(L, i, &len);
+    for (size_t k = 0; k < len; k++) {
+      unsigned char c = (unsigned char)s[k];
+      if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f) {
+        char esc[8];
+        snprintf(esc, sizeof esc, "\\x%02x", c);
+        luaL_addstring(&b, esc);
+      } else {
+        luaL_addchar(&b, (char)c);
+      }
+    }
+    lua_pop(L, 1);
+    if (i < n) luaL_addchar(&b, '\t');
+  }
+  luaL_addchar(&b, '\n');
+  luaL_pushresult(&b);
+  size_t len;
+  const char *out = lua_tolstring(L, -1, &len);
+  if (e->printed + len > e->limits.output) {
+    rbl__kill(e, RBL_KILL_LIMIT, "output limit of %zu bytes exceeded", e->limits.output);
+    rbl__poll_limits(L);
+  }
+  e->printed += len;
+  size_t mlen;
+  char *m = rbl__mask(e, out, len, &mlen);
+  if (fwrite(m ? m : out, 1, m ? mlen : len, stdout) == 0 && len) { /* stdout closed */ }
+  fflush(stdout);
+  free(m);
+  return 0;
+}
+
+/* ---- load and require: text only, into the sandbox ---- */
+
+int rbl_sandbox_load(lua_State *L, const char *buf, size_t len, const char *chunkname, int env_idx) {
+  env_idx = lua_absindex(L, env_idx);
+  if (len > 0 && buf[0] == LUA_SIGNATURE[0]) {
+    lua_pushfstring(L, "%s: binary chunks are not allowed", chunkname);
+    return LUA_ERRSYNTAX;
+  }
+  int st = luaL_loadbufferx(L, buf, len, chunkname, "t");
+  if (st != LUA_OK) return st;
+  lua_pushvalue(L, env_idx);
+  if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+  return LUA_OK;
+}
+
+static int sb_load(lua_State *L) {
+  size_t len;
+  const char *s = lua_tolstring(L, 1, &len);
+  if (!s) return luaL_argerror(L, 1, "only strings can be loaded in the sandbox");
+  const char *name = luaL_optstring(L, 2, "=(load)");
+  const char *mode = luaL_optstring(L, 3, "t");
+  if (strchr(mode, 'b') && !strchr(mode, 't')) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "binary chunks are not allowed");
+    return 2;
+  }
+  int env = lua_isnone(L, 4) ? lua_upvalueindex(1) : 4;
+  if (rbl_sandbox_load(L, s, len, name, env) != LUA_OK) {
+    luaL_pushfail(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  return 1;
+}
+
+static int read_module(lua_State *L, const char *dir, const char *name, char *path, size_t plen) {
+  const char *p;
+  for (p = name; *p; p++) {
+    if (!(*p == '.' || *p == '_' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+          (*p >= 'A' && *p <= 'Z')))
+      return luaL_error(L, "require: bad module name '%s'", name);
+  }
+  if (!*name || name[0] == '.' || strstr(name, "..") || p[-1] == '.')
+    return luaL_error(L, "require: bad module name '%s'", name);
+  char rel[PATH_MAX];
+  snprintf(rel, sizeof rel, "%s", name);
+  for (char *q = rel; *q; q++) if (*q == '.') *q = '/';
+  char want[PATH_MAX], real[PATH_MAX], realdir[PATH_MAX];
+  snprintf(want, sizeof want, "%s/%s.lua", dir, rel);
+  if (!realpath(want, real) || !realpath(dir, realdir))
+    return luaL_error(L, "require: module '%s' not found (looked for %s)", name, want);
+  size_t dl = strlen(realdir);
+  if (strncmp(real, realdir, dl) != 0 || real[dl] != '/')
+    return luaL_error(L, "require: module '%s' resolves outside the runbook directory", name);
+  snprintf(path, plen, "%s", real);
+  FILE *f = fopen(real, "rb");
+  if (!f) return luaL_error(L, "require: cannot open %s", real);
+  luaL_Buffer b;
+  char *buf = luaL_buffinitsize(L, &b, MODULE_MAX + 1);
+  size_t n = fread(buf, 1, MODULE_MAX + 1, f);
+  fclose(f);
+  if (n > MODULE_MAX) return luaL_error(L, "require: %s is larger than 4 MiB", real);
+  luaL_pushresultsize(&b, n);
+  return 1;
+}
+
+static void audit_module(lua_State *L, const char *name, const char *path, const char *src, size_t len) {
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  char hex[80] = "sha256:";
+  EVP_Digest(src, len, md, &mdlen, EVP_sha256(), NULL);
+  for (unsigned i = 0; i < mdlen; i++) snprintf(hex + 7 + 2 * i, 3, "%02x", md[i]);
+  cJSON *rec = cJSON_CreateObject();
+  cJSON_AddStringToObject(rec, "kind", "module");
+  cJSON_AddStringToObject(rec, "name", name);
+  cJSON_AddStringToObject(rec, "path", path);
+  cJSON_AddStringToObject(rec, "sha256", hex);
+  rbl__audit(rbl_engine_of(L), rec);
+}
+
+static int require_k(lua_State *L, int status, lua_KContext ctx) {
+  /* stack: name, loaded, result */
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushboolean(L, 1); }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, 2, lua_tostring(L, 1));
+  return 1;
+}
+
+/* upvalue 1: the sandbox env; 2: the loaded table. */
+static int sb_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  if (lua_getfield(L, 2, name) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  char path[PATH_MAX];
+  rbl_engine *e = rbl_engine_of(L);
+  read_module(L, rbl_engine_runbook_dir(e), name, path, sizeof path);
+  size_t len;
+  const char *src = lua_tolstring(L, -1, &len);
+  audit_module(L, name, path, src, len);
+  char chunk[PATH_MAX + 2];
+  snprintf(chunk, sizeof chunk, "@%s", path);
+  if (rbl_sandbox_load(L, src, len, chunk, lua_upvalueindex(1)) != LUA_OK) return lua_error(L);
+  lua_remove(L, -2);
+  lua_pushstring(L, name);
+  lua_callk(L, 1, 1, 0, require_k);
+  return require_k(L, LUA_OK, 0);
+}
+
+/* ---- guards on raw access and metatables ---- */
+
+static int is_protected(lua_State *L, int idx) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.protected");
+  lua_pushvalue(L, idx);
+  int p = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  return p;
+}
+
+static int sb_rawset(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (is_protected(L, 1)) return luaL_error(L, "attempt to modify a read-only table");
+  luaL_checkany(L, 2);
+  luaL_checkany(L, 3);
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 1;
+}
+
+static int sb_setmetatable(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (is_protected(L, 1)) return luaL_error(L, "cannot change a protected metatable");
+  luaL_argexpected(L, lua_isnoneornil(L, 2) || lua_istable(L, 2), 2, "nil or table");
+  if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+    return luaL_error(L, "cannot change a protected metatable");
+  lua_settop(L, 2);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+static int sb_collectgarbage(lua_State *L) {
+  const char *opt = luaL_optstring(L, 1, "collect");
+  if (!strcmp(opt, "count")) {
+    lua_pushnumber(L, (double)lua_gc(L, LUA_GCCOUNT, 0) + lua_gc(L, LUA_GCCOUNTB, 0) / 1024.0);
+    return 1;
+  }
+  if (!strcmp(opt, "collect") || !strcmp(opt, "step")) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  return luaL_argerror(L, 1, "only \"count\", \"collect\" and \"step\" are allowed");
+}
+
+/* ---- read-only proxies ---- */
+
+static int ro_newindex(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING)
+    return luaL_error(L, "attempt to modify read-only field '%s'", lua_tostring(L, 2));
+  return luaL_error(L, "attempt to modify a read-only table");
+}
+
+static int ro_pairs(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1)); /* next */
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__index");
+  lua_remove(L, -2);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int ro_len(lua_State *L) {
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__index");
+  lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+  return 1;
+}
+
+static void mark_protected(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.protected");
+  lua_pushvalue(L, idx);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+static int has_metatable(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* Replaces the table on top with a read-only proxy of it (recursively for sub-tables). */
+static void make_readonly(lua_State *L, int depth) {
+  int t = lua_gettop(L);
+  luaL_checkstack(L, 8, "read-only proxy");
+  if (depth < 8) {
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      if (lua_type(L, -1) == LUA_TTABLE && !has_metatable(L, -1)) {
+        make_readonly(L, depth + 1);
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, t);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+  }
+  lua_newtable(L); /* the proxy */
+  lua_createtable(L, 0, 5);
+  lua_pushvalue(L, t);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, ro_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_getglobal(L, "next");
+  lua_pushcclosure(L, ro_pairs, 1);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushcfunction(L, ro_len);
+  lua_setfield(L, -2, "__len");
+  lua_pushliteral(L, "read-only");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  mark_protected(L, -1);
+  lua_replace(L, t);
+}
+
+/* ---- building the environment ---- */
+
+const char *const rbl_sandbox_globals[] = {
+  "_G", "_VERSION", "assert", "collectgarbage", "coroutine", "error", "getmetatable",
+  "ipairs", "load", "math", "next", "os", "pairs", "pcall", "print", "rawequal", "rawget",
+  "rawlen", "rawset", "require", "select", "setmetatable", "string", "table", "tonumber",
+  "tostring", "type", "utf8", "xpcall", NULL};
+
+static void copy_fields(lua_State *L, const char *lib, const char *const *names) {
+  lua_newtable(L);
+  lua_getglobal(L, lib);
+  for (; *names; names++) {
+    lua_getfield(L, -1, *names);
+    lua_setfield(L, -3, *names);
+  }
+  lua_pop(L, 1);
+}
+
+static void set_copy(lua_State *L, int G, const char *name) {
+  lua_getglobal(L, name);
+  lua_setfield(L, G, name);
+}
+
+static const char *const string_names[] = {"byte", "char", "format", "len", "lower", "pack",
+  "packsize", "rep", "reverse", "sub", "unpack", "upper", NULL};
+static const char *const table_names[] = {"concat", "insert", "move", "pack", "remove",
+  "sort", "unpack", NULL};
+static const char *const math_names[] = {"abs", "ceil", "cos", "deg", "exp", "floor", "fmod",
+  "huge", "log", "max", "maxinteger", "min", "mininteger", "modf", "pi", "rad", "random",
+  "randomseed", "sin", "sqrt", "tan", "tointeger", "type", "ult", "acos", "asin", "atan", NULL};
+static const char *const utf8_names[] = {"char", "charpattern", "codepoint", "codes", "len",
+  "offset", NULL};
+static const char *const os_names[] = {"clock", "date", "difftime", "time", NULL};
+static const char *const co_names[] = {"close", "isyieldable", "running", "status", "yield", NULL};
+
+/* upvalue 1: G (read-only names), 2: U (the runbook's own globals). */
+static int env_newindex(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "tenant"))
+    return luaL_error(L, "attempt to assign to read-only global 'tenant'");
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) {
+    return luaL_error(L, "attempt to assign to read-only global '%s'", luaL_tolstring(L, 2, NULL));
+  }
+  lua_pop(L, 1);
+  lua_settop(L, 3);
+  lua_rawset(L, lua_upvalueindex(2));
+  return 0;
+}
+
+static int g_index(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "tenant")) {
+    const char *t = rbl_task_tenant(L);
+    if (t) lua_pushstring(L, t);
+    else lua_pushnil(L);
+    return 1;
+  }
+  return 0;
+}
+
+static void push_lib(lua_State *L, int G, const char *name, const char *const *names) {
+  copy_fields(L, name, names);
+  make_readonly(L, 0);
+  lua_setfield(L, G, name);
+}
+
+static void push_coroutine_lib(lua_State *L, int G) {
+  copy_fields(L, "coroutine", co_names);
+  lua_pushcfunction(L, sb_co_create);
+  lua_setfield(L, -2, "create");
+  lua_pushcfunction(L, sb_co_wrap);
+  lua_setfield(L, -2, "wrap");
+  lua_pushcfunction(L, sb_co_resume);
+  lua_setfield(L, -2, "resume");
+  make_readonly(L, 0);
+  lua_setfield(L, G, "coroutine");
+}
+
+void rbl_sandbox_push_env(lua_State *L) {
+  int extras = lua_gettop(L);
+  lua_newtable(L);
+  int G = lua_gettop(L);
+  static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs", "select",
+    "tonumber", "tostring", "type", "rawequal", "rawlen", "rawget", "getmetatable", "_VERSION", NULL};
+  for (const char *const *n = base; *n; n++) set_copy(L, G, *n);
+  static const luaL_Reg wrapped[] = {{"pcall", sb_pcall}, {"xpcall", sb_xpcall},
+    {"print", sb_print}, {"rawset", sb_rawset}, {"setmetatable", sb_setmetatable},
+    {"collectgarbage", sb_collectgarbage}, {NULL, NULL}};
+  for (const luaL_Reg *r = wrapped; r->name; r++) {
+    lua_pushcfunction(L, r->func);
+    lua_setfield(L, G, r->name);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.stringlib");
+  lua_setfield(L, G, "string"); /* already a protected proxy */
+  push_lib(L, G, "table", table_names);
+  push_lib(L, G, "math", math_names);
+  push_lib(L, G, "utf8", utf8_names);
+  push_lib(L, G, "os", os_names);
+  push_coroutine_lib(L, G);
+  if (lua_istable(L, extras)) {
+    lua_pushnil(L);
+    while (lua_next(L, extras)) {
+      if (lua_type(L, -1) == LUA_TTABLE && !has_metatable(L, -1)) make_readonly(L, 0);
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, G);
+    }
+  }
+  /* E (what _ENV is) stays empty: reads fall to U then G, writes go to U. */
+  lua_newtable(L); /* U */
+  int U = lua_gettop(L);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, G);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, U);
+  lua_newtable(L); /* E */
+  int E = lua_gettop(L);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, U);
+  lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, G);
+  lua_pushvalue(L, U);
+  lua_pushcclosure(L, env_newindex, 2);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushliteral(L, "sandbox");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, E);
+  lua_pushvalue(L, E);
+  lua_setfield(L, G, "_G");
+  lua_pushvalue(L, E);
+  lua_pushcclosure(L, sb_load, 1);
+  lua_setfield(L, G, "load");
+  lua_pushvalue(L, E);
+  lua_newtable(L);
+  lua_pushcclosure(L, sb_require, 2);
+  lua_setfield(L, G, "require");
+  /* `tenant` is the calling task's binding, so it is computed, not stored. */
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, g_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "sandbox");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, G);
+  mark_protected(L, G);
+  mark_protected(L, E);
+  lua_replace(L, extras);
+  lua_settop(L, extras);
+}
+
+void rbl_sandbox_init(lua_State *L) {
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "rbl.protected");
+  /* One string table for the sandbox and for string methods: budgeted patterns, no dump. */
+  copy_fields(L, "string", string_names);
+  luaL_requiref(L, "rbl.strpat", luaopen_rbl_strpat, 0);
+  static const char *const pat[] = {"find", "match", "gmatch", "gsub", NULL};
+  for (const char *const *n = pat; *n; n++) {
+    lua_getfield(L, -1, *n);
+    lua_setfield(L, -3, *n);
+  }
+  lua_pop(L, 1);
+  rbl_strpat_set_poll(strpat_poll);
+  lua_pushvalue(L, -1);
+  make_readonly(L, 0);
+  lua_setfield(L, LUA_REGISTRYINDEX, "rbl.stringlib");
+  /* stack: methods. The shared string metatable indexes them and is locked. */
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "locked");
+  lua_setfield(L, -2, "__metatable");
+  lua_pushliteral(L, "");
+  lua_pushvalue(L, -2);
+  lua_setmetatable(L, -2);
+  lua_pop(L, 3);
+}
