@@ -479,11 +479,11 @@ static int classify(rbl_http_op *op, CURLcode rc, char *msg, size_t n, int *conn
   curl_easy_getinfo(op->easy, CURLINFO_OS_ERRNO, &oserr);
   const char *ep = op->endpoint;
   if ((rc == CURLE_WRITE_ERROR && op->too_big) || rc == CURLE_FILESIZE_EXCEEDED) {
-    snprintf(msg, n, "%s: response larger than %zu bytes", ep, op->max);
+    setmsg(msg, n, "%s: response larger than %zu bytes", ep, op->max);
     return RBL_ETOOBIG;
   }
   if (rc == CURLE_WRITE_ERROR && op->nomem) {
-    snprintf(msg, n, "%s: out of memory", ep);
+    setmsg(msg, n, "%s: out of memory", ep);
     return RBL_ENOMEM;
   }
   if (rc == CURLE_OPERATION_TIMEDOUT) {
@@ -491,9 +491,9 @@ static int classify(rbl_http_op *op, CURLcode rc, char *msg, size_t n, int *conn
       *conn = 1;
       long ms = op->timeout_ms && op->timeout_ms < op->connect_timeout_ms ? op->timeout_ms
                                                                            : op->connect_timeout_ms;
-      snprintf(msg, n, "connect to %s: timeout after %ld ms", ep, ms);
+      setmsg(msg, n, "connect to %s: timeout after %ld ms", ep, ms);
     } else {
-      snprintf(msg, n, "%s: timeout after %ld ms", ep, op->timeout_ms);
+      setmsg(msg, n, "%s: timeout after %ld ms", ep, op->timeout_ms);
     }
     return RBL_ETIMEDOUT;
   }
@@ -501,33 +501,33 @@ static int classify(rbl_http_op *op, CURLcode rc, char *msg, size_t n, int *conn
       rc == CURLE_COULDNT_RESOLVE_PROXY) {
     *conn = 1;
     if (rc == CURLE_COULDNT_CONNECT && oserr != 0)
-      snprintf(msg, n, "connect to %s: %s", ep, strerror((int)oserr));
+      setmsg(msg, n, "connect to %s: %s", ep, strerror((int)oserr));
     else
-      snprintf(msg, n, "connect to %s: %s", ep, cause(op, rc));
+      setmsg(msg, n, "connect to %s: %s", ep, cause(op, rc));
     return (oserr == EACCES || oserr == EPERM) ? RBL_EDENIED : RBL_ECONNECT;
   }
   if (is_tls_error(rc)) {
     if (rc == CURLE_PEER_FAILED_VERIFICATION)
-      snprintf(msg, n, "%s: TLS: certificate verify failed (%s)", ep, cause(op, rc));
+      setmsg(msg, n, "%s: TLS: certificate verify failed (%s)", ep, cause(op, rc));
     else
-      snprintf(msg, n, "%s: TLS: %s", ep, cause(op, rc));
+      setmsg(msg, n, "%s: TLS: %s", ep, cause(op, rc));
     return RBL_ETLS;
   }
   if ((rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && strstr(op->errbuf, "SSL routines")) {
     /* TLS 1.3 reports a refused client certificate as an alert after the handshake */
-    snprintf(msg, n, "%s: TLS: %s", ep, op->errbuf);
+    setmsg(msg, n, "%s: TLS: %s", ep, op->errbuf);
     return RBL_ETLS;
   }
   if (rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
       rc == CURLE_PARTIAL_FILE) {
-    snprintf(msg, n, "%s: connection lost: %s", ep, cause(op, rc));
+    setmsg(msg, n, "%s: connection lost: %s", ep, cause(op, rc));
     return RBL_ECONNECT;
   }
   if (rc == CURLE_OUT_OF_MEMORY) {
-    snprintf(msg, n, "%s: out of memory", ep);
+    setmsg(msg, n, "%s: out of memory", ep);
     return RBL_ENOMEM;
   }
-  snprintf(msg, n, "%s: %s", ep, cause(op, rc));
+  setmsg(msg, n, "%s: %s", ep, cause(op, rc));
   return RBL_EPROTO;
 }
 

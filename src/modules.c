@@ -4,6 +4,7 @@
 #include "json.h"
 #include "host.h"
 #include "strpat.h"
+#include "iac.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -17,6 +18,7 @@ static const luaL_Reg c_modules[] = {
   {"rbl.proc", luaopen_rbl_proc},
   {"rbl.http", luaopen_rbl_http},
   {"rbl.strpat", luaopen_rbl_strpat},
+  {"rbl.iacc", luaopen_rbl_iacc},
   {NULL, NULL}};
 
 struct rbl_embedded { const char *name; const char *src; size_t len; };

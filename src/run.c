@@ -626,11 +626,6 @@ int rbl_cmd_check(int argc, char **argv) {
   return rc;
 }
 
-int rbl_cmd_rollback(int argc, char **argv) {
-  return fail(2, "rollback: no reversible primitive is available in this build yet "
-                 "(kube_patch records them); nothing was changed");
-}
-
 int rbl_cmd_repl(rbl_run_opts *o) {
   return fail(2, "repl: not available in this build yet; use rbl run");
 }

@@ -557,6 +557,7 @@ end
 local Drift = {}
 Drift.__index = Drift
 Drift.__name = "rbl.drift"
+Drift.__metatable = "drift"
 
 -- Private per-object state (segments, roots), so items stay plain data.
 local private = setmetatable({}, { __mode = "k" })

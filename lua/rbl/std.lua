@@ -154,7 +154,7 @@ function M.build(book)
     array = json.array, object = json.object }
 
   -- Optional modules contributed by other files: each returns a table of globals.
-  for _, modname in ipairs({ "rbl.drift_prims", "rbl.docker", "rbl.kube", "rbl.iac_prims", "rbl.isolation" }) do
+  for _, modname in ipairs({ "rbl.drift_prims", "rbl.docker", "rbl.kube", "rbl.isolation" }) do
     local ok, mod = pcall(require, modname)
     if ok and type(mod) == "table" and mod.globals then
       for k, v in pairs(mod.globals(book)) do g[k] = v end

@@ -256,6 +256,15 @@ ok "$ADMIN" scale deployment/api --replicas=9 "${P7[@]}" --dry-run=server
 ok "$ADMIN" get deployment api "${P7[@]}" -o json
 eq "$(jq -r .spec.replicas <<<"$out")" "5" "dry-run scale does not store"
 
+STEP "watch: kubectl wait sees a later change"
+(sleep 1 && "$KUBECTL" --kubeconfig "$ADMIN" patch configmap db-pool-config "${P7[@]}" --type merge \
+    -p '{"data":{"flag":"on"}}' >/dev/null 2>&1) &
+patcher=$!
+ok "$ADMIN" wait --for=jsonpath='{.data.flag}'=on configmap/db-pool-config "${P7[@]}" --timeout=15s
+wait "$patcher" || fail "background patch failed"
+contains "$out" "configmap/db-pool-config condition met" "kubectl wait output"
+[[ $(log_count '.query|test("watch=true")' | tr -d ' ') -ge 1 ]] || fail "kubectl wait did not watch"
+
 STEP "replace of a stale object -> 409 Conflict"
 log_mark
 bad "$ADMIN" replace -f "$WORK/stale-cm.json"

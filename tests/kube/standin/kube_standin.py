@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import select
 import socket
 import ssl
 import sys
@@ -803,6 +804,8 @@ class Handler(BaseHTTPRequestHandler):
         self.req_path, _, self.req_query = raw.partition("?")
         self.resp_status, self.resp_ctype, self.fault = None, None, None
         self.warnings = []
+        self.logged = False
+        self.user = None
         try:
             self.req_body = self.read_body()
         except (ValueError, OSError):
@@ -810,6 +813,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         ident = self.authenticate()
         user = ident[0] if ident else None
+        self.user = user
         try:
             if ident is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
@@ -841,7 +845,7 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             self.send_json(500, ApiError(500, "Internal error occurred: %s" % e, "InternalError").status())
         finally:
-            if self.fault != "hang":
+            if self.fault != "hang" and not self.logged:
                 self.write_log(user)
 
     # ----------------------------------------------------------------- routing
@@ -1032,6 +1036,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
+        self.wfile.flush()
+        self.write_log(self.user)  # log now: a watch may last long
+        self.logged = True
 
         table_v = self.wants_table(parse_accept(self.headers.get("Accept")))
         sent = [0]
@@ -1058,6 +1065,9 @@ class Handler(BaseHTTPRequestHandler):
                 remaining = deadline - time.time()
                 if remaining <= 0:
                     break
+                if select.select([self.connection], [], [], 0)[0]:
+                    self.close_connection = True  # the client closed (or sent something): end the watch
+                    return
                 for erv, etype, plural, obj in cluster.watch_wait(last, min(remaining, 0.5)):
                     last = erv
                     if plural == res.plural and matches(obj):
