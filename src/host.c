@@ -79,12 +79,27 @@ char *rbl__mask(rbl_engine *e, const char *s, size_t len, size_t *outlen) {
   return out;
 }
 
+/* Replaces bytes that are not valid UTF-8 with '?' in place: audit records and reports are
+ * JSON, and command output may be anything. */
+static void utf8_scrub(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p) {
+    int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : -1;
+    int ok = n >= 0 && !(n == 1 && *p < 0xc2) && !(n == 3 && *p > 0xf4);
+    for (int k = 1; ok && k <= n; k++) ok = (p[k] & 0xc0) == 0x80;
+    if (ok && n == 2) ok = !(p[0] == 0xe0 && p[1] < 0xa0) && !(p[0] == 0xed && p[1] > 0x9f);
+    if (ok && n == 3) ok = !(p[0] == 0xf0 && p[1] < 0x90) && !(p[0] == 0xf4 && p[1] > 0x8f);
+    if (!ok) { *p++ = '?'; continue; }
+    p += n + 1;
+  }
+}
+
 void rbl__mask_json(rbl_engine *e, cJSON *j) {
-  if (!e->nsecrets || !j) return;
   for (cJSON *c = j; c; c = c->next) {
     if (cJSON_IsString(c) && c->valuestring) {
-      char *m = rbl__mask(e, c->valuestring, strlen(c->valuestring), NULL);
+      char *m = e->nsecrets ? rbl__mask(e, c->valuestring, strlen(c->valuestring), NULL) : NULL;
       if (m) { cJSON_free(c->valuestring); c->valuestring = m; }
+      utf8_scrub(c->valuestring);
     }
     if (c->child) rbl__mask_json(e, c->child);
   }
@@ -188,7 +203,7 @@ static void copy_value(lua_State *L, int idx, int depth) {
   }
 }
 
-/* host.begin(name, ...) -> call, args (a copy, with .n) */
+/* host.begin(name, ...) -> call, args (a copy), number of args */
 static int l_begin(lua_State *L) {
   rbl_engine *e = rbl_engine_of(L);
   const char *name = luaL_checkstring(L, 1);
@@ -204,14 +219,13 @@ static int l_begin(lua_State *L) {
   c->tenant = tenant ? strdup(tenant) : NULL;
   c->id = ++e->next_call;
   c->t0 = uv_hrtime();
-  lua_createtable(L, nargs, 1);
+  lua_createtable(L, nargs, 0);
   for (int i = 0; i < nargs; i++) {
     copy_value(L, 2 + i, 0);
     lua_rawseti(L, -2, i + 1);
   }
   lua_pushinteger(L, nargs);
-  lua_setfield(L, -2, "n");
-  return 2;
+  return 3;
 }
 
 /* host.intent(call, args, target): audit the intent, then wait until it is durable. */

@@ -18,15 +18,15 @@ end
 function M.define(name, impl)
   local scope, effect = impl.scope, impl.effect
   return function(...)
-    local call, args = host.begin(name, ...)
+    local call, args, n = host.begin(name, ...)
     local target
     if scope then
-      local ok, t = pcall(scope, call, unpack(args, 1, args.n))
+      local ok, t = pcall(scope, call, unpack(args, 1, n))
       if not ok then fail_before_intent(call, name, args, t) end
       target = t
     end
     host.intent(call, args, target)
-    local ok, res, summary, before, undo = pcall(effect, call, unpack(args, 1, args.n))
+    local ok, res, summary, before, undo = pcall(effect, call, unpack(args, 1, n))
     if not ok then
       host.result(call, false, res)
       error(res, 0)

@@ -20,7 +20,7 @@ mkdir -p "$HOME"
 unset KUBECONFIG
 
 step=""
-STEP() { step=$*; echo "--- $step"; }
+STEP() { step=$*; echo "--- [$SECONDS s] $step"; }
 fail() {
     echo "FAIL [$step]: $*" >&2
     if [[ -n ${KUBE_STANDIN_LOG:-} && -f $KUBE_STANDIN_LOG ]]; then

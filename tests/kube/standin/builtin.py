@@ -41,7 +41,9 @@ def builtin_objects():
     objs.append(_cr("admin", admin))
     basic = _cr("system:basic-user", [{"apiGroups": ["authorization.k8s.io"],
                                        "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-                                       "verbs": ["create"]}])
+                                       "verbs": ["create"]},
+                                      {"apiGroups": ["authentication.k8s.io"],
+                                       "resources": ["selfsubjectreviews"], "verbs": ["create"]}])
     disc = _cr("system:discovery", [{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz",
                                                          "/livez", "/readyz", "/openapi", "/openapi/*", "/version",
                                                          "/version/"], "verbs": ["get"]}])

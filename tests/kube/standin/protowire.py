@@ -77,7 +77,10 @@ CONFIGMAP = {1: ("metadata", OBJECT_META), 2: ("data", "map"), 3: ("binaryData",
 SECRET = {1: ("metadata", OBJECT_META), 2: ("data", "map-bytes"), 3: ("type", "string"),
           4: ("stringData", "map"), 5: ("immutable", "bool")}
 NAMESPACE = {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", "repeated string")})}
-SCHEMAS = {("v1", "ConfigMap"): CONFIGMAP, ("v1", "Secret"): SECRET, ("v1", "Namespace"): NAMESPACE,
+SSRR = {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("namespace", "string")})}
+SCHEMAS = {("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", OBJECT_META)},
+           ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): SSRR,
+           ("v1", "ConfigMap"): CONFIGMAP, ("v1", "Secret"): SECRET, ("v1", "Namespace"): NAMESPACE,
            ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): SSAR,
            ("authorization.k8s.io/v1", "SubjectAccessReview"): SAR,
            ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): SAR}

@@ -71,6 +71,28 @@ class Authorizer:
             return list(role.get("rules") or []) if role else []
         return []
 
+    def rules_for(self, user, groups, ns):
+        """All rules that apply to the user in namespace ns (SelfSubjectRulesReview)."""
+        rules = []
+        for crb in self.store.list_raw("clusterrolebindings"):
+            if any(_subject_matches(s, user, groups, None) for s in crb.get("subjects") or []):
+                rules += self._role_rules(crb.get("roleRef") or {}, None)
+        if ns:
+            for rb in self.store.list_raw("rolebindings", ns):
+                if any(_subject_matches(s, user, groups, ns) for s in rb.get("subjects") or []):
+                    rules += self._role_rules(rb.get("roleRef") or {}, ns)
+        res_rules, nonres_rules = [], []
+        for r in rules:
+            if r.get("nonResourceURLs"):
+                nonres_rules.append({"verbs": r.get("verbs") or [], "nonResourceURLs": r["nonResourceURLs"]})
+            if r.get("resources"):
+                rr = {"verbs": r.get("verbs") or [], "apiGroups": r.get("apiGroups") or [],
+                      "resources": r["resources"]}
+                if r.get("resourceNames"):
+                    rr["resourceNames"] = r["resourceNames"]
+                res_rules.append(rr)
+        return res_rules, nonres_rules
+
     def authorize(self, user, groups, attrs):
         """attrs: verb, group, resource, subresource, name, namespace | nonResource, path.
         Returns (allowed, reason)."""
