@@ -498,6 +498,11 @@ void rbl__poll_limits(lua_State *L) {
     rbl__push_error(L, "killed", e->kill_msg);
     lua_error(L);
   }
+  if (e->run_deadline && uv_hrtime() > e->run_deadline) {
+    rbl__kill(e, RBL_KILL_LIMIT, "run deadline of %gs exceeded", e->limits.run_timeout);
+    rbl__push_error(L, "killed", e->kill_msg);
+    lua_error(L);
+  }
   if (t->timed_out) rbl_raise(L, "timeout", "step timed out");
   if (t->deadline && uv_hrtime() > t->deadline) {
     t->timed_out = 1;
@@ -561,8 +566,10 @@ int rbl__engine_run(rbl_engine *e, int nargs) {
   lua_xmove(e->L, t->co, nargs + 1);
   ready_push(e, t);
   uv_idle_start(&e->sched, sched_cb);
-  if (e->limits.run_timeout > 0)
+  if (e->limits.run_timeout > 0) {
+    e->run_deadline = uv_hrtime() + (uint64_t)(e->limits.run_timeout * 1e9);
     uv_timer_start(&e->run_timer, run_timer_cb, (uint64_t)(e->limits.run_timeout * 1000), 0);
+  }
   uv_signal_start(&e->sigint, sigint_cb, SIGINT);
   while (!e->main_done) {
     uv_run(&e->loop, UV_RUN_DEFAULT);

@@ -68,6 +68,7 @@ struct rbl_engine {
   size_t mem, mem_cap;
   rbl_limits limits;
   size_t printed;
+  uint64_t run_deadline;     /* uv_hrtime() ns; 0 = none */
   int dry_run;
   int check_mode;           /* rbl check: primitives stop evaluation */
   int ended;                /* the run is over: no primitive may start */

@@ -5,6 +5,7 @@
 #include "host.h"
 #include "strpat.h"
 #include "iac.h"
+#include "kubeconfig.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -19,6 +20,7 @@ static const luaL_Reg c_modules[] = {
   {"rbl.http", luaopen_rbl_http},
   {"rbl.strpat", luaopen_rbl_strpat},
   {"rbl.iacc", luaopen_rbl_iacc},
+  {"rbl.kubec", luaopen_rbl_kubec},
   {NULL, NULL}};
 
 struct rbl_embedded { const char *name; const char *src; size_t len; };

@@ -157,7 +157,8 @@ local function resolve(call, what, ref)
   end
   local tenant = tenant_of(call, what)
   local ep = endpoint()
-  local res = request(call, what .. " " .. ref, "GET", api_path(call, what, "/containers/" .. urlencode(ref) .. "/json"))
+  local w = what .. " " .. ref
+  local res = request(call, w, "GET", api_path(call, w, "/containers/" .. urlencode(ref) .. "/json"))
   if res.status == 404 then
     host.raise("not_found", fmt("%s: container %s not found (docker daemon at %s: %s)", what, ref, ep.name,
       daemon_message(res)))

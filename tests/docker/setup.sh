@@ -38,7 +38,11 @@ if ! ping_ok; then
   ping_ok || { log "dockerd did not come up (see /tmp/rbl-dockerd.log)"; exit 1; }
 fi
 
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+# An image of that name made elsewhere may lack applets or users the tests need: the label
+# marks ours (all busybox applets, root and nobody).
+MARK=rbl.test.image=busybox-all-applets-1
+have=$(docker image inspect -f '{{index .Config.Labels "rbl.test.image"}}' "$IMAGE" 2>/dev/null || true)
+if [ "rbl.test.image=$have" != "$MARK" ]; then
   log "building $IMAGE from /bin/busybox"
   root=$(mktemp -d /tmp/rbl-rootfs.XXXXXX)
   trap 'rm -rf "$root"' EXIT
@@ -58,6 +62,7 @@ nogroup:x:65534:
 GR
   chown 65534:65534 "$root/home/nobody"
   tar -C "$root" -cf - . | docker import \
-    -c 'ENV PATH=/bin:/usr/bin:/sbin:/usr/sbin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
+    -c 'ENV PATH=/bin:/usr/bin:/sbin:/usr/sbin' -c 'CMD ["/bin/sh"]' -c "LABEL $MARK" \
+    - "$IMAGE" >/dev/null
 fi
 log "ready: daemon on $SOCK, image $IMAGE"

@@ -31,6 +31,11 @@
 #                         [--client-cert FILE --client-key FILE] [--namespace NS]
 #       Writes a single-context kubeconfig (context "standin").
 #
+#   Caveats: the stand-in runs as a background job of your shell, so a bare
+#   `wait` (no PID) blocks until it exits -- wait for specific PIDs. kubectl
+#   (client-go) does not send bearer tokens over plain http://, so tests that
+#   drive kubectl with a token need --tls-cert (or use --anonymous).
+#
 #   kube_log_requests [JQ_FILTER]
 #       Prints "METHOD PATH?QUERY STATUS" for each logged request of the current
 #       stand-in matching the optional jq select() filter, e.g.
@@ -41,7 +46,8 @@ KUBE_STANDIN_PY="$KUBE_TESTS_DIR/standin/kube_standin.py"
 KUBE_STANDIN_PIDS=()
 
 kube_ensure_deps() {
-    if ! python3 -c 'import yaml' 2>/dev/null; then
+    # the stand-in also finds Debian's python3-yaml when python3 is not /usr/bin/python3
+    if ! python3 -c 'import yaml' 2>/dev/null && ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
         echo "kube/lib.sh: installing python3-yaml" >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-yaml >/dev/null 2>&1 ||
             { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-yaml >/dev/null; } ||

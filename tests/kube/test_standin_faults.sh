@@ -148,6 +148,19 @@ eq "$code" 422 "json patch test failure"
 req DELETE "$CM" -H 'Content-Type: application/json' -d '{"preconditions":{"resourceVersion":"1"}}'
 eq "$code" 409 "delete precondition"
 
+STEP "concurrent writers: no lost update"
+pids=()
+for i in $(seq 1 20); do
+    curl -s -o /dev/null -X PATCH "${MERGE[@]}" -d "{\"data\":{\"k$i\":\"$i\"}}" "$KUBE_STANDIN_URL$CM" &
+    pids+=($!)
+    curl -s -o /dev/null "$KUBE_STANDIN_URL/api/v1/configmaps" &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+req GET "$CM"
+eq "$(jq '[.data | keys[] | select(startswith("k"))] | length' <<<"$body")" "20" "all 20 concurrent patches kept"
+eq "$(jq -s '[.[] | select(.method=="PATCH" and .status==200 and (.body|test("\"k[0-9]+\"")))] | length' "$KUBE_STANDIN_LOG")" "20" "20 patches logged"
+
 STEP "SubjectAccessReview (RBAC from the store)"
 sar() { # user groups-json verb resource ns
     req POST /apis/authorization.k8s.io/v1/subjectaccessreviews -H 'Content-Type: application/json' \

@@ -31,8 +31,14 @@ from store import Store  # noqa: E402
 
 try:
     import yaml
-except ImportError:  # fixtures may still be JSON
-    yaml = None
+except ImportError:
+    # python3-yaml from apt lives in Debian's dist-packages, which a
+    # non-system python3 (pyenv, venv) does not search
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import yaml
+    except ImportError:  # fixtures may still be JSON
+        yaml = None
 
 SERVER_VERSION = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.4", "gitCommit": "0000000000000000000000000000000000000000",
@@ -235,16 +241,12 @@ class Cluster:
 
     # ----------------------------------------------------------------- read
     def get(self, res, ns, name):
+        # like the real server: a missing namespace reads as "<resource> not found"
         with self.store.lock:
-            if res.namespaced:
-                self._check_ns_for_read(ns)
             o = self.store.get(res.plural, ns, name)
         if o is None:
             raise not_found(res, name)
         return o
-
-    def _check_ns_for_read(self, ns):
-        pass  # real servers answer "<kind> not found", not "namespace not found", on reads
 
     def _selectors(self, res, query):
         try:
@@ -646,6 +648,7 @@ class Fault:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, addr, handler, cfg):
         self.cfg = cfg

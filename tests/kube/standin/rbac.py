@@ -73,6 +73,10 @@ class Authorizer:
 
     def rules_for(self, user, groups, ns):
         """All rules that apply to the user in namespace ns (SelfSubjectRulesReview)."""
+        with self.store.lock:
+            return self._rules_for(user, groups, ns)
+
+    def _rules_for(self, user, groups, ns):
         rules = []
         for crb in self.store.list_raw("clusterrolebindings"):
             if any(_subject_matches(s, user, groups, None) for s in crb.get("subjects") or []):
@@ -96,6 +100,10 @@ class Authorizer:
     def authorize(self, user, groups, attrs):
         """attrs: verb, group, resource, subresource, name, namespace | nonResource, path.
         Returns (allowed, reason)."""
+        with self.store.lock:
+            return self._authorize(user, groups, attrs)
+
+    def _authorize(self, user, groups, attrs):
         if "system:masters" in groups:
             return True, ""
         for crb in self.store.list_raw("clusterrolebindings"):

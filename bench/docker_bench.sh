@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# docker_exec bench, in one run against the same containers:
+#  1. 200 calls over 10 containers: rbl (`each`, concurrency 10) vs a shell loop of `docker exec`
+#     (goal: rbl >= 5x faster);
+#  2. one call: rbl's docker_exec vs the raw create/start/inspect sequence with
+#     `curl --unix-socket` (goal: <= 1.2x), medians of N sequential calls.
+# usage: bench/docker_bench.sh path/to/rbl [calls]
+set -euo pipefail
+RBL=$(realpath "${1:?usage: docker_bench.sh path/to/rbl [calls]}")
+N=${2:-200}
+HERE=$(cd "$(dirname "$0")" && pwd)
+SOCK=/var/run/docker.sock
+IMG=rbl-test/busybox:1
+bash "$HERE/../tests/docker/setup.sh"
+W=$(mktemp -d /tmp/rbl-docker-bench.XXXXXX)
+cleanup() { docker ps -aq --filter label=rbl.bench=docker | xargs -r docker rm -f >/dev/null 2>&1; rm -rf "$W"; }
+trap cleanup EXIT
+cleanup; W=$(mktemp -d /tmp/rbl-docker-bench.XXXXXX)
+for i in $(seq 1 10); do
+  docker run -d --name "rbl-bench-$i" --label rbl.bench=docker --label rbl.tenant=bench "$IMG" sleep 100000 >/dev/null
+done
+echo 'return { tenants = { "bench" } }' >"$W/config.lua"
+now() { date +%s%N; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+
+echo "== $N docker_exec calls over 10 containers"
+t0=$(now)
+"$RBL" run "$HERE/docker_exec_bench.lua" --tenant bench --config "$W/config.lua" --audit "$W/fan.jsonl" \
+  --quiet --param mode=fanout --param n="$N" --param prefix=rbl-bench- --param c=10
+t1=$(now)
+for i in $(seq 1 "$N"); do docker exec "rbl-bench-$(( (i - 1) % 10 + 1 ))" echo "$i" >/dev/null; done
+t2=$(now)
+RBL_MS=$(ms "$t0" "$t1"); CLI_MS=$(ms "$t1" "$t2")
+echo "rbl (each, concurrency 10):   ${RBL_MS} ms"
+echo "shell loop of docker exec:    ${CLI_MS} ms"
+echo "ratio: $(awk -v a="$CLI_MS" -v b="$RBL_MS" 'BEGIN { printf "%.2fx", a / b }') (goal >= 5x)"
+
+echo "== one call (median of 15)"
+"$RBL" run "$HERE/docker_exec_bench.lua" --tenant bench --config "$W/config.lua" --audit "$W/one.jsonl" \
+  --param mode=single --param n=15 --param prefix=rbl-bench- 2>"$W/one.err"
+EFFECT=$(grep -o 'effect_ms_median=[0-9]*' "$W/one.err" | cut -d= -f2)
+# the whole primitive: begin..result as the audit records it (scope GET, durable intent, effect)
+WHOLE=$(python3 - "$W/one.jsonl" <<'PY'
+import json, sys
+d = sorted(r["duration_ms"] for r in map(json.loads, open(sys.argv[1])) if r.get("kind") == "result" and r.get("prim") == "docker_exec")[1:]
+print(d[len(d) // 2])
+PY
+)
+V=$(curl -s --unix-socket $SOCK -D - -o /dev/null http://d/_ping | tr -d '\r' | awk -F': ' 'tolower($1)=="api-version"{print $2}')
+C=$(docker inspect -f '{{.Id}}' rbl-bench-1)
+raw=()
+for _ in $(seq 1 15); do
+  a=$(now)
+  E=$(curl -s --unix-socket $SOCK -H 'Content-Type: application/json' \
+    -d '{"AttachStdout":true,"AttachStderr":true,"Cmd":["true"]}' "http://d/v$V/containers/$C/exec" | sed 's/.*"Id":"\([0-9a-f]*\)".*/\1/')
+  curl -s --unix-socket $SOCK -H 'Content-Type: application/json' -d '{"Detach":false,"Tty":false}' \
+    "http://d/v$V/exec/$E/start" >/dev/null
+  curl -s --unix-socket $SOCK "http://d/v$V/exec/$E/json" >/dev/null
+  b=$(now)
+  raw+=($(ms "$a" "$b"))
+done
+RAW=$(printf '%s\n' "${raw[@]}" | sort -n | sed -n 8p)
+echo "curl create/start/inspect:    ${RAW} ms"
+echo "rbl docker_exec effect:       ${EFFECT} ms  ($(awk -v a="$EFFECT" -v b="$RAW" 'BEGIN { printf "%.2fx", a / b }') of curl, goal <= 1.2x)"
+echo "rbl docker_exec whole call:   ${WHOLE} ms  (with the scope check and the durable intent)"

@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Runbook-level tests: run the real rbl binary on small runbooks and check exit codes,
+reports, step ordering, rollback, timeouts, Ctrl-C, rbl check and flag handling."""
+import json, os, signal, subprocess, sys, tempfile, time, unittest
+
+RBL = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build/rbl")
+
+
+class Run:
+    def __init__(self, proc, d, audit, report):
+        self.code, self.out, self.err = proc.returncode, proc.stdout, proc.stderr
+        self.dir, self.audit_path = d, audit
+        self.report = json.load(open(report)) if os.path.exists(report) else None
+
+    def records(self):
+        return [json.loads(l) for l in open(self.audit_path) if l.strip()]
+
+    def logs(self):
+        return [r["message"] for r in self.records() if r["kind"] == "log"]
+
+    def status(self):
+        return [(e["name"], e["status"]) for e in self.report["execution_trace"]]
+
+
+def run(src, *args, config=None, tenants=("t1",), files=None, timeout=30, env=None):
+    d = tempfile.mkdtemp(prefix="rbl-dsl-")
+    path = os.path.join(d, "rb.lua")
+    open(path, "w").write(src)
+    for name, text in (files or {}).items():
+        open(os.path.join(d, name), "w").write(text)
+    audit, report = os.path.join(d, "audit.jsonl"), os.path.join(d, "report.json")
+    cmd = [RBL, "run", path, "--audit", audit, "--report", report, "--incident", "INC-T"]
+    for t in tenants:
+        cmd += ["--tenant", t]
+    if config is not None:
+        cfg = os.path.join(d, "config.lua")
+        open(cfg, "w").write(config)
+        cmd += ["--config", cfg]
+    cmd += list(args)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return Run(p, d, audit, report)
+
+
+def verify(t, r):
+    p = subprocess.run([RBL, "audit", "verify", r.audit_path], capture_output=True, text=True)
+    t.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+STEPS3 = """
+runbook { id = "t" }
+step "a" { run = function() log("run a") end, rollback = function() log("rb a") end }
+step "b" { run = function() log("run b") %s end, rollback = function() log("rb b") end %s }
+step "c" { run = function() log("run c") end, rollback = function() log("rb c") end }
+"""
+
+
+class Steps(unittest.TestCase):
+    def test_order_and_success(self):
+        r = run(STEPS3 % ("", ""))
+        self.assertEqual(r.code, 0, r.err)
+        self.assertEqual(r.logs(), ["run a", "run b", "run c"])
+        self.assertEqual(r.status(), [("a", "success"), ("b", "success"), ("c", "success")])
+        self.assertEqual(r.report["outcome"], "resolved")
+        self.assertFalse(r.report["human_intervention_required"])
+        verify(self, r)
+
+    def test_run_fails_rolls_back_started_in_reverse_including_failing(self):
+        r = run(STEPS3 % ("error('boom')", ""))
+        self.assertEqual(r.code, 1, r.err)
+        self.assertEqual(r.logs(), ["run a", "run b", "rb b", "rb a"])
+        self.assertEqual(r.status(), [("a", "rolled_back"), ("b", "failed"), ("c", "skipped")])
+        b = r.report["execution_trace"][1]
+        self.assertIn("boom", b["detail"])
+        self.assertEqual(b["rollback"], "done")
+        self.assertEqual(r.report["outcome"], "failed")
+        verify(self, r)
+
+    def test_precondition_failure_does_not_roll_back_the_step_itself(self):
+        r = run(STEPS3 % ("", ", pre = function() return false, 'not now' end"))
+        self.assertEqual(r.code, 1)
+        self.assertEqual(r.logs(), ["run a", "rb a"])
+        self.assertEqual(r.status()[1], ("b", "precondition_failed"))
+        self.assertEqual(r.report["execution_trace"][1]["detail"], "not now")
+
+    def test_verify_failure_rolls_back_the_step(self):
+        r = run(STEPS3 % ("", ", verify = function() return false, 'still broken' end"))
+        self.assertEqual(r.code, 1)
+        self.assertEqual(r.logs(), ["run a", "run b", "rb b", "rb a"])
+        self.assertEqual(r.status()[1], ("b", "verification_failed"))
+
+    def test_failure_in_first_and_last_position(self):
+        first = run(STEPS3.replace('log("run a")', 'error("x")') % ("", ""))
+        self.assertEqual(first.logs(), ["rb a"])
+        self.assertEqual(first.status(), [("a", "failed"), ("b", "skipped"), ("c", "skipped")])
+        last = run(STEPS3.replace('log("run c")', 'log("run c") error("x")') % ("", ""))
+        self.assertEqual(last.logs(), ["run a", "run b", "run c", "rb c", "rb b", "rb a"])
+
+    def test_when_false_skips_and_continues(self):
+        r = run(STEPS3 % ("", ", when = function() return false end"))
+        self.assertEqual(r.code, 0)
+        self.assertEqual(r.logs(), ["run a", "run c"])
+        self.assertEqual(r.status()[1], ("b", "skipped"))
+
+    def test_rollback_failure_needs_a_human(self):
+        src = STEPS3.replace('log("rb a")', 'error("cannot undo")') % ("error('boom')", "")
+        r = run(src)
+        self.assertEqual(r.code, 1)
+        self.assertEqual(r.status()[0], ("a", "rollback_failed"))
+        self.assertTrue(r.report["human_intervention_required"])
+
+    def test_ctx_is_shared_and_result_flows(self):
+        r = run("""runbook{id="x"}
+step "a" { run = function(ctx) ctx.n = 41 end }
+step "b" { run = function(ctx) ctx.n = ctx.n + 1 end, verify = function(ctx) return ctx.n == 42 end }""")
+        self.assertEqual(r.code, 0, r.err)
+
+
+class Timeouts(unittest.TestCase):
+    def test_step_timeout_on_a_waiting_primitive(self):
+        t0 = time.time()
+        r = run('runbook{id="x"} step "slow" { timeout = 0.3, run = function() sleep(30) end, rollback = function() log("rb") end }')
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(r.code, 1)
+        self.assertEqual(r.status(), [("slow", "failed")])
+        self.assertIn("timed out", r.report["execution_trace"][0]["detail"])
+        self.assertEqual(r.logs(), ["rb"])
+        verify(self, r)
+
+    def test_step_timeout_on_a_pure_lua_loop_even_under_pcall(self):
+        t0 = time.time()
+        r = run('runbook{id="x"} step "spin" { timeout = 0.3, run = function() while true do pcall(function() while true do end end) end end }')
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(r.code, 1)
+        self.assertIn("timeout", r.report["execution_trace"][0]["detail"])
+
+    def test_run_deadline_is_exit_3(self):
+        r = run('while true do end', config="return { limits = { run_timeout = 0.5 } }")
+        self.assertEqual(r.code, 3)
+        self.assertIn("run deadline", r.err)
+        verify(self, r)
+
+    def test_memory_cap_is_exit_3_even_under_pcall(self):
+        r = run('local t = {} pcall(function() while true do t[#t+1] = string.rep("x", 1e6) .. #t end end) print("survived")',
+                config="return { limits = { memory_mb = 32 } }")
+        self.assertEqual(r.code, 3, r.err)
+        self.assertNotIn("survived", r.out)
+        self.assertIn("memory limit", r.err)
+        verify(self, r)
+
+
+class Interrupt(unittest.TestCase):
+    def start(self, src):
+        d = tempfile.mkdtemp(prefix="rbl-int-")
+        open(os.path.join(d, "rb.lua"), "w").write(src)
+        self.audit, self.report = os.path.join(d, "a.jsonl"), os.path.join(d, "r.json")
+        return subprocess.Popen([RBL, "run", os.path.join(d, "rb.lua"), "--tenant", "t1", "--incident", "INC-I",
+                                 "--audit", self.audit, "--report", self.report],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    SRC = """runbook{id="x"}
+step "a" { run = function() log("run a") end, rollback = function() log("rb a") end }
+step "b" { run = function() log("run b") sleep(30) end, rollback = function() log("rb b") end }
+step "c" { run = function() log("run c") end }"""
+
+    def test_first_ctrl_c_cancels_and_rolls_back(self):
+        p = self.start(self.SRC)
+        time.sleep(0.6)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+        self.assertEqual(p.returncode, 1, err)
+        rep = json.load(open(self.report))
+        self.assertEqual([e["status"] for e in rep["execution_trace"]], ["rolled_back", "failed", "skipped"])
+        self.assertIn("interrupted", rep["execution_trace"][1]["detail"])
+        msgs = [json.loads(l).get("message") for l in open(self.audit)]
+        self.assertEqual([m for m in msgs if m], ["run a", "run b", "rb b", "rb a"])
+        self.assertEqual(subprocess.run([RBL, "audit", "verify", self.audit], capture_output=True).returncode, 0)
+
+    def test_second_ctrl_c_exits_at_once(self):
+        p = self.start(self.SRC.replace('log("rb b")', 'sleep(30)'))
+        time.sleep(0.6)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.4)
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10)
+        self.assertEqual(p.returncode, 130)
+        self.assertEqual(subprocess.run([RBL, "audit", "verify", self.audit], capture_output=True).returncode, 0)
+
+
+class Scripts(unittest.TestCase):
+    def test_plain_script(self):
+        r = run('log("hello %s", tenant) print(json.encode({a = 1}))')
+        self.assertEqual(r.code, 0, r.err)
+        self.assertIn('{"a":1}', r.out)
+        self.assertEqual(r.logs(), ["hello t1"])
+
+    def test_plain_script_error_is_a_failure(self):
+        r = run('error("nope")')
+        self.assertEqual(r.code, 1)
+        self.assertIn("nope", r.report["execution_trace"][0]["detail"])
+
+    def test_syntax_error_is_exit_2_with_file_line(self):
+        r = run('local x = \nstep "a" {')
+        self.assertEqual(r.code, 2)
+        self.assertRegex(r.err, r"rb\.lua:\d+:")
+        self.assertFalse(os.path.exists(r.audit_path), "nothing is audited for a runbook that does not load")
+
+    def test_structural_errors(self):
+        self.assertEqual(run('step "a" { run = function() end } step "a" { run = function() end }').code, 1)
+        r = run('step "a" { run = function() end, retries = 3 }')
+        self.assertIn("unknown field 'retries'", r.err + json.dumps(r.report))
+
+    def test_params_defaults_and_overrides(self):
+        src = 'runbook{ id = "p", params = { n = 1, name = "x", on = false } } log("%d %s %s", params.n + 1, params.name, tostring(params.on))'
+        self.assertEqual(run(src).logs(), ["2 x false"])
+        r = run(src, "--param", "n=41", "--param", "name=y", "--param", "on=true")
+        self.assertEqual(r.logs(), ["42 y true"])
+        self.assertEqual(run(src, "--param", "n=abc").code, 1)
+
+    def test_each_tenant_binds_every_task(self):
+        r = run('local seen = each_tenant(function(t) sleep(0.01) log("in %s as %s", t, tenant) return t end, {concurrency = 2}) log("top %s", tostring(tenant))',
+                tenants=("t1", "t2", "t3"))
+        self.assertEqual(r.code, 0, r.err)
+        self.assertEqual(sorted(r.logs()[:3]), ["in t1 as t1", "in t2 as t2", "in t3 as t3"])
+        self.assertEqual(r.logs()[3], "top nil")
+        tenants = {rec.get("tenant") for rec in r.records() if rec["kind"] == "intent"}
+        self.assertEqual(tenants, {"t1", "t2", "t3"})
+
+    def test_parallel_gathers_errors(self):
+        r = run('local ok, e = pcall(parallel, function() return 1 end, function() error("x") end) log("%s %s", tostring(ok), e.code) local r = parallel(function() return 1 end, function() return 2 end) log("%d", r[1] + r[2])')
+        self.assertEqual(r.logs(), ["false failed", "3"])
+
+    def test_exec_allow_list_and_capture(self):
+        cfg = 'return { exec = { allow = { "/bin/sh" } } }'
+        r = run('local r = exec({"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}) log("%d %s %s", r.exit_code, r.stdout, r.stderr)', config=cfg)
+        self.assertEqual(r.logs(), ["3 out\n err\n"])
+        r = run('exec({"/bin/ls"})', config=cfg)
+        self.assertEqual(r.code, 3)
+        self.assertIn("not on the exec allow list", r.err)
+        refused = [x for x in r.records() if x["kind"] == "refused"]
+        self.assertEqual(len(refused), 1)
+
+    def test_exec_timeout_kills_the_process_group(self):
+        cfg = 'return { exec = { allow = { "/bin/sh" } } }'
+        t0 = time.time()
+        r = run('local ok, e = pcall(exec, {"/bin/sh", "-c", "sleep 30 & sleep 30"}, {timeout = 0.3}) log("%s", e.code)', config=cfg)
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(r.logs(), ["timeout"])
+
+    def test_secret_never_leaves(self):
+        env = dict(os.environ, DB_PASSWORD="hunter2-very-secret")
+        cfg = 'return { exec = { allow = { "/bin/sh" } } }'
+        r = run('local s = secret("DB_PASSWORD") local r = exec({"/bin/sh", "-c", "echo pw=$P"}, {env = {P = s}}) '
+                'print(r.stdout) log("%s %s", tostring(s), r.stdout) error(r.stdout)', config=cfg, env=env)
+        self.assertEqual(r.code, 1)
+        for blob in (r.out, r.err, open(r.audit_path).read(), json.dumps(r.report)):
+            self.assertNotIn("hunter2-very-secret", blob)
+        self.assertIn("pw=[redacted]", r.out)
+
+
+class Flags(unittest.TestCase):
+    def cli(self, *args):
+        return subprocess.run([RBL, *args], capture_output=True, text=True)
+
+    def test_usage_errors_are_exit_2(self):
+        d = tempfile.mkdtemp()
+        f = os.path.join(d, "x.lua")
+        open(f, "w").write("")
+        cases = [["run", f], ["run", f, "--tenant"], ["run", f, "--tenant", "t1", "--bogus"],
+                 ["run", f, "--tenant", "BAD_NAME"], ["run", f, "--tenant", "t1", "--incident", "../../etc/x"],
+                 ["run", f, "--tenant", "t1", "--param", "novalue"], ["run", "/nonexistent.lua", "--tenant", "t1"],
+                 ["nope"], ["run", f, "--tenant", "prod-*"]]
+        for c in cases:
+            p = self.cli(*c)
+            self.assertEqual(p.returncode, 2, (c, p.stderr))
+            self.assertTrue(p.stderr.startswith("rbl"), p.stderr)
+
+    def test_tenant_glob_matches_config(self):
+        r = run('log("%d", #tenants)', "--tenant", "prod-*", tenants=(),
+                config='return { tenants = { "prod-1", "prod-2", "dev-1" } }')
+        self.assertEqual(r.logs(), ["2"])
+        r = run('', tenants=("prod-9",), config='return { tenants = { "prod-1" } }')
+        self.assertEqual(r.code, 2)
+
+    def test_help_everywhere(self):
+        for c in (["--help"], ["help", "run"], ["run", "--help"], ["check", "-h"], ["audit", "--help"],
+                  ["help", "repl"], ["help", "rollback"], ["version"], ["--version"]):
+            p = self.cli(*c)
+            self.assertEqual(p.returncode, 0, c)
+            self.assertTrue(p.stdout.strip(), c)
+
+
+class Check(unittest.TestCase):
+    def check(self, src):
+        d = tempfile.mkdtemp()
+        f = os.path.join(d, "rb.lua")
+        open(f, "w").write(src)
+        return subprocess.run([RBL, "check", f], capture_output=True, text=True), d
+
+    def test_good_runbook_without_side_effects(self):
+        p, d = self.check('runbook{id="x"} exec({"/usr/bin/touch", "%s/sidefx"}) step "a" { run = function() end }' % "/tmp")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertFalse(os.path.exists("/tmp/sidefx"))
+
+    def test_errors(self):
+        for src, want in [('step "a" { run = function() end } step "a" { run = function() end }', "duplicate"),
+                          ('step "a" { run = function() end, retry = 1 }', "unknown field"),
+                          ('step "a" { verify = function() end }', "no run"),
+                          ('runbook{id="x"}\nlocal = 1', "rb.lua:2:")]:
+            p, _ = self.check(src)
+            self.assertEqual(p.returncode, 2, src)
+            self.assertIn(want, p.stderr)
+
+
+class AuditFailure(unittest.TestCase):
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to mount a small tmpfs")
+    def test_full_disk_stops_before_the_effect_exit_4(self):
+        d = tempfile.mkdtemp()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d], check=True)
+        try:
+            audit = os.path.join(d, "a.jsonl")
+            marker = os.path.join(tempfile.mkdtemp(), "effect")
+            src = os.path.join(tempfile.mkdtemp(), "rb.lua")
+            open(src, "w").write('each({1,2,3,4,5,6,7,8,9,10}, function(i) log(string.rep("x", 4000)) end) '
+                                 'for i = 1, 200 do log(string.rep("y", 2000)) end exec({"/usr/bin/touch", "%s"})' % marker)
+            cfg = os.path.join(os.path.dirname(src), "c.lua")
+            open(cfg, "w").write('return { exec = { allow = { "/usr/bin/touch" } } }')
+            p = subprocess.run([RBL, "run", src, "--tenant", "t1", "--incident", "INC-F", "--audit", audit, "--config", cfg],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 4, p.stderr)
+            self.assertIn(audit, p.stderr)
+            self.assertIn("No space left", p.stderr)
+            self.assertFalse(os.path.exists(marker), "the effect must not start once the audit failed")
+            v = subprocess.run([RBL, "audit", "verify", audit], capture_output=True, text=True)
+            self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
+        finally:
+            subprocess.run(["umount", d])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
