@@ -147,20 +147,23 @@ kube_write_kubeconfig() {
         echo "- name: standin"
         echo "  cluster:"
         echo "    server: $server"
-        [[ -n $ca ]] && echo "    certificate-authority: $ca"
+        if [[ -n $ca ]]; then echo "    certificate-authority: $ca"; fi
         echo "users:"
         echo "- name: standin"
-        echo "  user:"
-        [[ -n $token ]] && echo "    token: $token"
-        [[ -n $cert ]] && echo "    client-certificate: $cert"
-        [[ -n $key ]] && echo "    client-key: $key"
-        [[ -z $token && -z $cert ]] && echo "    {}" | sed 's/^    {}$//'
+        if [[ -z $token && -z $cert ]]; then
+            echo "  user: {}"
+        else
+            echo "  user:"
+            if [[ -n $token ]]; then echo "    token: $token"; fi
+            if [[ -n $cert ]]; then echo "    client-certificate: $cert"; fi
+            if [[ -n $key ]]; then echo "    client-key: $key"; fi
+        fi
         echo "contexts:"
         echo "- name: standin"
         echo "  context:"
         echo "    cluster: standin"
         echo "    user: standin"
-        [[ -n $ns ]] && echo "    namespace: $ns"
+        if [[ -n $ns ]]; then echo "    namespace: $ns"; fi
         echo "current-context: standin"
     } >"$file"
     chmod 600 "$file"

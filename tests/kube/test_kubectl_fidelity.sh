@@ -6,7 +6,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tests/kube/lib.sh
+# shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
 KUBECTL=${KUBECTL:-kubectl}
@@ -208,7 +208,7 @@ eq "$(jq -r .kind <<<"$out")" "DeploymentList" "list kind"
 eq "$(jq -r '.items | length' <<<"$out")" "2" "raw list across namespaces"
 [[ $(jq -r .metadata.resourceVersion <<<"$out") =~ ^[0-9]+$ ]] || fail "list resourceVersion"
 ok "$ADMIN" get deployments -A -l 'app in (api,web),tier!=frontend' -o name
-eq "$(echo $out)" "deployment.apps/api deployment.apps/api" "set-based selector"
+eq "$(paste -sd' ' <<<"$out")" "deployment.apps/api deployment.apps/api" "set-based selector"
 ok "$ADMIN" get deployments -A -l 'tier' -o json
 eq "$(jq -r '[.items[].metadata.namespace] | join(" ")' <<<"$out")" "prod-tenant-7" "exists selector"
 ok "$ADMIN" get deployments -A -l '!tier' -o json
@@ -320,7 +320,8 @@ ok "$ADMIN" get --raw /api/v1/namespaces/prod-tenant-7/configmaps/db-pool%2Dconf
 eq "$(jq -r .metadata.name <<<"$out")" "db-pool-config" "percent-decoding of a segment"
 for p in "/api/v1/namespaces/prod-tenant-7/configmaps/..%2Fsecrets%2Fdb-credentials" \
     "/api/v1/namespaces/prod-tenant-7%2Fconfigmaps%2Fdb-pool-config" \
-    "/api/v1/namespaces/prod-tenant-7/configmaps/%2E%2E"; do
+    "/api/v1/namespaces/prod-tenant-7/configmaps/%2E%2E" \
+    "/api/v1/namespaces/prod-tenant-7/configmaps/db-pool-config%252F..%252Fx"; do
     code=$(curl -s -o "$WORK/trav.json" -w '%{http_code}' --cacert "$CERTS/ca.crt" \
         -H 'Authorization: Bearer admin-token' "$KUBE_STANDIN_URL$p")
     [[ $code == 404 || $code == 400 ]] || fail "traversal $p answered $code: $(cat "$WORK/trav.json")"

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tests/kube/lib.sh
+# shellcheck source=lib.sh
 source "$HERE/lib.sh"
 kube_ensure_deps
 command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >/dev/null
@@ -179,7 +179,7 @@ eq "$allowed" false "without group sre"
 sar carol '["system:masters"]' delete namespaces ''
 eq "$allowed" true "system:masters"
 
-kube_standin_stop
+kube_standin_stop "$KUBE_STANDIN_PID"
 
 STEP "startup errors"
 printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name, namespace: default}\n' >"$WORK/bad.yaml"
