@@ -571,6 +571,9 @@ int rbl__engine_run(rbl_engine *e, int nargs) {
     uv_timer_start(&e->run_timer, run_timer_cb, (uint64_t)(e->limits.run_timeout * 1000), 0);
   }
   uv_signal_start(&e->sigint, sigint_cb, SIGINT);
+  /* Neither keeps the loop alive: when only they remain, every task waits on nothing. */
+  uv_unref((uv_handle_t *)&e->sigint);
+  uv_unref((uv_handle_t *)&e->run_timer);
   while (!e->main_done) {
     uv_run(&e->loop, UV_RUN_DEFAULT);
     if (!e->main_done && !e->killed && !e->ready_head && !uv_loop_alive(&e->loop)) {
@@ -591,8 +594,6 @@ static void close_walk(uv_handle_t *h, void *arg) {
 void rbl__engine_free(rbl_engine *e) {
   if (!e) return;
   e->ended = 1;
-  if (e->http) rbl_http_close(e->http);
-  e->http = NULL;
   for (rbl_task *t = e->all; t; t = t->next_all) {
     if (t->wait) {
       durable_remove(e, t->wait);
@@ -607,6 +608,9 @@ void rbl__engine_free(rbl_engine *e) {
       t->wait = NULL;
     }
   }
+  /* After the waits: close frees requests without calling back, cancel hooks first. */
+  if (e->http) rbl_http_close(e->http);
+  e->http = NULL;
   lua_close(e->L); /* finalizers run here; primitives refuse (ended) */
   while (e->all) {
     rbl_task *t = e->all;

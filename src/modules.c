@@ -5,6 +5,7 @@
 #include "host.h"
 #include "strpat.h"
 #include "iac.h"
+#include "docker_stream.h"
 #include "kubeconfig.h"
 
 #include <lauxlib.h>
@@ -20,6 +21,7 @@ static const luaL_Reg c_modules[] = {
   {"rbl.http", luaopen_rbl_http},
   {"rbl.strpat", luaopen_rbl_strpat},
   {"rbl.iacc", luaopen_rbl_iacc},
+  {"rbl.dockerc", luaopen_rbl_dockerc},
   {"rbl.kubec", luaopen_rbl_kubec},
   {NULL, NULL}};
 

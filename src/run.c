@@ -302,6 +302,7 @@ typedef struct run_ctx {
   size_t srclen;
   char default_id[128];
   char audit_path[4096];
+  const char *cmd; /* the subcommand the run_start record names; NULL: "run" */
 } run_ctx;
 
 static void push_info(run_ctx *c) {
@@ -382,7 +383,7 @@ static cJSON *run_start_record(run_ctx *c) {
   cJSON_AddStringToObject(r, "user", pw ? pw->pw_name : "?");
   cJSON *argv = cJSON_AddArrayToObject(r, "argv");
   cJSON_AddItemToArray(argv, cJSON_CreateString("rbl"));
-  cJSON_AddItemToArray(argv, cJSON_CreateString("run"));
+  cJSON_AddItemToArray(argv, cJSON_CreateString(c->cmd ? c->cmd : "run"));
   for (int i = 0; i < c->o->argc; i++) cJSON_AddItemToArray(argv, cJSON_CreateString(c->o->argv[i]));
   cJSON_AddBoolToObject(r, "dry_run", c->o->dry_run);
   cJSON_AddStringToObject(r, "started_at", c->started);
@@ -628,4 +629,104 @@ int rbl_cmd_check(int argc, char **argv) {
 
 int rbl_cmd_repl(rbl_run_opts *o) {
   return fail(2, "repl: not available in this build yet; use rbl run");
+}
+
+/* ---- embedded runs: a host module's main as the run (rbl rollback) ---- */
+
+static int sha256_file(const char *path, char out[72]) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return -1;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned char buf[65536], dig[32];
+  unsigned int n = 0;
+  size_t got;
+  EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+  while ((got = fread(buf, 1, sizeof buf, f)) > 0) EVP_DigestUpdate(md, buf, got);
+  int bad = ferror(f);
+  fclose(f);
+  EVP_DigestFinal_ex(md, dig, &n);
+  EVP_MD_CTX_free(md);
+  strcpy(out, "sha256:");
+  for (unsigned i = 0; i < n; i++) snprintf(out + 7 + 2 * i, 3, "%02x", dig[i]);
+  return bad ? -1 : 0;
+}
+
+/* require(host_module).prepare(arg) -> book; leaves main, book, arg on the stack. */
+static int load_embedded_main(run_ctx *c, const char *host_module, const char *arg) {
+  lua_State *L = c->e->L;
+  lua_getglobal(L, "require");
+  lua_pushstring(L, host_module);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return fail(2, "internal: %s", lua_tostring(L, -1));
+  lua_getfield(L, -1, "prepare");
+  lua_pushstring(L, arg);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return fail(2, "%s", luaL_tolstring(L, -1, NULL));
+  lua_getfield(L, -2, "main"); /* mod, book, main */
+  lua_insert(L, -2);           /* mod, main, book */
+  lua_remove(L, -3);
+  lua_pushstring(L, arg);      /* main, book, arg */
+  return 0;
+}
+
+/* Runs require(host_module).main(book, arg) as the main task, with config, tenants, audit chain,
+ * report and exit status exactly as rbl run sets them up; prepare(arg) builds the book (the
+ * report's trace) and may fail with a usage error (exit 2). o->file names what the run_start
+ * record binds (its SHA-256 is taken from the file). */
+int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg) {
+  run_ctx c;
+  memset(&c, 0, sizeof c);
+  c.o = o;
+  if (sha256_file(o->file, c.sha) != 0) return fail(2, "cannot read %s: %s", o->file, strerror(errno));
+  gen_run_id(c.run_id);
+  if (o->incident && !valid_id(o->incident, 128))
+    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)", o->incident);
+  snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
+  iso_now(c.started);
+  const char *dot = strrchr(host_module, '.');
+  snprintf(c.default_id, sizeof c.default_id, "%s", dot ? dot + 1 : host_module);
+  char *suffix = strstr(c.default_id, "_main");
+  if (suffix && suffix[5] == 0) *suffix = 0; /* rbl.rollback_main -> "rollback" */
+  c.cmd = c.default_id;
+  rbl_engine *e = c.e = setup_engine(o);
+  if (!e) return fail(2, "out of memory");
+  e->runbook_dir = dir_of(o->file);
+  int rc = load_config(e, o->config_path);
+  if (!rc) apply_limits(e);
+  if (!rc) rc = resolve_tenants(e, o);
+  if (!rc) push_info(&c);
+  if (!rc) rc = load_embedded_main(&c, host_module, arg);
+  if (!rc) rc = open_audit(&c);
+  if (rc) {
+    rbl__engine_free(e);
+    return rc;
+  }
+  rbl__audit(e, run_start_record(&c));
+  if (!e->killed && rbl_audit_sync(e->audit) != 0)
+    rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
+  rbl__progress(e, "rbl: %s  incident %s%s", c.default_id, c.incident, o->dry_run ? "  [dry run]" : "");
+  lua_State *L = e->L;
+  lua_pushvalue(L, -2); /* keep the book below: main, book, arg, book */
+  lua_insert(L, -4);
+  const char *outcome = NULL;
+  char outbuf[32] = "";
+  if (!e->killed) {
+    int st = rbl__engine_run(e, 2);
+    if (st == LUA_OK && lua_tostring(L, -1)) {
+      snprintf(outbuf, sizeof outbuf, "%s", lua_tostring(L, -1));
+      outcome = outbuf;
+    } else if (!e->killed) fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
+  }
+  lua_settop(L, 1);
+  e->ended = 1;
+  const char *killed = e->killed ? e->kill_msg : NULL;
+  if (killed) fail(0, "run stopped: %s", killed);
+  write_report(&c, killed);
+  int code = exit_code_for(e, outcome);
+  if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
+    fail(0, "audit: %s", rbl_audit_error(e->audit));
+    code = 4;
+  }
+  e->audit = NULL;
+  rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
+  rbl__engine_free(e);
+  return code;
 }

@@ -53,9 +53,23 @@ static int sb_pcall(lua_State *L) {
   return finish_pcall(L, status, 0);
 }
 
+/* The message handler runs where the error was raised: for a kill or a timeout that is inside
+ * the count hook, where Lua has hooks disabled, so a looping handler could never be stopped
+ * (xpcall(error, function() while true do end end) hung rbl). Kills skip the handler. */
+static int xpcall_msgh(lua_State *L) {
+  if (must_rethrow(L)) return 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
 static int sb_xpcall(lua_State *L) {
   int n = lua_gettop(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, xpcall_msgh, 1);
+  lua_replace(L, 2);
   lua_pushboolean(L, 1);
   lua_pushvalue(L, 1);
   lua_rotate(L, 3, 2); /* f, handler, true, f, args... -> handler at 2 */
@@ -69,13 +83,39 @@ static int sb_co_create(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_State *co = lua_newthread(L);
   *(rbl_task **)lua_getextraspace(co) = rbl__task_of(L);
+  /* Remember it as ours: only these may be resumed or closed from the sandbox. */
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.cothreads");
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   lua_pushvalue(L, 1);
   lua_xmove(L, co, 1);
   return 1;
 }
 
-static int resume_into(lua_State *L, lua_State *co, int narg) {
+/* A task's own thread (coroutine.running() in a task) is driven by the engine only: resuming
+ * or closing it from the runbook would run its wait continuation early (the wait is freed while
+ * its timer or request still points at it). A sandbox coroutine outlives the task that created
+ * it, so it is rebound to the task that drives it now (its old task may have been freed). */
+static int own_thread(lua_State *L, int idx) {
+  lua_State *co = lua_tothread(L, idx);
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.cothreads");
+  lua_pushvalue(L, idx);
+  int ours = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (ours) *(rbl_task **)lua_getextraspace(co) = rbl__task_of(L);
+  return ours;
+}
+
+static int resume_into(lua_State *L, int coidx, int narg) {
   int nres;
+  lua_State *co = lua_tothread(L, coidx);
+  if (!own_thread(L, coidx)) {
+    lua_pushliteral(L, "cannot resume a coroutine not created by coroutine.create/wrap");
+    return -1;
+  }
   if (lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
     lua_pushliteral(L, "cannot resume dead coroutine");
     return -1;
@@ -102,7 +142,7 @@ static int resume_into(lua_State *L, lua_State *co, int narg) {
 static int sb_co_resume(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   luaL_argexpected(L, co, 1, "coroutine");
-  int r = resume_into(L, co, lua_gettop(L) - 1);
+  int r = resume_into(L, 1, lua_gettop(L) - 1);
   if (r < 0) {
     if (must_rethrow(L)) return lua_error(L);
     lua_pushboolean(L, 0);
@@ -115,10 +155,19 @@ static int sb_co_resume(lua_State *L) {
 }
 
 static int wrap_aux(lua_State *L) {
-  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
-  int r = resume_into(L, co, lua_gettop(L));
+  int r = resume_into(L, lua_upvalueindex(1), lua_gettop(L));
   if (r < 0) return lua_error(L);
   return r;
+}
+
+static int sb_co_close(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  if (!own_thread(L, 1)) return luaL_error(L, "cannot close a coroutine not created by coroutine.create/wrap");
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
 }
 
 static int sb_co_wrap(lua_State *L) {
@@ -132,11 +181,17 @@ static int sb_co_wrap(lua_State *L) {
 static int sb_print(lua_State *L) {
   rbl_engine *e = rbl_engine_of(L);
   int n = lua_gettop(L);
+  /* Convert first: luaL_tolstring pushes, and a luaL_Buffer needs a balanced stack between
+   * its operations (interleaving them corrupted the output and freed the buffer's box). */
+  for (int i = 1; i <= n; i++) {
+    luaL_tolstring(L, i, NULL);
+    lua_replace(L, i);
+  }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   for (int i = 1; i <= n; i++) {
     size_t len;
-    const char *s = luaL_tolstring(L, i, &len);
+    const char *s = lua_tolstring(L, i, &len);
     for (size_t k = 0; k < len; k++) {
       unsigned char c = (unsigned char)s[k];
       if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f) {
@@ -147,7 +202,6 @@ static int sb_print(lua_State *L) {
         luaL_addchar(&b, (char)c);
       }
     }
-    lua_pop(L, 1);
     if (i < n) luaL_addchar(&b, '\t');
   }
   luaL_addchar(&b, '\n');
@@ -215,7 +269,8 @@ static int read_module(lua_State *L, const char *dir, const char *name, char *pa
   snprintf(rel, sizeof rel, "%s", name);
   for (char *q = rel; *q; q++) if (*q == '.') *q = '/';
   char want[PATH_MAX], real[PATH_MAX], realdir[PATH_MAX];
-  snprintf(want, sizeof want, "%s/%s.lua", dir, rel);
+  if (snprintf(want, sizeof want, "%s/%s.lua", dir, rel) >= (int)sizeof want)
+    return luaL_error(L, "require: module name too long");
   if (!realpath(want, real) || !realpath(dir, realdir))
     return luaL_error(L, "require: module '%s' not found (looked for %s)", name, want);
   size_t dl = strlen(realdir);
@@ -303,8 +358,39 @@ static int sb_setmetatable(lua_State *L) {
   luaL_argexpected(L, lua_isnoneornil(L, 2) || lua_istable(L, 2), 2, "nil or table");
   if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
     return luaL_error(L, "cannot change a protected metatable");
+  /* A finalizer runs whenever the collector gets to it: in host code, after the run's end or
+   * in lua_close, on a thread with no hook (an endless __gc hung rbl). Any non-nil __gc marks
+   * the object, so the field is checked raw, whatever its type. */
+  if (lua_istable(L, 2)) {
+    lua_pushliteral(L, "__gc");
+    int gc = lua_rawget(L, 2) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (gc) return luaL_error(L, "finalizers (__gc) are not allowed in runbooks");
+  }
   lua_settop(L, 2);
+  if (lua_istable(L, 2)) { /* a metatable the runbook set: getmetatable may give it back */
+    lua_getfield(L, LUA_REGISTRYINDEX, "rbl.usermt");
+    lua_pushvalue(L, 2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
   lua_setmetatable(L, 1);
+  return 1;
+}
+
+/* getmetatable: __metatable if set, the metatable itself only when the runbook set it. Host
+ * metatables (rbl.error, the json array/object markers, drift lists...) are shared with host
+ * code: handing them out let a runbook add __index/__tostring/__gc that host code then ran. */
+static int sb_getmetatable(lua_State *L) {
+  luaL_checkany(L, 1);
+  if (!lua_getmetatable(L, 1)) { lua_pushnil(L); return 1; }
+  if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL) return 1;
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.usermt");
+  lua_pushvalue(L, -2);
+  int mine = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (!mine) lua_pushliteral(L, "protected");
   return 1;
 }
 
@@ -322,6 +408,96 @@ static int sb_collectgarbage(lua_State *L) {
   return luaL_argerror(L, 1, "only \"count\", \"collect\" and \"step\" are allowed");
 }
 
+/* ---- library loops that never reach the hook ----
+ * A C loop runs no Lua instruction, so neither the count hook nor the run timer stops it.
+ * string.rep("", math.maxinteger) and table.insert/remove/move over a huge __len or range
+ * iterated ~2^63 times on nothing: these versions poll the limits as they go. */
+
+static int sb_str_rep(lua_State *L) {
+  size_t l, lsep;
+  luaL_checklstring(L, 1, &l);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_optlstring(L, 3, "", &lsep);
+  if (n > 0 && l == 0 && lsep == 0) { /* n empty copies: the only case not bounded by memory */
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+#define POLL_EVERY(i) do { if (((i) & 1023) == 0) rbl__poll_limits(L); } while (0)
+
+static int sb_tinsert(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer e = luaL_len(L, 1);
+  e = (lua_Integer)((lua_Unsigned)e + 1u); /* first empty element */
+  lua_Integer pos;
+  switch (lua_gettop(L)) {
+  case 2: pos = e; break;
+  case 3:
+    pos = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)e, 2, "position out of bounds");
+    for (lua_Integer i = e; i > pos; i--) {
+      POLL_EVERY(i);
+      lua_geti(L, 1, i - 1);
+      lua_seti(L, 1, i);
+    }
+    break;
+  default: return luaL_error(L, "wrong number of arguments to 'insert'");
+  }
+  lua_seti(L, 1, pos);
+  return 0;
+}
+
+static int sb_tremove(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer size = luaL_len(L, 1);
+  lua_Integer pos = luaL_optinteger(L, 2, size);
+  if (pos != size)
+    luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, 2, "position out of bounds");
+  lua_geti(L, 1, pos);
+  for (; pos < size; pos++) {
+    POLL_EVERY(pos);
+    lua_geti(L, 1, pos + 1);
+    lua_seti(L, 1, pos);
+  }
+  lua_pushnil(L);
+  lua_seti(L, 1, pos);
+  return 1;
+}
+
+static int sb_tmove(lua_State *L) {
+  lua_Integer f = luaL_checkinteger(L, 2);
+  lua_Integer e = luaL_checkinteger(L, 3);
+  lua_Integer t = luaL_checkinteger(L, 4);
+  int tt = !lua_isnoneornil(L, 5) ? 5 : 1;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, tt, LUA_TTABLE);
+  if (e >= f) {
+    luaL_argcheck(L, f > 0 || e < LUA_MAXINTEGER + f, 3, "too many elements to move");
+    lua_Integer n = e - f + 1;
+    luaL_argcheck(L, t <= LUA_MAXINTEGER - n + 1, 4, "destination wrap around");
+    if (t > e || t > f || (tt != 1 && !lua_compare(L, 1, tt, LUA_OPEQ))) {
+      for (lua_Integer i = 0; i < n; i++) {
+        POLL_EVERY(i);
+        lua_geti(L, 1, f + i);
+        lua_seti(L, tt, t + i);
+      }
+    } else {
+      for (lua_Integer i = n - 1; i >= 0; i--) {
+        POLL_EVERY(i);
+        lua_geti(L, 1, f + i);
+        lua_seti(L, tt, t + i);
+      }
+    }
+  }
+  lua_pushvalue(L, tt);
+  return 1;
+}
+
 /* ---- read-only proxies ---- */
 
 static int ro_newindex(lua_State *L) {
@@ -330,11 +506,21 @@ static int ro_newindex(lua_State *L) {
   return luaL_error(L, "attempt to modify a read-only table");
 }
 
+/* upvalue 1: the backing table. */
+static int ro_next(lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_next(L, lua_upvalueindex(1))) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+/* The backing table stays hidden: returning it as the iteration state (next, backing, nil)
+ * let `local _, raw = pairs(string)` rewrite the string methods host code uses. */
 static int ro_pairs(lua_State *L) {
-  lua_pushvalue(L, lua_upvalueindex(1)); /* next */
   lua_getmetatable(L, 1);
   lua_getfield(L, -1, "__index");
-  lua_remove(L, -2);
+  lua_pushcclosure(L, ro_next, 1);
+  lua_pushvalue(L, 1);
   lua_pushnil(L);
   return 3;
 }
@@ -384,8 +570,7 @@ static void make_readonly(lua_State *L, int depth) {
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ro_newindex);
   lua_setfield(L, -2, "__newindex");
-  lua_getglobal(L, "next");
-  lua_pushcclosure(L, ro_pairs, 1);
+  lua_pushcfunction(L, ro_pairs);
   lua_setfield(L, -2, "__pairs");
   lua_pushcfunction(L, ro_len);
   lua_setfield(L, -2, "__len");
@@ -469,6 +654,9 @@ static void push_coroutine_lib(lua_State *L, int G) {
   lua_setfield(L, -2, "wrap");
   lua_pushcfunction(L, sb_co_resume);
   lua_setfield(L, -2, "resume");
+  lua_getfield(L, -1, "close");
+  lua_pushcclosure(L, sb_co_close, 1);
+  lua_setfield(L, -2, "close");
   make_readonly(L, 0);
   lua_setfield(L, G, "coroutine");
 }
@@ -478,10 +666,10 @@ void rbl_sandbox_push_env(lua_State *L) {
   lua_newtable(L);
   int G = lua_gettop(L);
   static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs", "select",
-    "tonumber", "tostring", "type", "rawequal", "rawlen", "rawget", "getmetatable", "_VERSION", NULL};
+    "tonumber", "tostring", "type", "rawequal", "rawlen", "rawget", "_VERSION", NULL};
   for (const char *const *n = base; *n; n++) set_copy(L, G, *n);
   static const luaL_Reg wrapped[] = {{"pcall", sb_pcall}, {"xpcall", sb_xpcall},
-    {"print", sb_print}, {"rawset", sb_rawset}, {"setmetatable", sb_setmetatable},
+    {"print", sb_print}, {"rawset", sb_rawset}, {"setmetatable", sb_setmetatable}, {"getmetatable", sb_getmetatable},
     {"collectgarbage", sb_collectgarbage}, {NULL, NULL}};
   for (const luaL_Reg *r = wrapped; r->name; r++) {
     lua_pushcfunction(L, r->func);
@@ -489,7 +677,15 @@ void rbl_sandbox_push_env(lua_State *L) {
   }
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.stringlib");
   lua_setfield(L, G, "string"); /* already a protected proxy */
-  push_lib(L, G, "table", table_names);
+  copy_fields(L, "table", table_names);
+  static const luaL_Reg tpolled[] = {{"insert", sb_tinsert}, {"remove", sb_tremove},
+    {"move", sb_tmove}, {NULL, NULL}};
+  for (const luaL_Reg *r = tpolled; r->name; r++) {
+    lua_pushcfunction(L, r->func);
+    lua_setfield(L, -2, r->name);
+  }
+  make_readonly(L, 0);
+  lua_setfield(L, G, "table");
   push_lib(L, G, "math", math_names);
   push_lib(L, G, "utf8", utf8_names);
   push_lib(L, G, "os", os_names);
@@ -551,6 +747,18 @@ void rbl_sandbox_init(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, "rbl.protected");
+  lua_newtable(L); /* the coroutines the sandbox created (weak keys) */
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "rbl.cothreads");
+  lua_newtable(L); /* metatables the runbook set (weak keys) */
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "rbl.usermt");
   /* One string table for the sandbox and for string methods: budgeted patterns, no dump. */
   copy_fields(L, "string", string_names);
   luaL_requiref(L, "rbl.strpat", luaopen_rbl_strpat, 0);
@@ -560,6 +768,9 @@ void rbl_sandbox_init(lua_State *L) {
     lua_setfield(L, -3, *n);
   }
   lua_pop(L, 1);
+  lua_getfield(L, -1, "rep");
+  lua_pushcclosure(L, sb_str_rep, 1);
+  lua_setfield(L, -2, "rep");
   rbl_strpat_set_poll(strpat_poll);
   lua_pushvalue(L, -1);
   make_readonly(L, 0);

@@ -5,7 +5,36 @@ local host = require "rbl.host"
 local prim = require "rbl.prim"
 local http = require "rbl.http"
 local json = require "rbl.json"
-local dockerc = require "rbl.dockerc"
+local has_dockerc, dockerc = pcall(require, "rbl.dockerc")
+
+if not has_dockerc then
+  -- The same two functions in Lua, for a binary built without rbl.dockerc (src/docker_stream.c).
+  dockerc = {}
+  function dockerc.demux(data)
+    local parts, pos, n = { [0] = {}, {}, {}, {} }, 1, #data
+    while n - pos + 1 >= 8 do
+      local stream, r1, r2, r3, size = string.unpack(">BBBBI4", data, pos)
+      if stream > 3 or r1 ~= 0 or r2 ~= 0 or r3 ~= 0 then
+        return nil, string.format("malformed stream frame header at byte %d", pos - 1)
+      end
+      if n - pos + 1 - 8 < size then break end
+      local t = parts[stream]
+      t[#t + 1] = data:sub(pos + 8, pos + 7 + size)
+      pos = pos + 8 + size
+    end
+    return table.concat(parts[0]) .. table.concat(parts[1]), table.concat(parts[2]), table.concat(parts[3]),
+           data:sub(pos)
+  end
+  function dockerc.check_ref(s)
+    if #s == 0 then return nil, "is empty" end
+    if #s > 128 then return nil, "is longer than 128 bytes" end
+    if s:find("\0", 1, true) then return nil, "holds a NUL byte" end
+    if s:find("/", 1, true) then return nil, "holds '/'" end
+    if s:find("..", 1, true) then return nil, "holds '..'" end
+    if s:find("[%c\127]") then return nil, "holds a control character" end
+    return true
+  end
+end
 
 local M = {}
 local type, tostring, pcall, error, ipairs, pairs = type, tostring, pcall, error, ipairs, pairs

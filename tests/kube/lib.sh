@@ -21,8 +21,10 @@
 #         KUBE_STANDIN_URL   https://127.0.0.1:PORT (http:// without --tls-cert)
 #         KUBE_STANDIN_LOG   request log (JSON lines), KUBE_STANDIN_DIR  its work dir
 #       Registers an EXIT trap (chained with any existing one) that stops every
-#       stand-in started this way. Several stand-ins may run at once; the
-#       variables describe the most recent one.
+#       stand-in started this way and deletes their work dirs (set
+#       KUBE_STANDIN_KEEP=1 to keep them, e.g. to read the log after a
+#       failure). Several stand-ins may run at once; the variables describe
+#       the most recent one.
 #
 #   kube_standin_stop [PID]
 #       Stops one stand-in (default: $KUBE_STANDIN_PID) and waits for it to exit.
@@ -31,19 +33,20 @@
 #                         [--client-cert FILE --client-key FILE] [--namespace NS]
 #       Writes a single-context kubeconfig (context "standin").
 #
-#   Caveats: the stand-in runs as a background job of your shell, so a bare
-#   `wait` (no PID) blocks until it exits -- wait for specific PIDs. kubectl
-#   (client-go) does not send bearer tokens over plain http://, so tests that
-#   drive kubectl with a token need --tls-cert (or use --anonymous).
-#
 #   kube_log_requests [JQ_FILTER]
 #       Prints "METHOD PATH?QUERY STATUS" for each logged request of the current
 #       stand-in matching the optional jq select() filter, e.g.
 #       kube_log_requests '.method=="PATCH"'.
+#
+# Caveats: the stand-in runs as a background job of your shell, so a bare
+# `wait` (no PID) blocks until it exits -- wait for specific PIDs. kubectl
+# (client-go) does not send bearer tokens over plain http://, so tests that
+# drive kubectl with a token need --tls-cert (or use --anonymous).
 
 KUBE_TESTS_DIR=${KUBE_TESTS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 KUBE_STANDIN_PY="$KUBE_TESTS_DIR/standin/kube_standin.py"
 KUBE_STANDIN_PIDS=()
+KUBE_STANDIN_DIRS=()
 
 kube_ensure_deps() {
     # the stand-in also finds Debian's python3-yaml when python3 is not /usr/bin/python3
@@ -68,6 +71,10 @@ _kube_standin_stop_all() {
         wait "$p" 2>/dev/null || true
     done
     KUBE_STANDIN_PIDS=()
+    if [[ ${KUBE_STANDIN_KEEP:-0} != 1 ]]; then
+        for p in "${KUBE_STANDIN_DIRS[@]}"; do rm -rf "$p"; done
+    fi
+    KUBE_STANDIN_DIRS=()
 }
 
 _kube_install_trap() {
@@ -96,6 +103,7 @@ kube_standin_start() {
     KUBE_STANDIN_PID=$!
     KUBE_STANDIN_PIDS+=("$KUBE_STANDIN_PID")
     KUBE_STANDIN_DIR=$dir
+    KUBE_STANDIN_DIRS+=("$dir")
     local i
     for ((i = 0; i < 200; i++)); do
         [[ -s $dir/port ]] && break

@@ -15,6 +15,8 @@ kube_ensure_deps
 command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >/dev/null
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kube-fidelity.XXXXXX")
+# removed at exit (lib.sh chains its own cleanup before this); KUBE_STANDIN_KEEP=1 keeps it
+[[ ${KUBE_STANDIN_KEEP:-0} == 1 ]] || trap 'rm -rf "$WORK"' EXIT
 export HOME=$WORK/home # isolates kubectl's discovery/openapi cache
 mkdir -p "$HOME"
 unset KUBECONFIG
@@ -357,4 +359,3 @@ jq -e -s '[.[] | select(.method=="PATCH" and .content_type=="application/merge-p
     "$KUBE_STANDIN_LOG" >/dev/null || fail "first merge patch body not logged verbatim"
 
 echo "PASS: kubectl fidelity ($(wc -l <"$KUBE_STANDIN_LOG" | tr -d ' ') requests)"
-rm -rf "$WORK"

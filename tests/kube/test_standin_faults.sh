@@ -11,6 +11,8 @@ source "$HERE/lib.sh"
 kube_ensure_deps
 command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >/dev/null
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kube-faults.XXXXXX")
+# removed at exit (lib.sh chains its own cleanup before this); KUBE_STANDIN_KEEP=1 keeps it
+[[ ${KUBE_STANDIN_KEEP:-0} == 1 ]] || trap 'rm -rf "$WORK"' EXIT
 
 step=""
 STEP() { step=$*; echo "--- $step"; }
@@ -187,4 +189,3 @@ if python3 "$KUBE_STANDIN_PY" --fixtures "$WORK/bad.yaml" --port 0 2>"$WORK/err"
 grep -q "Bad_Name" "$WORK/err" || fail "startup error does not name the object: $(cat "$WORK/err")"
 
 echo "PASS: stand-in faults and features"
-rm -rf "$WORK"

@@ -1,0 +1,124 @@
+-- rbl rollback: reads an audit chain, finds the reversible changes it recorded (results with a
+-- before-state) that no later undo reverted, and undoes them newest first through kube_undo.
+local host = require "rbl.host"
+local json = require "rbl.json"
+local runbook = require "rbl.runbook"
+
+local M = {}
+local fmt = string.format
+
+-- arg: "flags\naudit chain\nchain to undo"
+function M.prepare(arg)
+  local flags, audit, chain = arg:match("^(.-)\n(.-)\n(.*)$")
+  local book = runbook.new_book("rollback")
+  book.meta.id = "rollback"
+  book.rb = { force = flags == "force", audit = audit, chain = chain }
+  return book
+end
+
+local function read_chain(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local recs = {}
+  for line in f:lines() do
+    local ok, r = pcall(json.decode, line)
+    if ok and type(r) == "table" then recs[#recs + 1] = r end
+  end
+  f:close()
+  return recs
+end
+
+local function key_of(run, call) return tostring(run) .. "#" .. tostring(call) end
+
+-- The reversible changes of the chain (newest first) and the set already undone.
+local function pending(book)
+  local recs, err = read_chain(book.rb.chain)
+  if not recs then error({ code = "io", message = "rollback: " .. tostring(err) }, 0) end
+  local done = {}
+  local function scan_done(list)
+    for _, r in ipairs(list) do
+      local s = r.summary
+      if r.kind == "result" and r.prim == "kube_undo" and r.status == "ok" and type(s) == "table"
+        and type(s.undoes) == "table" and not s.dry_run then
+        done[key_of(s.undoes.run, s.undoes.call)] = true
+      end
+    end
+  end
+  scan_done(recs)
+  if book.rb.audit ~= book.rb.chain then
+    local other = read_chain(book.rb.audit)
+    if other then scan_done(other) end
+  end
+  local todo = {}
+  for i = #recs, 1, -1 do
+    local r = recs[i]
+    local b = r.before
+    if r.kind == "result" and r.status == "ok" and type(b) == "table" and type(b.fields) == "table"
+      and type(b.api) == "table" then
+      local k = key_of(b.run or r.run, b.call or r.call)
+      if not done[k] then
+        done[k] = true -- the same change named twice is undone once
+        todo[#todo + 1] = { rec = r, before = b, key = k }
+      end
+    end
+  end
+  return todo
+end
+
+local function label(b)
+  return fmt("undo %s %s%s%s", b.prim or "kube_patch", b.api.resource .. (b.api.group ~= "" and ("." .. b.api.group) or ""),
+    " " .. tostring(b.name), b.namespace and (" in " .. b.namespace) or "")
+end
+
+local function errtext(e)
+  if type(e) == "table" then return (e.code and (e.code .. ": ") or "") .. tostring(e.message or "error") end
+  return tostring(e)
+end
+
+function M.main(book, arg)
+  local kube = require "rbl.kube"
+  local t0 = host.now_ms()
+  book.trace = {}
+  local authorised = {}
+  for _, t in ipairs(host.tenants()) do authorised[t] = true end
+  local ok, todo = pcall(pending, book)
+  if not ok then
+    book.trace[1] = { step = 1, name = "read chain", action = "read", status = "failed", detail = errtext(todo), duration_ms = 0 }
+    book.outcome = "failed"
+    return "failed"
+  end
+  if #todo == 0 then
+    host.progress("rbl rollback: nothing to undo (no reversible change on the chain that is not already undone)")
+    host.record("log", { message = "rollback: nothing to undo" })
+  end
+  local failed = false
+  for i, item in ipairs(todo) do
+    local b = item.before
+    local tenant = b.tenant or item.rec.tenant
+    local entry = { step = i, name = label(b), action = "kube_undo", status = "pending", duration_ms = 0 }
+    book.trace[#book.trace + 1] = entry
+    local s0 = host.now_ms()
+    if not tenant or not authorised[tenant] then
+      entry.status, entry.detail = "skipped", fmt("tenant %s is not authorised for this rollback (--tenant)", tostring(tenant))
+    else
+      local res, errs, n = host.run_all({ function() return kube.undo(b, { force = book.rb.force }) end },
+        { tenants = { tenant } })
+      if n > 0 then
+        failed = true
+        entry.status, entry.detail, entry.error_code = "failed", errtext(errs[1]), type(errs[1]) == "table" and errs[1].code or nil
+      else
+        entry.status = "success"
+        entry.detail = host.dry_run() and "dry run: the inverse patch was sent with dryRun=All" or "restored"
+      end
+    end
+    entry.duration_ms = math.floor(host.now_ms() - s0 + 0.5)
+    host.record("step", { step = entry.name, index = i, status = entry.status, detail = entry.detail })
+    host.progress(fmt("[%d] %-50s %-10s %s", i, entry.name, entry.status, entry.detail or ""))
+    if host.killed() then failed = true; break end
+  end
+  book.outcome = failed and "failed" or "resolved"
+  book.total_ms = host.now_ms() - t0
+  return book.outcome
+end
+
+return M

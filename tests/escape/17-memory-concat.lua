@@ -1,0 +1,4 @@
+-- expect: exit=3 stderr~"memory limit"
+while true do
+  pcall(function() local s = "x" while true do s = s .. s .. "y" end end)
+end

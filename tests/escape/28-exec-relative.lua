@@ -1,0 +1,3 @@
+-- expect: exit=3 stderr~"not on the exec allow list"
+pcall(exec, { "./echo", "x" })
+print("NOT STOPPED")

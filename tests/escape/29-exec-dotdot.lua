@@ -1,0 +1,2 @@
+-- expect: exit=3 stderr~"not on the exec allow list"
+exec({ "/bin/../bin/sh", "-c", "touch /tmp/rbl_escape_pwned" })

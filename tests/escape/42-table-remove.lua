@@ -1,0 +1,2 @@
+-- expect: exit=1 stderr~"timed out"
+table.remove(setmetatable({}, { __len = function() return math.maxinteger - 1 end }), 1)

@@ -1,0 +1,1 @@
+return { limits = { memory_mb = 64, step_timeout = 2, run_timeout = 10, output_kb = 64 }, exec = { allow = { "/bin/echo" } } }

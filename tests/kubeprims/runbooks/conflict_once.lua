@@ -1,0 +1,3 @@
+-- The first PATCH gets a 409 (stand-in --fail ... 409 1): re-read and retry.
+local p = kube_patch("configmap", "conflict-once", { data = { k = "retried" } })
+assert(p.data.k == "retried", "patched after the retry")
