@@ -622,6 +622,8 @@ void rbl__engine_free(rbl_engine *e) {
   uv_walk(&e->loop, close_walk, NULL);
   uv_run(&e->loop, UV_RUN_DEFAULT);
   uv_loop_close(&e->loop);
+  for (size_t i = 0; i < e->nsecrets; i++) free(e->secrets[i]);
+  free(e->secrets);
   free(e->root.tenant);
   free(e->runbook_dir);
   free(e);

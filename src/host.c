@@ -179,12 +179,16 @@ static void copy_table(lua_State *L, int idx, int depth) {
     lua_rawset(L, dst);
     lua_pop(L, 1);
   }
-  /* keep the json array/object marker so [] and {} stay distinct */
+  /* Keep rbl's own json array/object marker so [] and {} stay distinct; a metatable the
+   * runbook made is never carried into host code. */
   if (lua_getmetatable(L, idx)) {
-    lua_getfield(L, -1, "__name");
-    const char *nm = lua_tostring(L, -1);
-    int marker = nm && (!strcmp(nm, "array") || !strcmp(nm, "object"));
-    lua_pop(L, 1);
+    int marker = 0;
+    static const char *const markers[] = {"rbl.json.array", "rbl.json.object"};
+    for (int k = 0; k < 2 && !marker; k++) {
+      luaL_getmetatable(L, markers[k]);
+      marker = lua_rawequal(L, -1, -2);
+      lua_pop(L, 1);
+    }
     if (marker) lua_setmetatable(L, dst);
     else lua_pop(L, 1);
   }

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "rbl.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,8 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
 }
 
 int main(int argc, char **argv) {
+  /* A child that closes its stdin early must not kill rbl: writes then fail with EPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     fputs(usage_main, stderr);
     return 2;

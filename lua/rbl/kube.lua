@@ -25,7 +25,7 @@ local DANGEROUS_SUBS = { exec = true, attach = true, portforward = true, proxy =
 local PATH_SEGMENT_NAMES = { roles = true, clusterroles = true, rolebindings = true, clusterrolebindings = true }
 
 -- Per run: one Lua state per run, so module state is per run.
-local state = { conn = nil, disc = nil, ns = {}, warned = false }
+local state = { conn = nil, disc = nil, ns = {}, warned = false, undone = {} }
 
 -- ---- configuration ----
 
@@ -107,6 +107,15 @@ local function api_error(what, res)
   local reason, msg = nil, nil
   if ok and type(st) == "table" and st.kind == "Status" then
     reason, msg = st.reason, st.message
+    local causes = type(st.details) == "table" and type(st.details.causes) == "table" and st.details.causes or {}
+    local extra = {}
+    for i, c in ipairs(causes) do
+      if i > 3 then break end
+      if type(c) == "table" and type(c.message) == "string" and not tostring(msg):find(c.message, 1, true) then
+        extra[#extra + 1] = (type(c.field) == "string" and c.field ~= "" and (c.field .. ": ") or "") .. c.message
+      end
+    end
+    if #extra > 0 and type(msg) == "string" then msg = msg .. " (" .. concat(extra, "; ") .. ")" end
   end
   if type(msg) ~= "string" or msg == "" then
     msg = (res.body or ""):gsub("%s+$", ""):sub(1, 200)
@@ -241,9 +250,6 @@ local function resolve(call, kind)
     e = lookup(discover(call))
   end
   if not e then host.raise("not_found", fmt("kube: kind %q is not served by the API server at %s", kind, conn().server)) end
-  if sub and not e.subs[sub] then
-    host.raise("not_found", fmt("kube: %s has no subresource %q", e.resource, sub))
-  end
   return e, sub
 end
 
@@ -364,6 +370,7 @@ local function target(call, pname, kind, name, opts, write)
     if write and not allowed_sub(sub) then
       host.refuse(call, fmt("%s: writes to subresource %s/%s are not allowed (config kube.allow_subresources)", what, e.resource, sub))
     end
+    if not e.subs[sub] then host.raise("not_found", fmt("%s: %s has no subresource %q", what, e.resource, sub)) end
   end
   local nss, tenant = tenant_namespaces(call, what)
   local tg = { group = e.group, version = e.version, resource = e.resource, kind = e.kind, namespaced = e.namespaced,
@@ -850,21 +857,30 @@ undo_patch = prim.define("kube_undo", {
     local what = "kube_undo " .. describe(tg)
     local now = get_json(call, what, path_of(tg))
     local rv = rv_of(now)
+    local key = concat({ tg.group, tg.resource, tg.namespace or "", tg.name }, "/")
+    local prior = state.undone[key]
+    -- a newer change to the same object that this run has just undone does not count as "changed since"
+    local chained = prior and prior.from_rv == rec.resourceVersion and prior.now_rv == rv
     local summary = { undoes = { run = rec.run, call = rec.call }, kind = tg.kind, name = tg.name,
       namespace = tg.namespace, subresource = tg.subresource, dry_run = dry(), forced = force or nil }
-    if rec.resourceVersion and rv ~= rec.resourceVersion and not force then
+    if rec.resourceVersion and rv ~= rec.resourceVersion and not force and not chained then
       host.raise("conflict", fmt("%s: the object changed since the patch (resourceVersion now %s, the patch left %s); not undone (--force to undo anyway)",
         what, tostring(rv), tostring(rec.resourceVersion)))
     end
     local ops = inverse_ops(rec.fields, now)
     summary.ops = #ops
-    if #ops == 0 then summary.noop = true; return now, summary end
+    if #ops == 0 then
+      summary.noop = true
+      state.undone[key] = { from_rv = rec.resourceVersion_before, now_rv = rv }
+      return now, summary
+    end
     if not force and rv then table.insert(ops, 1, { op = "test", path = "/metadata/resourceVersion", value = rv }) end
     local res = request(call, what, "PATCH", path_of(tg),
       { query = write_query(), body = json.encode(ops), ctype = PATCH_TYPES.json })
     if res.status ~= 200 then api_error(what, res) end
     local obj = decode(what, res)
     summary.resourceVersion = rv_of(obj)
+    if not dry() then state.undone[key] = { from_rv = rec.resourceVersion_before, now_rv = rv_of(obj) } end
     return obj, summary
   end,
 })

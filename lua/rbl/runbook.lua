@@ -10,14 +10,23 @@ local STEP_FIELDS = { when = "function", pre = "function", run = "function", ver
 local RUNBOOK_FIELDS = { id = "string", description = "string", params = "table", version = "string",
   owner = "string", tags = "table" }
 
+-- Error values may come from the runbook: read them raw, never through its metamethods.
+local rawget = rawget
 local function errtext(e)
   if type(e) == "table" then
-    return (e.code and (e.code .. ": ") or "") .. tostring(e.message or "error")
+    local code, msg = rawget(e, "code"), rawget(e, "message")
+    code = type(code) == "string" and code or nil
+    msg = (type(msg) == "string" or type(msg) == "number") and msg or "error (a table)"
+    return (code and (code .. ": ") or "") .. msg
   end
-  return tostring(e)
+  if type(e) == "string" or type(e) == "number" or type(e) == "boolean" or e == nil then return tostring(e) end
+  return "error (a " .. type(e) .. ")"
 end
 
-local function errcode(e) return type(e) == "table" and e.code or nil end
+local function errcode(e)
+  local c = type(e) == "table" and rawget(e, "code") or nil
+  return type(c) == "string" and c or nil
+end
 
 -- book: the declarations of one runbook file.
 function M.new_book(default_id)
@@ -33,6 +42,11 @@ function M.new_book(default_id)
     local cur = book.current or book.top
     cur.drift_detected = cur.drift_detected or {}
     for _, it in ipairs(items) do cur.drift_detected[#cur.drift_detected + 1] = it end
+  end
+
+  function book.note_isolation(res)
+    local cur = book.current or book.top
+    cur.isolation = { score = res.score, findings = res.findings, skipped = res.skipped }
   end
 
   prim.on_undo = function(name, call_id, undo)
@@ -241,7 +255,7 @@ function M.report(book, info, killed_msg)
   for _, e in ipairs(book.trace or {}) do
     local t = { step = e.step, name = e.name, action = e.action, status = e.status,
       duration_ms = e.duration_ms or 0, detail = e.detail, drift_detected = e.drift_detected,
-      logs = e.logs, error_code = e.error_code, rollback = e.rollback, rollback_detail = e.rollback_detail,
+      logs = e.logs, error_code = e.error_code, isolation = e.isolation, rollback = e.rollback, rollback_detail = e.rollback_detail,
       rollback_ms = e.rollback_ms }
     if killed_msg and e.status == "pending" then t.status, t.detail = "failed", killed_msg end
     trace[#trace + 1] = t

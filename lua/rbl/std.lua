@@ -110,9 +110,28 @@ function M.build(book)
       if type(argv) ~= "table" or type(argv[1]) ~= "string" then
         host.raise("invalid", "exec: argv must be a table of strings, program first")
       end
+      if argv[1]:find("\0", 1, true) then
+        host.refuse(call, "exec: program name contains a NUL byte")
+      end
       for i = 1, #argv do
-        if type(argv[i]) ~= "string" and type(argv[i]) ~= "number" and tostring(argv[i]) ~= "[redacted]" then
+        local a = argv[i]
+        if type(a) ~= "string" and type(a) ~= "number" and tostring(a) ~= "[redacted]" then
           host.raise("invalid", "exec: argv[" .. i .. "] is not a string")
+        end
+        if type(a) == "string" and a:find("\0", 1, true) then
+          host.raise("invalid", "exec: argv[" .. i .. "] contains a NUL byte")
+        end
+      end
+      local env = type(opts) == "table" and opts.env or nil
+      if env ~= nil then
+        if type(env) ~= "table" then host.raise("invalid", "exec: env must be a table") end
+        for k in pairs(env) do
+          if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
+            host.raise("invalid", "exec: env name " .. tostring(k) .. " is not a valid variable name")
+          end
+          if k:match("^LD_") or k == "BASH_ENV" or k == "ENV" or k == "PATH" or k == "IFS" then
+            host.refuse(call, "exec: setting " .. k .. " would change which code the program runs")
+          end
         end
       end
       local path, found = resolve_program(argv[1], allow)
@@ -157,7 +176,7 @@ function M.build(book)
   for _, modname in ipairs({ "rbl.drift_prims", "rbl.docker", "rbl.kube", "rbl.isolation" }) do
     local ok, mod = pcall(require, modname)
     if ok and type(mod) == "table" and mod.globals then
-      for k, v in pairs(mod.globals(book)) do g[k] = v end
+      for k, v in pairs(mod.globals(book, g)) do g[k] = v end
     elseif not ok and not tostring(mod):find("not found", 1, true) then
       error(mod, 0)
     end

@@ -1,2 +1,2 @@
--- expect: exit=3 stderr~"not on the exec allow list"
+-- expect: exit=3 stderr~"program name contains a NUL byte"
 exec({ "/bin/echo\0/../sh", "-c", "touch /tmp/rbl_escape_pwned" })
