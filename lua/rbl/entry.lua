@@ -63,7 +63,9 @@ function M.check(book, chunk)
   local res, errs, n = host.run_all({ chunk })
   if n > 0 then
     local e = errs[1]
-    if not (type(e) == "table" and e.code == "check") then return tostring(e) end
+    if not (type(e) == "table" and rawget(e, "code") == "check") then
+      return (tostring(e):match("^[^\n]*"))
+    end
   end
   local problems = {}
   for _, s in ipairs(book.steps) do

@@ -13,11 +13,24 @@ local function fail_before_intent(call, name, args, err)
   error(err, 0)
 end
 
+-- Under rbl check, primitives do nothing and return this inert value, so top-level code
+-- (`local spec = iac.terraform(...)`) goes on to declare the steps that check inspects.
+local inert
+local inert_mt = { __metatable = "check", __tostring = function() return "<rbl check>" end,
+  __concat = function() return "<rbl check>" end, __len = function() return 0 end,
+  __call = function() return inert end, __index = function() return inert end,
+  __eq = function() return false end, __lt = function() return false end, __le = function() return false end,
+  __add = function() return 0 end, __sub = function() return 0 end, __mul = function() return 0 end,
+  __div = function() return 0 end, __unm = function() return 0 end }
+inert = setmetatable({}, inert_mt)
+M.inert = inert
+
 -- impl.scope(call, ...) -> target (optional; reads only); impl.effect(call, ...) ->
 -- value, summary, before, undo (undo: a function that reverses the change, for rollback "auto").
 function M.define(name, impl)
   local scope, effect = impl.scope, impl.effect
   return function(...)
+    if host.check_mode() then return inert end
     local call, args, n = host.begin(name, ...)
     local target
     if scope then

@@ -257,6 +257,62 @@ class Scripts(unittest.TestCase):
         self.assertIn("pw=[redacted]", r.out)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAKE_SYSTEMCTL = """#!/bin/sh
+d=$(dirname "$0")
+echo "$*" >> "$d/calls"
+case "$1" in
+  is-active) cat "$d/state" ;;
+  show) cat "$d/nrestarts" ;;
+  restart) echo active > "$d/state"; echo $(( $(cat "$d/nrestarts") + 1 )) > "$d/nrestarts" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+class SeedCacheRestart(unittest.TestCase):
+    def run_seed(self, state, restarts):
+        d = tempfile.mkdtemp(prefix="rbl-seed-")
+        sc = os.path.join(d, "systemctl")
+        with open(sc, "w") as f:
+            f.write(FAKE_SYSTEMCTL)
+        os.chmod(sc, 0o755)
+        for name, val in (("state", state), ("nrestarts", str(restarts)), ("calls", "")):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(val + ("\n" if val else ""))
+        cfg = os.path.join(d, "c.lua")
+        with open(cfg, "w") as f:
+            f.write('return { exec = { allow = { "%s" } } }' % sc)
+        rep = os.path.join(d, "r.json")
+        p = subprocess.run([RBL, "run", os.path.join(ROOT, "runbooks", "cache-restart.lua"), "--tenant", "t1",
+                            "--incident", "INC-C", "--audit", os.path.join(d, "a.jsonl"), "--report", rep,
+                            "--config", cfg, "--param", "systemctl=" + sc], capture_output=True, text=True, timeout=60)
+        with open(os.path.join(d, "calls")) as f:
+            calls = f.read().split("\n")
+        with open(rep) as f:
+            report = json.load(f)
+        return p, report, calls
+
+    def test_restarts_a_failed_cache(self):
+        p, rep, calls = self.run_seed("failed", 0)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("restart redis-cache", calls)
+        self.assertEqual([e["status"] for e in rep["execution_trace"]], ["success", "success"])
+
+    def test_circuit_breaker_blocks_a_crash_loop(self):
+        p, rep, calls = self.run_seed("failed", 3)
+        self.assertEqual(p.returncode, 1)
+        self.assertNotIn("restart redis-cache", calls)
+        self.assertEqual(rep["execution_trace"][1]["status"], "precondition_failed")
+        self.assertIn("circuit breaker open", rep["execution_trace"][1]["detail"])
+
+    def test_healthy_cache_is_left_alone(self):
+        p, rep, calls = self.run_seed("active", 0)
+        self.assertEqual(p.returncode, 0)
+        self.assertEqual(rep["execution_trace"][1]["status"], "skipped")
+        self.assertNotIn("restart redis-cache", calls)
+
+
 class Flags(unittest.TestCase):
     def cli(self, *args):
         return subprocess.run([RBL, *args], capture_output=True, text=True)
