@@ -136,8 +136,9 @@ static int push_cb(lua_State *L, void *ud) {
   op->wait = NULL;
   double ms = (double)(op->t1 - op->t0) / 1e6;
   if (op->timed_out) {
+    double timeout = op->timeout;
     op_maybe_free(op);
-    return rbl_raise(L, "timeout", "exec: timed out after %gs (process group killed)", op->timeout);
+    return rbl_raise(L, "timeout", "exec: timed out after %gs (process group killed)", timeout);
   }
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, op->term_signal ? 128 + op->term_signal : op->exit_code);

@@ -179,7 +179,9 @@ URL=$KUBE_STANDIN_URL
 authrun() { # authrun NAME KUBECONFIG [env...]
   local name=$1 k=$2
   shift 2
-  env KUBECONFIG="$k" "$@" "$RBL" run "$RB/get_one.lua" --tenant prod-tenant-7 --incident "$name" \
+  local kenv=(KUBECONFIG="$k")
+  [ -n "$k" ] || kenv=(-u KUBECONFIG)
+  env "${kenv[@]}" "$@" "$RBL" run "$RB/get_one.lua" --tenant prod-tenant-7 --incident "$name" \
     --config "$W/config.lua" --audit "$W/$name.jsonl" --report "$W/$name.report.json" >"$W/$name.out" 2>&1
   RC=$?
   CHAINS+=("$W/$name.jsonl")
@@ -263,10 +265,11 @@ current-context: x
 EOF
 n=$(lines)
 (sleep 1.2; printf 't0k3n-bob\n' >"$W/tokenfile.new" && mv "$W/tokenfile.new" "$W/tokenfile") &
+ROTATOR=$!
 env KUBECONFIG="$W/kc-tokfile" "$RBL" run "$RB/get_twice.lua" --tenant prod-tenant-7 --incident tokfile --param pause=1 \
   --config "$W/config.lua" --audit "$W/tokfile.jsonl" >"$W/tokfile.out" 2>&1
 RC=$?
-wait
+wait "$ROTATOR"
 CHAINS+=("$W/tokfile.jsonl")
 expect_rc 0 "tokenFile (relative to the kubeconfig)" tokfile
 check "tokenFile: re-read after it rotated (alice, then bob)" \
@@ -276,7 +279,8 @@ mkplugin() { # mkplugin FILE API EXPIRY [status json...]
   cat >"$1" <<EOF
 #!/bin/sh
 echo run >>"$1.count"
-case "\$KUBERNETES_EXEC_INFO" in *'"kind":"ExecCredential"'*'"interactive":false'*) ;; *) echo "no exec info" >&2; exit 3 ;; esac
+case "\$KUBERNETES_EXEC_INFO" in *'"kind":"ExecCredential"'*) ;; *) echo "no exec info" >&2; exit 3 ;; esac
+case "\$KUBERNETES_EXEC_INFO" in *'"interactive":false'*) ;; *) echo "not marked non-interactive" >&2; exit 3 ;; esac
 [ "\$PLUGIN_ENV" = from-kubeconfig ] || { echo "env missing" >&2; exit 4; }
 printf '{"apiVersion":"%s","kind":"ExecCredential","status":{%s"expirationTimestamp":"%s"}}\n' "$2" '$4' "$3"
 EOF
@@ -333,7 +337,7 @@ SA=$W/sa
 mkdir -p "$SA" "$W/nohome"
 printf 't0k3n-alice' >"$SA/token"
 cp "$PKI/ca.crt" "$SA/ca.crt"
-authrun incluster "" -u KUBECONFIG HOME="$W/nohome" RBL_SA_DIR="$SA" KUBERNETES_SERVICE_HOST=127.0.0.1 \
+authrun incluster "" HOME="$W/nohome" RBL_SA_DIR="$SA" KUBERNETES_SERVICE_HOST=127.0.0.1 \
   KUBERNETES_SERVICE_PORT="$KUBE_STANDIN_PORT"
 expect_rc 0 "in-cluster config (RBL_SA_DIR)" incluster
 check "in-cluster: auth kind reported" has incluster "auth=in_cluster"
