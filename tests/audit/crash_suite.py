@@ -59,7 +59,17 @@ for n in range(ROUNDS):
     path = os.path.join(d, incident + ".jsonl")
     p = subprocess.Popen([RBL, "run", runbook, "--tenant", "t1", "--incident", incident, "--audit", path,
                           "--config", cfg, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.003, 0.08))
+    # Kill when the chain has grown to a random size: mid-run by construction, at a random
+    # record (and often mid-write), whatever the machine's speed.
+    target = rng.randint(200, 600000)
+    deadline = time.time() + 30
+    while p.poll() is None and time.time() < deadline:
+        try:
+            if os.path.getsize(path) >= target:
+                break
+        except OSError:
+            pass
+        time.sleep(0.0005)
     p.send_signal(signal.SIGKILL)
     p.wait()
     problems = []
