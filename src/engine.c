@@ -560,6 +560,10 @@ rbl_engine *rbl__engine_new(const rbl_limits *lim) {
 }
 
 int rbl__engine_run(rbl_engine *e, int nargs) {
+  /* Several runs per engine (the REPL runs one per line): each gets a fresh main task. */
+  e->main_done = 0;
+  e->interrupted = 0;
+  e->sigint_count = 0;
   rbl_task *t = task_new(e, e->root.tenant, 0);
   if (!t) return LUA_ERRMEM;
   e->main_task = t;
@@ -583,7 +587,6 @@ int rbl__engine_run(rbl_engine *e, int nargs) {
   }
   uv_timer_stop(&e->run_timer);
   uv_signal_stop(&e->sigint);
-  e->ended = 1;
   return e->main_status;
 }
 

@@ -59,7 +59,8 @@ static const char *const usage_repl =
   "tenant guard and audit chain as rbl run. Ctrl-D ends the session.\n";
 
 static const char *const usage_rollback =
-  "usage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--config FILE]\n"
+  "usage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T] [--config FILE]\n"
+  "                    [--report PATH] [--audit-key FILE] [--quiet]\n"
   "\n"
   "Undoes, newest first, the reversible changes recorded in the audit chain PATH.\n"
   "Refuses when an object changed since (resourceVersion differs) unless --force.\n"

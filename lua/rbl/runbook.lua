@@ -179,7 +179,7 @@ local function rollback_step(book, ctx, s, entry)
     return true
   end
   entry.rollback = ok and "done" or "failed"
-  entry.rollback_detail = ok and entry.rollback_detail or errtext(err)
+  if not ok then entry.rollback_detail = errtext(err) end
   entry.rollback_ms = math.floor(host.now_ms() - t0 + 0.5)
   host.record("step", { step = s.name, index = entry.step, status = ok and "rolled_back" or "rollback_failed",
     duration_ms = entry.rollback_ms, detail = entry.rollback_detail })

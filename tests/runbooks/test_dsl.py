@@ -313,6 +313,39 @@ class SeedCacheRestart(unittest.TestCase):
         self.assertNotIn("restart redis-cache", calls)
 
 
+class Repl(unittest.TestCase):
+    def repl(self, text, *extra):
+        d = tempfile.mkdtemp(prefix="rbl-repl-")
+        audit = os.path.join(d, "a.jsonl")
+        p = subprocess.run([RBL, "repl", "--tenant", "t1", "--incident", "INC-R", "--audit", audit, *extra],
+                           input=text, capture_output=True, text=True, timeout=30)
+        return p, audit
+
+    def test_lines_evaluate_in_the_sandbox_and_are_audited(self):
+        p, audit = self.repl('tenant\n1 + 2\nx = 40\nx + 2\nsleep(0)\n{a = json.array({})}\nerror("oops")\nio\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.split("\n")
+        self.assertEqual(out[:4], ["t1", "3", "42", "nil"])
+        self.assertIn('"a":\t[]', p.stdout)
+        self.assertIn("error: repl:1: oops", p.stderr)
+        with open(audit) as f:
+            recs = [json.loads(l) for l in f]
+        self.assertEqual([r["line"] for r in recs if r["kind"] == "repl"][:2], ["tenant", "1 + 2"])
+        self.assertTrue(any(r["kind"] == "intent" and r["prim"] == "sleep" for r in recs))
+        self.assertEqual(subprocess.run([RBL, "audit", "verify", audit], capture_output=True).returncode, 0)
+
+    def test_refusal_ends_the_session_with_exit_3(self):
+        p, audit = self.repl('exec({"/bin/ls"})\nprint("after")\n')
+        self.assertEqual(p.returncode, 3)
+        self.assertNotIn("after", p.stdout)
+        self.assertEqual(subprocess.run([RBL, "audit", "verify", audit], capture_output=True).returncode, 0)
+
+    def test_syntax_error_is_reported_and_the_session_goes_on(self):
+        p, _ = self.repl("local = \n7 * 6\n")
+        self.assertIn("42", p.stdout)
+        self.assertIn("repl:1:", p.stderr)
+
+
 class Flags(unittest.TestCase):
     def cli(self, *args):
         return subprocess.run([RBL, *args], capture_output=True, text=True)
