@@ -30,7 +30,10 @@ step "verify_isolation" {
 step "remediate_config" {
   pre = function(ctx) return ctx.drift.exists, "no drift: nothing to remediate" end,
   run = function(ctx)
-    kube_patch("configmap", params.configmap, { data = ctx.drift:patch("merge") }, { type = "merge" })
+    -- ConfigMap data are strings: the API rejects the spec's numbers as they are.
+    local data = {}
+    for k, v in pairs(ctx.drift:patch("merge")) do data[k] = v == json.null and v or tostring(v) end
+    kube_patch("configmap", params.configmap, { data = data }, { type = "merge" })
   end,
   verify = function()
     local v = kube.get("configmap", params.configmap).data.max_connections
