@@ -524,6 +524,11 @@ static void sigint_cb(uv_signal_t *h, int signum) {
     _exit(130);
   }
   e->interrupted = 1;
+  cJSON *rec = cJSON_CreateObject();
+  cJSON_AddStringToObject(rec, "kind", "interrupt");
+  cJSON_AddStringToObject(rec, "message", "Ctrl-C: the running step is canceled and rolled back");
+  rbl__audit(e, rec);
+  rbl__progress(e, "rbl: interrupted: canceling the running step (Ctrl-C again exits at once)");
   /* Cancel what runs now; the DSL sees "canceled", rolls back and stops. */
   for (rbl_task *t = e->all, *next; t; t = next) {
     next = t->next_all;

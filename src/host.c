@@ -462,6 +462,11 @@ static int l_now_ms(lua_State *L) {
   return 1;
 }
 
+static int l_color(lua_State *L) {
+  lua_pushboolean(L, rbl_engine_of(L)->color);
+  return 1;
+}
+
 static int l_check_mode(lua_State *L) {
   lua_pushboolean(L, rbl_engine_of(L)->check_mode);
   return 1;
@@ -505,7 +510,7 @@ static const luaL_Reg host_funcs[] = {
   {"run_all", rbl__spawn_group}, {"sleep", l_sleep}, {"record", l_record},
   {"progress", l_progress}, {"secret", l_secret}, {"unwrap", l_unwrap},
   {"mask", l_mask}, {"dry_run", l_dry_run}, {"now_ms", l_now_ms},
-  {"interrupted", rbl__interrupt_check}, {"killed", l_killed}, {"limits", l_limits}, {"protect", l_protect}, {"check_mode", l_check_mode},
+  {"interrupted", rbl__interrupt_check}, {"killed", l_killed}, {"limits", l_limits}, {"protect", l_protect}, {"check_mode", l_check_mode}, {"color", l_color},
   {NULL, NULL}};
 
 int luaopen_rbl_host(lua_State *L) {

@@ -113,9 +113,22 @@ local function record_step(s, entry)
     duration_ms = entry.duration_ms, detail = entry.detail })
 end
 
+-- Status words in colour on a terminal (never with NO_COLOR or when stderr is not a TTY).
+local COLORS = { success = "32", skipped = "33", rolled_back = "33", failed = "31", precondition_failed = "31",
+  verification_failed = "31", rollback_failed = "1;31" }
+local function paint(status)
+  local padded = string.format("%-20s", status)
+  if not host.color() or not COLORS[status] then return padded end
+  return "\27[" .. COLORS[status] .. "m" .. padded .. "\27[0m"
+end
+
+local function progress_line(index, name, status, ms, detail)
+  host.progress(string.format("[%d] %-28s %s %6d ms%s", index, name, paint(status), ms,
+    detail and ("  " .. detail) or ""))
+end
+
 local function progress(entry)
-  host.progress(string.format("[%d] %-28s %-20s %6d ms%s", entry.step, entry.name, entry.status,
-    entry.duration_ms, entry.detail and ("  " .. entry.detail) or ""))
+  progress_line(entry.step, entry.name, entry.status, entry.duration_ms, entry.detail)
 end
 
 -- Runs one step; returns true when it succeeded or was skipped.
@@ -183,9 +196,8 @@ local function rollback_step(book, ctx, s, entry)
   entry.rollback_ms = math.floor(host.now_ms() - t0 + 0.5)
   host.record("step", { step = s.name, index = entry.step, status = ok and "rolled_back" or "rollback_failed",
     duration_ms = entry.rollback_ms, detail = entry.rollback_detail })
-  host.progress(string.format("[%d] %-28s %-20s %6d ms%s", entry.step, s.name,
-    ok and "rolled_back" or "rollback_failed", entry.rollback_ms,
-    entry.rollback_detail and ("  " .. entry.rollback_detail) or ""))
+  progress_line(entry.step, s.name, ok and "rolled_back" or "rollback_failed", entry.rollback_ms,
+    entry.rollback_detail)
   return ok
 end
 

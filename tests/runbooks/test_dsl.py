@@ -171,8 +171,9 @@ step "c" { run = function() log("run c") end }"""
         rep = json.load(open(self.report))
         self.assertEqual([e["status"] for e in rep["execution_trace"]], ["rolled_back", "failed", "skipped"])
         self.assertIn("interrupted", rep["execution_trace"][1]["detail"])
-        msgs = [json.loads(l).get("message") for l in open(self.audit)]
-        self.assertEqual([m for m in msgs if m], ["run a", "run b", "rb b", "rb a"])
+        recs = [json.loads(l) for l in open(self.audit)]
+        self.assertEqual([r["message"] for r in recs if r["kind"] == "log"], ["run a", "run b", "rb b", "rb a"])
+        self.assertEqual(len([r for r in recs if r["kind"] == "interrupt"]), 1, "the cancel is recorded")
         self.assertEqual(subprocess.run([RBL, "audit", "verify", self.audit], capture_output=True).returncode, 0)
 
     def test_second_ctrl_c_exits_at_once(self):
