@@ -503,6 +503,59 @@ static char *dir_of(const char *file) {
   return strdup(real);
 }
 
+/* The setup every run shares: engine, config and limits, tenants, the info table. On failure
+ * returns the exit status (c->e is NULL when even the engine could not be made). */
+static int prepare_run(run_ctx *c) {
+  rbl_engine *e = c->e = setup_engine(c->o);
+  if (!e) return fail(2, "out of memory");
+  e->runbook_dir = dir_of(c->o->file);
+  int rc = load_config(e, c->o->config_path);
+  if (!rc) apply_limits(e);
+  if (!rc) rc = resolve_tenants(e, c->o);
+  if (!rc) push_info(c);
+  return rc;
+}
+
+/* Drives a prepared run to its end: stack [main, book, arg] and an open audit chain. Writes
+ * run_start, runs main(book, arg) as the main task, writes the report and run_end, closes the
+ * chain and frees the engine. Returns the exit status. */
+static int drive_run(run_ctx *c) {
+  rbl_engine *e = c->e;
+  rbl_run_opts *o = c->o;
+  rbl__audit(e, run_start_record(c));
+  if (!e->killed && rbl_audit_sync(e->audit) != 0)
+    rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
+  rbl__progress(e, "rbl: %s  tenant %s  incident %s%s", c->default_id,
+                e->root.tenant ? e->root.tenant : "(several)", c->incident, o->dry_run ? "  [dry run]" : "");
+  lua_State *L = e->L;
+  lua_pushvalue(L, -2); /* keep the book below: main, book, chunk, book */
+  lua_insert(L, -4);
+  const char *outcome = NULL;
+  char outbuf[32] = "";
+  if (!e->killed) {
+    int st = rbl__engine_run(e, 2);
+    if (st == LUA_OK && lua_tostring(L, -1)) {
+      snprintf(outbuf, sizeof outbuf, "%s", lua_tostring(L, -1));
+      outcome = outbuf;
+    }
+    else if (!e->killed) fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
+  }
+  lua_settop(L, 1);
+  e->ended = 1;
+  const char *killed = e->killed ? e->kill_msg : NULL;
+  if (killed) fail(0, "run stopped: %s", killed);
+  write_report(c, killed);
+  int code = exit_code_for(e, outcome);
+  if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
+    fail(0, "audit: %s", rbl_audit_error(e->audit));
+    code = 4;
+  }
+  e->audit = NULL;
+  rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
+  rbl__engine_free(e);
+  return code;
+}
+
 int rbl_cmd_run(rbl_run_opts *o) {
   run_ctx c;
   memset(&c, 0, sizeof c);
@@ -519,13 +572,9 @@ int rbl_cmd_run(rbl_run_opts *o) {
   snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
   iso_now(c.started);
   default_id_of(o->file, c.default_id);
-  rbl_engine *e = c.e = setup_engine(o);
-  if (!e) { free(c.src); return fail(2, "out of memory"); }
-  e->runbook_dir = dir_of(o->file);
-  int rc = load_config(e, o->config_path);
-  if (!rc) apply_limits(e);
-  if (!rc) rc = resolve_tenants(e, o);
-  if (!rc) push_info(&c);
+  int rc = prepare_run(&c);
+  rbl_engine *e = c.e;
+  if (!e) { free(c.src); return rc; }
   if (!rc) rc = load_runbook(&c);
   if (!rc) rc = open_audit(&c);
   if (rc) {
@@ -533,41 +582,9 @@ int rbl_cmd_run(rbl_run_opts *o) {
     free(c.src);
     return rc;
   }
-  rbl__audit(e, run_start_record(&c));
-  if (!e->killed && rbl_audit_sync(e->audit) != 0)
-    rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
-  rbl__progress(e, "rbl: %s  tenant %s  incident %s%s", c.default_id,
-                e->root.tenant ? e->root.tenant : "(several)", c.incident, o->dry_run ? "  [dry run]" : "");
-  lua_State *L = e->L;
-  lua_pushvalue(L, -2); /* keep the book below: main, book, chunk, book */
-  lua_insert(L, -4);
-  const char *outcome = NULL;
-  char outbuf[32] = "";
-  if (!e->killed) {
-    int st = rbl__engine_run(e, 2);
-    if (st == LUA_OK && lua_tostring(L, -1)) {
-      snprintf(outbuf, sizeof outbuf, "%s", lua_tostring(L, -1));
-      outcome = outbuf;
-    }
-    else if (!e->killed) fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
-    lua_settop(L, 1);
-  } else {
-    lua_settop(L, 1);
-  }
-  e->ended = 1;
-  const char *killed = e->killed ? e->kill_msg : NULL;
-  if (killed) fail(0, "run stopped: %s", killed);
-  write_report(&c, killed);
-  int code = exit_code_for(e, outcome);
-  if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
-    fail(0, "audit: %s", rbl_audit_error(e->audit));
-    code = 4;
-  }
-  e->audit = NULL;
-  rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
-  rbl__engine_free(e);
+  rc = drive_run(&c);
   free(c.src);
-  return code;
+  return rc;
 }
 
 /* ---- rbl check ---- */
@@ -811,47 +828,14 @@ int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg)
   char *suffix = strstr(c.default_id, "_main");
   if (suffix && suffix[5] == 0) *suffix = 0; /* rbl.rollback_main -> "rollback" */
   c.cmd = c.default_id;
-  rbl_engine *e = c.e = setup_engine(o);
-  if (!e) return fail(2, "out of memory");
-  e->runbook_dir = dir_of(o->file);
-  int rc = load_config(e, o->config_path);
-  if (!rc) apply_limits(e);
-  if (!rc) rc = resolve_tenants(e, o);
-  if (!rc) push_info(&c);
+  int rc = prepare_run(&c);
+  rbl_engine *e = c.e;
+  if (!e) return rc;
   if (!rc) rc = load_embedded_main(&c, host_module, arg);
   if (!rc) rc = open_audit(&c);
   if (rc) {
     rbl__engine_free(e);
     return rc;
   }
-  rbl__audit(e, run_start_record(&c));
-  if (!e->killed && rbl_audit_sync(e->audit) != 0)
-    rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
-  rbl__progress(e, "rbl: %s  incident %s%s", c.default_id, c.incident, o->dry_run ? "  [dry run]" : "");
-  lua_State *L = e->L;
-  lua_pushvalue(L, -2); /* keep the book below: main, book, arg, book */
-  lua_insert(L, -4);
-  const char *outcome = NULL;
-  char outbuf[32] = "";
-  if (!e->killed) {
-    int st = rbl__engine_run(e, 2);
-    if (st == LUA_OK && lua_tostring(L, -1)) {
-      snprintf(outbuf, sizeof outbuf, "%s", lua_tostring(L, -1));
-      outcome = outbuf;
-    } else if (!e->killed) fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
-  }
-  lua_settop(L, 1);
-  e->ended = 1;
-  const char *killed = e->killed ? e->kill_msg : NULL;
-  if (killed) fail(0, "run stopped: %s", killed);
-  write_report(&c, killed);
-  int code = exit_code_for(e, outcome);
-  if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
-    fail(0, "audit: %s", rbl_audit_error(e->audit));
-    code = 4;
-  }
-  e->audit = NULL;
-  rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
-  rbl__engine_free(e);
-  return code;
+  return drive_run(&c);
 }
