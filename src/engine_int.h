@@ -88,6 +88,8 @@ void rbl__durable_wait(rbl_engine *e, rbl_wait *w);
 int rbl__spawn_group(lua_State *L);  /* host.run_all */
 int rbl__interrupt_check(lua_State *L);
 void rbl__sandbox_hook(lua_State *co);
+/* Marks the table at idx read-only for the sandbox's rawset and setmetatable. */
+void rbl__protect(lua_State *L, int idx);
 
 
 /* Secrets: masking by value of every text that leaves the process. */

@@ -492,11 +492,8 @@ static int l_limits(lua_State *L) {
 /* host.protect(t): rawset and setmetatable from the sandbox refuse t from now on. */
 static int l_protect(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.protected");
-  lua_pushvalue(L, 1);
-  lua_pushboolean(L, 1);
-  lua_rawset(L, -3);
   lua_settop(L, 1);
+  rbl__protect(L, 1);
   return 1;
 }
 

@@ -532,7 +532,7 @@ static int ro_len(lua_State *L) {
   return 1;
 }
 
-static void mark_protected(lua_State *L, int idx) {
+void rbl__protect(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.protected");
   lua_pushvalue(L, idx);
@@ -577,7 +577,7 @@ static void make_readonly(lua_State *L, int depth) {
   lua_pushliteral(L, "read-only");
   lua_setfield(L, -2, "__metatable");
   lua_setmetatable(L, -2);
-  mark_protected(L, -1);
+  rbl__protect(L, -1);
   lua_replace(L, t);
 }
 
@@ -734,8 +734,8 @@ void rbl_sandbox_push_env(lua_State *L) {
   lua_pushliteral(L, "sandbox");
   lua_setfield(L, -2, "__metatable");
   lua_setmetatable(L, G);
-  mark_protected(L, G);
-  mark_protected(L, E);
+  rbl__protect(L, G);
+  rbl__protect(L, E);
   lua_replace(L, extras);
   lua_settop(L, extras);
 }
