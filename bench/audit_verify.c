@@ -1,5 +1,6 @@
 /* Benchmark: writes N audit records (default 200000), then times `rbl audit verify` on them.
- * Usage: bench_audit_verify [N [HMAC_KEY_FILE]] (with a key, records carry a mac and verify checks it). */
+ * Usage: bench_audit_verify [N [HMAC_KEY_FILE]] (with a key, records carry a mac and verify checks
+ * it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +21,18 @@ static double now(void) {
 static cJSON *record(int i) {
   char buf[512];
   if (i % 2 == 0)
-    snprintf(buf, sizeof buf, "{\"kind\":\"intent\",\"call\":%d,\"prim\":\"kube_patch\",\"tenant\":\"prod-tenant-7\","
-             "\"target\":{\"kind\":\"configmap\",\"name\":\"db-pool-config\",\"namespace\":\"prod-tenant-7\"},"
-             "\"args\":{\"patch\":{\"data\":{\"max_connections\":\"%d\"}},\"type\":\"merge\"}}", i, 100 + i % 400);
+    snprintf(
+        buf, sizeof buf,
+        "{\"kind\":\"intent\",\"call\":%d,\"prim\":\"kube_patch\",\"tenant\":\"prod-tenant-7\","
+        "\"target\":{\"kind\":\"configmap\",\"name\":\"db-pool-config\",\"namespace\":\"prod-"
+        "tenant-7\"},"
+        "\"args\":{\"patch\":{\"data\":{\"max_connections\":\"%d\"}},\"type\":\"merge\"}}",
+        i, 100 + i % 400);
   else
-    snprintf(buf, sizeof buf, "{\"kind\":\"result\",\"call\":%d,\"status\":\"ok\",\"duration_ms\":%d,"
-             "\"summary\":{\"resourceVersion\":\"%d\"},\"before\":{\"max_connections\":\"100\"}}", i - 1, i % 97, i);
+    snprintf(buf, sizeof buf,
+             "{\"kind\":\"result\",\"call\":%d,\"status\":\"ok\",\"duration_ms\":%d,"
+             "\"summary\":{\"resourceVersion\":\"%d\"},\"before\":{\"max_connections\":\"100\"}}",
+             i - 1, i % 97, i);
   return cJSON_Parse(buf);
 }
 
@@ -37,7 +44,8 @@ int main(int argc, char **argv) {
   close(fd);
   unlink(path);
   const char *key = argc > 2 ? argv[2] : NULL;
-  rbl_audit_opts o = {.path = path, .incident = "INC-BENCH", .run = "bench-run", .hmac_key_file = key};
+  rbl_audit_opts o = {
+      .path = path, .incident = "INC-BENCH", .run = "bench-run", .hmac_key_file = key};
   rbl_audit *a = NULL;
   char err[512];
   if (rbl_audit_open(&a, &o, err, sizeof err) != 0) return fprintf(stderr, "%s\n", err), 1;

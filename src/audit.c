@@ -21,17 +21,18 @@
 
 #include "rbl.h"
 
-#define AUDIT_TORN_MAX (1u << 20)   /* more unparsable bytes than this at the end: not a torn write */
+#define AUDIT_TORN_MAX (1u << 20) /* more unparsable bytes than this at the end: not a torn write  \
+                                   */
 #define AUDIT_WINDOW_MAX (64u << 20) /* how far back open looks for the last record */
 
 /* One open chain; owns fd (closing it releases the flock), the key copies and the buffer. */
 struct rbl_audit {
   int fd;
-  int failed;        /* RBL_E* once a write or sync failed: every later call returns it */
-  int dirty;         /* appended since the last sync */
-  int appended;      /* this handle wrote at least one record */
-  int need_newline;  /* the file ends without '\n': the next write starts with one */
-  int torn_pending;  /* the next record seals a torn region (torn_bytes, torn_sha) */
+  int failed;       /* RBL_E* once a write or sync failed: every later call returns it */
+  int dirty;        /* appended since the last sync */
+  int appended;     /* this handle wrote at least one record */
+  int need_newline; /* the file ends without '\n': the next write starts with one */
+  int torn_pending; /* the next record seals a torn region (torn_bytes, torn_sha) */
   int64_t next_seq;
   size_t torn_bytes;
   char *path, *incident, *run;
@@ -46,7 +47,7 @@ struct rbl_audit {
 };
 
 struct rbl_audit_hasher {
-  EVP_MD *md;      /* fetched once: an implicit fetch per record costs more than the hash */
+  EVP_MD *md; /* fetched once: an implicit fetch per record costs more than the hash */
   EVP_MD_CTX *ctx;
   EVP_MAC *mac;
   EVP_MAC_CTX *mctx; /* NULL without a key */
@@ -91,7 +92,8 @@ char *rbl_audit_sig_message(const char *incident, const char *head, size_t *len)
   return m;
 }
 
-int rbl_audit_load_key(const char *path, unsigned char **key, size_t *len, char *err, size_t errlen) {
+int rbl_audit_load_key(const char *path, unsigned char **key, size_t *len, char *err,
+                       size_t errlen) {
   struct stat st;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -104,8 +106,10 @@ int rbl_audit_load_key(const char *path, unsigned char **key, size_t *len, char 
     snprintf(err, errlen, "audit key %s: not a regular file", path);
     rc = RBL_EINVAL;
   } else if (st.st_mode & 077) {
-    snprintf(err, errlen, "audit key %s is readable by group or others (mode %04o): refusing it; "
-             "run: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
+    snprintf(err, errlen,
+             "audit key %s is readable by group or others (mode %04o): refusing it; "
+             "run: chmod 600 %s",
+             path, (unsigned)(st.st_mode & 07777), path);
     rc = RBL_EDENIED;
   } else if (st.st_size == 0 || st.st_size > 65536) {
     snprintf(err, errlen, "audit key %s: %s", path, st.st_size ? "larger than 64 KiB" : "empty");
@@ -235,7 +239,8 @@ static long audit_lock_pid(int fd) {
 static int audit_lock(rbl_audit *a) {
   if (flock(a->fd, LOCK_EX | LOCK_NB) == 0) return 0;
   int e = errno;
-  if (e != EWOULDBLOCK) return audit_seterr(a, rbl_from_errno(e), "audit: %s: lock: %s", strerror(e));
+  if (e != EWOULDBLOCK)
+    return audit_seterr(a, rbl_from_errno(e), "audit: %s: lock: %s", strerror(e));
   long pid = audit_lock_pid(a->fd);
   char who[64] = "";
   if (pid > 0) snprintf(who, sizeof who, " (pid %ld)", pid);
@@ -246,7 +251,8 @@ static int audit_lock(rbl_audit *a) {
 static int audit_fsync_dir(const char *path, int levels) {
   char *copy = strdup(path), *d = copy;
   if (!copy) return ENOMEM;
-  while (levels-- > 0) d = dirname(d);
+  while (levels-- > 0)
+    d = dirname(d);
   int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : errno;
   if (dfd >= 0) close(dfd);
@@ -256,7 +262,8 @@ static int audit_fsync_dir(const char *path, int levels) {
 
 static int audit_sync_dir(rbl_audit *a) {
   int rc = audit_fsync_dir(a->path, 1);
-  return rc ? audit_seterr(a, rbl_from_errno(rc), "audit: %s: sync directory: %s", strerror(rc)) : 0;
+  return rc ? audit_seterr(a, rbl_from_errno(rc), "audit: %s: sync directory: %s", strerror(rc))
+            : 0;
 }
 
 /* Creates the chain's directory (one level, e.g. ./audit) when it is missing. */
@@ -303,7 +310,8 @@ static int audit_torn(rbl_audit *a, const char *w, size_t from, size_t len) {
   if (from >= len) return 0;
   size_t n = len - from;
   if (n > AUDIT_TORN_MAX)
-    return audit_seterr(a, RBL_EINVAL, "audit: %s: %s", "more than 1 MiB at the end is not audit "
+    return audit_seterr(a, RBL_EINVAL, "audit: %s: %s",
+                        "more than 1 MiB at the end is not audit "
                         "records (not a torn write); refusing to append");
   a->need_newline = w[len - 1] != '\n';
   if (!a->need_newline) n--;
@@ -336,8 +344,10 @@ static int audit_scan_tail(rbl_audit *a, const char *w, size_t len, int at_start
     cJSON *rec = audit_parse_record(ls, (size_t)(nl - ls));
     if (rec) {
       *rc = audit_torn(a, w, torn_from, len);
-      if (*rc == 0) *rc = audit_continue_from(a, rec);
-      else cJSON_Delete(rec);
+      if (*rc == 0)
+        *rc = audit_continue_from(a, rec);
+      else
+        cJSON_Delete(rec);
       return 1;
     }
     torn_from = (size_t)(ls - w);
@@ -387,7 +397,8 @@ static int audit_open_file(rbl_audit *a) {
   int rc = audit_lock(a);
   if (rc == 0 && created) rc = audit_sync_dir(a);
   struct stat st;
-  if (rc == 0 && fstat(a->fd, &st) < 0) rc = audit_seterr(a, RBL_EIO, "audit: %s: %s", strerror(errno));
+  if (rc == 0 && fstat(a->fd, &st) < 0)
+    rc = audit_seterr(a, RBL_EIO, "audit: %s: %s", strerror(errno));
   if (rc == 0 && st.st_size > 0) rc = audit_recover(a, st.st_size);
   return rc;
 }
@@ -465,7 +476,8 @@ static void audit_now(char out[32]) {
 
 /* Sets the writer's fields on rec, replacing any the caller put there. */
 static int audit_stamp(rbl_audit *a, cJSON *rec) {
-  static const char *const reserved[] = {"seq", "ts", "incident", "run", "prev", "hash", "mac", "torn"};
+  static const char *const reserved[] = {"seq",  "ts",   "incident", "run",
+                                         "prev", "hash", "mac",      "torn"};
   char ts[32];
   for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
     cJSON_DeleteItemFromObjectCaseSensitive(rec, reserved[i]);
@@ -473,7 +485,8 @@ static int audit_stamp(rbl_audit *a, cJSON *rec) {
   int ok = cJSON_AddNumberToObject(rec, "seq", (double)a->next_seq) &&
            cJSON_AddStringToObject(rec, "ts", ts) &&
            cJSON_AddStringToObject(rec, "incident", a->incident) &&
-           cJSON_AddStringToObject(rec, "run", a->run) && cJSON_AddStringToObject(rec, "prev", a->head);
+           cJSON_AddStringToObject(rec, "run", a->run) &&
+           cJSON_AddStringToObject(rec, "prev", a->head);
   if (ok && a->torn_pending) {
     cJSON *t = cJSON_AddObjectToObject(rec, "torn");
     ok = t && cJSON_AddNumberToObject(t, "bytes", (double)a->torn_bytes) &&
@@ -495,7 +508,8 @@ static int audit_build(rbl_audit *a, cJSON *rec, char hash[RBL_AUDIT_HASH_LEN + 
   if (rc < 0) return rc;
   rbl_jcs_piece all = {base, a->buf.len - base};
   if ((rc = rbl_audit_hasher_run(a->hasher, a->buf.data, &all, 1, hash, mac)) < 0) return rc;
-  if (!cJSON_AddStringToObject(rec, "hash", hash) || (mac[0] && !cJSON_AddStringToObject(rec, "mac", mac)))
+  if (!cJSON_AddStringToObject(rec, "hash", hash) ||
+      (mac[0] && !cJSON_AddStringToObject(rec, "mac", mac)))
     return RBL_ENOMEM;
   a->buf.len = base;
   if ((rc = rbl_jcs_append(&a->buf, rec)) < 0) return rc;

@@ -11,8 +11,10 @@ typedef struct rbl_audit_opts {
   const char *path;          /* the chain file; created (and its directory synced) if missing */
   const char *incident;      /* bound into every record */
   const char *run;           /* this run's id, bound into every record */
-  const char *hmac_key_file; /* optional: HMAC-SHA256 "mac" on every record; refused if group/world readable */
-  const char *sign_key_file; /* optional: Ed25519 private key (PEM); the run's final head is signed */
+  const char *hmac_key_file; /* optional: HMAC-SHA256 "mac" on every record; refused if group/world
+                                readable */
+  const char
+      *sign_key_file; /* optional: Ed25519 private key (PEM); the run's final head is signed */
 } rbl_audit_opts;
 
 /* Opens (or creates) the chain, takes an exclusive lock for the life of the handle, reads
@@ -48,7 +50,7 @@ int rbl_audit_main(int argc, char **argv);
 #include "jcs.h"
 
 #define RBL_AUDIT_HASH_LEN 71 /* "sha256:" + 64 hex */
-#define RBL_AUDIT_MAC_LEN 76  /* "hmac-sha256:" + 64 hex */
+#define RBL_AUDIT_MAC_LEN  76 /* "hmac-sha256:" + 64 hex */
 
 /* Lower-case hex of n bytes into out (2n + 1 bytes). */
 void rbl_audit_hex(const unsigned char *p, size_t n, char *out);
@@ -57,7 +59,8 @@ void rbl_audit_hex(const unsigned char *p, size_t n, char *out);
 void rbl_audit_genesis(const char *incident, char out[RBL_AUDIT_HASH_LEN + 1]);
 
 /* Reads a secret key file; refuses one accessible by group or others. *key is malloc'd. */
-int rbl_audit_load_key(const char *path, unsigned char **key, size_t *len, char *err, size_t errlen);
+int rbl_audit_load_key(const char *path, unsigned char **key, size_t *len, char *err,
+                       size_t errlen);
 
 /* Record hashing: SHA-256 (and HMAC-SHA256 when a key is given) of pieces of base. */
 typedef struct rbl_audit_hasher rbl_audit_hasher;

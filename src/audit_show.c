@@ -1,4 +1,5 @@
-/* `rbl audit show`: each run of a chain as a timeline readable at 3 AM (text or one JSON document). */
+/* `rbl audit show`: each run of a chain as a timeline readable at 3 AM (text or one JSON document).
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,11 +34,16 @@ static const char *show_esc(const char *s, char *out, size_t outlen) {
   size_t o = 0;
   const unsigned char *p = (const unsigned char *)(s ? s : "");
   for (; *p && o + 8 < outlen; p++) {
-    if (*p == '\n') o += (size_t)snprintf(out + o, outlen - o, "\\n");
-    else if (*p == '\t') o += (size_t)snprintf(out + o, outlen - o, "\\t");
-    else if (*p < 0x20 || *p == 0x7f) o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", *p);
-    else if (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) o += (size_t)snprintf(out + o, outlen - o, "\\u%04x", *++p);
-    else out[o++] = (char)*p;
+    if (*p == '\n')
+      o += (size_t)snprintf(out + o, outlen - o, "\\n");
+    else if (*p == '\t')
+      o += (size_t)snprintf(out + o, outlen - o, "\\t");
+    else if (*p < 0x20 || *p == 0x7f)
+      o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", *p);
+    else if (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F)
+      o += (size_t)snprintf(out + o, outlen - o, "\\u%04x", *++p);
+    else
+      out[o++] = (char)*p;
   }
   if (*p) o += (size_t)snprintf(out + o, outlen - o, "...");
   out[o] = '\0';
@@ -72,7 +78,8 @@ static cJSON *show_new_run(cJSON *runs, const cJSON *rec, size_t line) {
 }
 
 static void show_run_start(cJSON *r, const cJSON *rec) {
-  static const char *const fields[] = {"tenants", "runbook", "modules", "rbl_version", "host", "user", "argv", "dry_run"};
+  static const char *const fields[] = {"tenants", "runbook", "modules", "rbl_version",
+                                       "host",    "user",    "argv",    "dry_run"};
   show_add(r, "started", show_copy(rec, "ts"));
   for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
     cJSON_DeleteItemFromObjectCaseSensitive(r, fields[i]);
@@ -112,7 +119,8 @@ static void show_result(cJSON *r, const cJSON *rec, size_t line) {
     show_add(e, "call", show_copy(rec, "call"));
   }
   cJSON_DeleteItemFromObjectCaseSensitive(e, "status");
-  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) show_add(e, fields[i], show_copy(rec, fields[i]));
+  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+    show_add(e, fields[i], show_copy(rec, fields[i]));
   cJSON_AddNumberToObject(e, "status_line", (double)line);
 }
 
@@ -134,14 +142,17 @@ static void show_record(cJSON *r, const cJSON *rec, size_t line) {
     cJSON_AddBoolToObject(r, "signed", 1);
   } else if (strcmp(kind, "intent") == 0) {
     e = show_event(r, rec, "call", line);
-    for (size_t i = 0; i < 5; i++) show_add(e, call_f[i], show_copy(rec, call_f[i]));
+    for (size_t i = 0; i < 5; i++)
+      show_add(e, call_f[i], show_copy(rec, call_f[i]));
     cJSON_AddStringToObject(e, "status", "no result");
   } else if (strcmp(kind, "refused") == 0) {
     e = show_event(r, rec, "refused", line);
-    for (size_t i = 0; i < 4; i++) show_add(e, ref_f[i], show_copy(rec, ref_f[i]));
+    for (size_t i = 0; i < 4; i++)
+      show_add(e, ref_f[i], show_copy(rec, ref_f[i]));
   } else if (strcmp(kind, "step") == 0) {
     e = show_event(r, rec, "step", line);
-    for (size_t i = 0; i < 3; i++) show_add(e, step_f[i], show_copy(rec, step_f[i]));
+    for (size_t i = 0; i < 3; i++)
+      show_add(e, step_f[i], show_copy(rec, step_f[i]));
   } else if (strcmp(kind, "log") == 0) {
     show_add(show_event(r, rec, "log", line), "message", show_copy(rec, "message"));
   } else {
@@ -183,7 +194,8 @@ static void show_target(const cJSON *e, char *out, size_t outlen) {
     show_esc(t->valuestring, out, outlen);
   } else if (show_str(t, "kind") && show_str(t, "name")) {
     const char *ns = show_str(t, "namespace");
-    snprintf(tmp, sizeof tmp, "%s/%s%s%s", show_str(t, "kind"), show_str(t, "name"), ns ? " ns=" : "", ns ? ns : "");
+    snprintf(tmp, sizeof tmp, "%s/%s%s%s", show_str(t, "kind"), show_str(t, "name"),
+             ns ? " ns=" : "", ns ? ns : "");
     show_esc(tmp, out, outlen);
   } else if (show_str(t, "container")) {
     show_esc(show_str(t, "container"), out, outlen);
@@ -211,7 +223,9 @@ static void show_text_call(const cJSON *e) {
   }
   printf("  %s", strcmp(status, "ok") == 0 ? "ok" : "ERROR");
   if (cJSON_IsNumber(dur)) printf(" %.0fms", dur->valuedouble);
-  if (err) printf(" %s: %s", show_esc(show_str(err, "code"), ten, sizeof ten), show_esc(show_str(err, "message"), msg, sizeof msg));
+  if (err)
+    printf(" %s: %s", show_esc(show_str(err, "code"), ten, sizeof ten),
+           show_esc(show_str(err, "message"), msg, sizeof msg));
   printf("\n");
 }
 
@@ -220,16 +234,20 @@ static void show_text_event(const cJSON *e) {
   const char *type = show_str(e, "type");
   const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "offset_ms");
   const cJSON *idx = cJSON_GetObjectItemCaseSensitive(e, "index");
-  if (cJSON_IsNumber(off)) printf("  %+10.3fs  ", off->valuedouble / 1000.0);
-  else printf("  %11s  ", "?");
+  if (cJSON_IsNumber(off))
+    printf("  %+10.3fs  ", off->valuedouble / 1000.0);
+  else
+    printf("  %11s  ", "?");
   if (strcmp(type, "call") == 0 || strcmp(type, "result") == 0) return show_text_call(e);
   if (strcmp(type, "step") == 0) {
     printf("step");
     if (cJSON_IsNumber(idx)) printf(" %d", idx->valueint);
-    printf(" %s: %s\n", show_esc(show_str(e, "step"), a, sizeof a), show_esc(show_str(e, "status"), b, sizeof b));
+    printf(" %s: %s\n", show_esc(show_str(e, "step"), a, sizeof a),
+           show_esc(show_str(e, "status"), b, sizeof b));
   } else if (strcmp(type, "refused") == 0) {
     printf("!! REFUSED %s [%s]: %s\n", show_esc(show_str(e, "prim"), a, sizeof a),
-           show_esc(show_str(e, "tenant"), b, sizeof b), show_esc(show_str(e, "reason"), c, sizeof c));
+           show_esc(show_str(e, "tenant"), b, sizeof b),
+           show_esc(show_str(e, "reason"), c, sizeof c));
   } else if (strcmp(type, "log") == 0) {
     printf("log: %s\n", show_esc(show_str(e, "message"), c, sizeof c));
   } else {
@@ -328,16 +346,21 @@ int rbl_audit_show_main(int argc, char **argv) {
   const char *path = NULL;
   int json = 0;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return fputs(show_usage, stdout), 0;
-    if (strcmp(argv[i], "--json") == 0) json = 1;
-    else if (argv[i][0] != '-' && !path) path = argv[i];
-    else return fprintf(stderr, "rbl audit show: bad argument '%s'\n%s", argv[i], show_usage), 2;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+      return fputs(show_usage, stdout), 0;
+    if (strcmp(argv[i], "--json") == 0)
+      json = 1;
+    else if (argv[i][0] != '-' && !path)
+      path = argv[i];
+    else
+      return fprintf(stderr, "rbl audit show: bad argument '%s'\n%s", argv[i], show_usage), 2;
   }
   if (!path) return fprintf(stderr, "rbl audit show: PATH is required\n%s", show_usage), 2;
   size_t size = 0;
   errno = 0;
   char *data = show_read(path, &size);
-  if (!data) return fprintf(stderr, "rbl audit show: %s: %s\n", path, strerror(errno ? errno : EIO)), 2;
+  if (!data)
+    return fprintf(stderr, "rbl audit show: %s: %s\n", path, strerror(errno ? errno : EIO)), 2;
   cJSON *doc = show_build(path, data, size);
   free(data);
   if (json) {

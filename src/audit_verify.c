@@ -67,9 +67,11 @@ static const char verify_usage[] =
     "  --pubkey FILE   Ed25519 public key (PEM): every run must end with a valid signature\n"
     "  --head H        the file must reach this head (e.g. the report's audit_chain)\n"
     "  --json          print the result as one JSON object\n"
-    "exit status: 0 intact (possibly unfinished runs or a torn tail), 1 broken, 2 unreadable or bad usage\n";
+    "exit status: 0 intact (possibly unfinished runs or a torn tail), 1 broken, 2 unreadable or "
+    "bad usage\n";
 
-static int verify_fail(vctx *v, size_t line, int64_t seq, const char *reason, const char *fmt, ...) {
+static int verify_fail(vctx *v, size_t line, int64_t seq, const char *reason, const char *fmt,
+                       ...) {
   if (v->broken) return -1;
   va_list ap;
   va_start(ap, fmt);
@@ -97,7 +99,9 @@ static int verify_unhex(const char *h, unsigned char out[32]) {
     unsigned v = 0;
     for (int k = 0; k < 2; k++) {
       char c = h[7 + 2 * i + k];
-      unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10) : 99;
+      unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                   : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                                          : 99;
       if (d == 99) return -1;
       v = v * 16 + d;
     }
@@ -137,7 +141,10 @@ static void verify_track_call(vrun *r, const char *kind, const cJSON *rec) {
     if (r->nopen == r->capopen) {
       size_t cap = r->capopen ? r->capopen * 2 : 8;
       char **n = realloc(r->open, cap * sizeof *n);
-      if (!n) { free(key); return; }
+      if (!n) {
+        free(key);
+        return;
+      }
       r->open = n;
       r->capopen = cap;
     }
@@ -159,7 +166,8 @@ static int verify_run_end(vctx *v, vrun *r) {
   if (!r || !v->pub || r->signed_last) return 0;
   return verify_fail(v, r->last_line, -1, "unsigned",
                      "unsigned: run %s (lines %zu-%zu) does not end with a signature record, and "
-                     "--pubkey requires one", r->id, r->first_line, r->last_line);
+                     "--pubkey requires one",
+                     r->id, r->first_line, r->last_line);
 }
 
 /* ---- signatures ---- */
@@ -170,13 +178,16 @@ static int verify_signature(vctx *v, const cJSON *rec, size_t line, int64_t seq)
   const char *prev = verify_str(rec, "prev");
   v->sigs++;
   if (!alg || strcmp(alg, "ed25519") != 0 || !head || !sig || !fpr)
-    return verify_fail(v, line, seq, "bad_signature", "bad signature: not an ed25519 signature record");
+    return verify_fail(v, line, seq, "bad_signature",
+                       "bad signature: not an ed25519 signature record");
   if (strcmp(head, prev) != 0)
-    return verify_fail(v, line, seq, "bad_signature", "bad signature: its head is not the previous record");
+    return verify_fail(v, line, seq, "bad_signature",
+                       "bad signature: its head is not the previous record");
   if (!v->pub) return 1;
   if (strcmp(fpr, v->pub_fpr) != 0)
     return verify_fail(v, line, seq, "bad_signature",
-                       "bad signature: signed by another key (pubkey_sha256 %.80s, --pubkey is %s)", fpr, v->pub_fpr);
+                       "bad signature: signed by another key (pubkey_sha256 %.80s, --pubkey is %s)",
+                       fpr, v->pub_fpr);
   unsigned char raw[80];
   size_t slen = strlen(sig), mlen = 0;
   int n = slen == 88 ? EVP_DecodeBlock(raw, (const unsigned char *)sig, 88) : -1;
@@ -186,7 +197,8 @@ static int verify_signature(vctx *v, const cJSON *rec, size_t line, int64_t seq)
            EVP_DigestVerify(c, raw, 64, (const unsigned char *)msg, mlen) == 1;
   EVP_MD_CTX_free(c);
   free(msg);
-  if (!ok) return verify_fail(v, line, seq, "bad_signature", "bad signature: Ed25519 verification failed");
+  if (!ok)
+    return verify_fail(v, line, seq, "bad_signature", "bad signature: Ed25519 verification failed");
   return 1;
 }
 
@@ -208,37 +220,47 @@ static size_t verify_find_later(vctx *v, const char *from, size_t line, int64_t 
   return 0;
 }
 
-static int verify_link(vctx *v, int64_t seq, const char *prev, const unsigned char *h,
-                       size_t line, const char *next) {
+static int verify_link(vctx *v, int64_t seq, const char *prev, const unsigned char *h, size_t line,
+                       const char *next) {
   int64_t want = (int64_t)v->records;
   char genesis[RBL_AUDIT_HASH_LEN + 1];
   if (seq == want) {
     if (v->records == 0) {
       rbl_audit_genesis(v->incident, genesis);
       if (strcmp(prev, genesis) == 0) return 0;
-      return verify_fail(v, line, seq, "missing", "missing: the first record's prev is not the genesis "
-                         "of incident %s (earlier records deleted, or the record was replaced)", v->incident);
+      return verify_fail(v, line, seq, "missing",
+                         "missing: the first record's prev is not the genesis "
+                         "of incident %s (earlier records deleted, or the record was replaced)",
+                         v->incident);
     }
     if (strcmp(prev, v->last_hash) == 0) return 0;
-    return verify_fail(v, line, seq, "modified", "modified: prev does not match the hash of the record "
-                       "before it (line %zu, seq %" PRId64 "): that record was modified or this one replaced",
+    return verify_fail(v, line, seq, "modified",
+                       "modified: prev does not match the hash of the record "
+                       "before it (line %zu, seq %" PRId64
+                       "): that record was modified or this one replaced",
                        v->last_line, seq - 1);
   }
   if (seq < want) {
     const vseen *s = &v->seen[seq];
     if (memcmp(s->hash, h, 32) == 0)
-      return verify_fail(v, line, seq, "duplicated", "duplicated: a copy of line %zu (seq %" PRId64 ")", s->line, seq);
-    return verify_fail(v, line, seq, "reordered", "reordered or inserted: seq %" PRId64 " was already at "
-                       "line %zu, expected seq %" PRId64, seq, s->line, want);
+      return verify_fail(v, line, seq, "duplicated",
+                         "duplicated: a copy of line %zu (seq %" PRId64 ")", s->line, seq);
+    return verify_fail(v, line, seq, "reordered",
+                       "reordered or inserted: seq %" PRId64 " was already at "
+                       "line %zu, expected seq %" PRId64,
+                       seq, s->line, want);
   }
   size_t later = verify_find_later(v, next, line, want);
   if (later)
-    return verify_fail(v, line, seq, "reordered", "reordered: expected seq %" PRId64 " here, found seq %"
-                       PRId64 "; seq %" PRId64 " comes later, at line %zu", want, seq, want, later);
+    return verify_fail(v, line, seq, "reordered",
+                       "reordered: expected seq %" PRId64 " here, found seq %" PRId64
+                       "; seq %" PRId64 " comes later, at line %zu",
+                       want, seq, want, later);
   if (seq == want + 1)
-    return verify_fail(v, line, seq, "missing", "missing: record seq %" PRId64 " was deleted", want);
-  return verify_fail(v, line, seq, "missing", "missing: records seq %" PRId64 "..%" PRId64 " were deleted",
-                     want, seq - 1);
+    return verify_fail(v, line, seq, "missing", "missing: record seq %" PRId64 " was deleted",
+                       want);
+  return verify_fail(v, line, seq, "missing",
+                     "missing: records seq %" PRId64 "..%" PRId64 " were deleted", want, seq - 1);
 }
 
 /* ---- one record ---- */
@@ -252,18 +274,22 @@ static int verify_content(vctx *v, const cJSON *rec, const char *p, size_t n, si
   char h[RBL_AUDIT_HASH_LEN + 1], mac[RBL_AUDIT_MAC_LEN + 1];
   v->buf.len = 0;
   if (rbl_jcs_append_omit(&v->buf, rec, omit, 2, pieces, &np) < 0)
-    return verify_fail(v, line, seq, "modified", "modified: not canonicalizable JSON (duplicate key, bad UTF-8 or number)");
+    return verify_fail(v, line, seq, "modified",
+                       "modified: not canonicalizable JSON (duplicate key, bad UTF-8 or number)");
   if (v->buf.len != n || memcmp(v->buf.data, p, n) != 0)
-    return verify_fail(v, line, seq, "modified", "modified: the line is not in the canonical form the writer wrote");
+    return verify_fail(v, line, seq, "modified",
+                       "modified: the line is not in the canonical form the writer wrote");
   if (rbl_audit_hasher_run(v->hasher, v->buf.data, pieces, np, h, v->key ? mac : NULL) < 0)
     return verify_fail(v, line, seq, "modified", "cannot hash (OpenSSL failure)");
   if (strcmp(h, hash) != 0)
     return verify_fail(v, line, seq, "modified", "modified: the content does not match its hash");
   const char *m = verify_str(rec, "mac");
   if (m) v->macs++;
-  if (v->key && !m) return verify_fail(v, line, seq, "bad_mac", "bad MAC: the record has no mac (--key given)");
+  if (v->key && !m)
+    return verify_fail(v, line, seq, "bad_mac", "bad MAC: the record has no mac (--key given)");
   if (v->key && strcmp(m, mac) != 0)
-    return verify_fail(v, line, seq, "bad_mac", "bad MAC: the mac does not match (wrong key, or the record was rewritten)");
+    return verify_fail(v, line, seq, "bad_mac",
+                       "bad MAC: the mac does not match (wrong key, or the record was rewritten)");
   return 0;
 }
 
@@ -273,10 +299,13 @@ static int verify_torn(vctx *v, const cJSON *rec, size_t line, int64_t seq, size
   const cJSON *t = cJSON_GetObjectItemCaseSensitive(rec, "torn");
   if (region == SIZE_MAX && !t) return 0;
   if (!t)
-    return verify_fail(v, region_line, -1, "corrupt", "corrupt: line %zu is not a JSON record (garbage in "
-                       "the middle of the chain, not sealed as a torn write)", region_line);
+    return verify_fail(v, region_line, -1, "corrupt",
+                       "corrupt: line %zu is not a JSON record (garbage in "
+                       "the middle of the chain, not sealed as a torn write)",
+                       region_line);
   if (region == SIZE_MAX)
-    return verify_fail(v, line, seq, "modified", "modified: the torn bytes this record seals are gone");
+    return verify_fail(v, line, seq, "modified",
+                       "modified: the torn bytes this record seals are gone");
   const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(t, "bytes");
   const char *sha = verify_str(t, "sha256");
   size_t n = (size_t)(p - (v->data + region)) - 1; /* without the '\n' that ends the region */
@@ -287,9 +316,12 @@ static int verify_torn(vctx *v, const cJSON *rec, size_t line, int64_t seq, size
   memcpy(got, "sha256:", 7);
   rbl_audit_hex(md, 32, got + 7);
   if (!cJSON_IsNumber(bytes) || bytes->valuedouble != (double)n || !sha || strcmp(sha, got) != 0)
-    return verify_fail(v, region_line, -1, "corrupt", "corrupt: lines %zu-%zu are not records and differ "
-                       "from the torn write sealed by line %zu", region_line, line - 1, line);
-  verify_note(v, "torn write at line %zu (%zu bytes, crash during write), sealed by line %zu", region_line, n, line);
+    return verify_fail(v, region_line, -1, "corrupt",
+                       "corrupt: lines %zu-%zu are not records and differ "
+                       "from the torn write sealed by line %zu",
+                       region_line, line - 1, line);
+  verify_note(v, "torn write at line %zu (%zu bytes, crash during write), sealed by line %zu",
+              region_line, n, line);
   return 0;
 }
 
@@ -331,9 +363,12 @@ static int verify_kind(vctx *v, const cJSON *rec, size_t line, int64_t seq) {
   if (!(r = verify_run(v, run, line))) return RBL_ENOMEM;
   r->last_line = line;
   r->signed_last = 0;
-  if (strcmp(kind, "run_start") == 0) r->started = 1;
-  else if (strcmp(kind, "run_end") == 0) r->ended = 1;
-  else if (strcmp(kind, "intent") == 0 || strcmp(kind, "result") == 0) verify_track_call(r, kind, rec);
+  if (strcmp(kind, "run_start") == 0)
+    r->started = 1;
+  else if (strcmp(kind, "run_end") == 0)
+    r->ended = 1;
+  else if (strcmp(kind, "intent") == 0 || strcmp(kind, "result") == 0)
+    verify_track_call(r, kind, rec);
   else if (strcmp(kind, "signature") == 0) {
     int rc = verify_signature(v, rec, line, seq);
     if (rc < 0) return rc;
@@ -351,10 +386,13 @@ static int verify_record(vctx *v, const cJSON *rec, const char *p, size_t n, siz
   if (verify_content(v, rec, p, n, line, seq, hash) < 0 || verify_unhex(hash, h) < 0) return -1;
   if (!v->incident && !(v->incident = strdup(inc))) return RBL_ENOMEM;
   if (strcmp(inc, v->incident) != 0)
-    return verify_fail(v, line, seq, "wrong_incident", "wrong incident: the record belongs to incident "
-                       "%.100s, the chain to %.100s (spliced from another chain)", inc, v->incident);
+    return verify_fail(v, line, seq, "wrong_incident",
+                       "wrong incident: the record belongs to incident "
+                       "%.100s, the chain to %.100s (spliced from another chain)",
+                       inc, v->incident);
   if (verify_torn(v, rec, line, seq, region, region_line, p) < 0) return -1;
-  if (verify_link(v, seq, verify_str(rec, "prev"), h, line, p + n + (p + n < v->data + v->size)) < 0)
+  if (verify_link(v, seq, verify_str(rec, "prev"), h, line, p + n + (p + n < v->data + v->size)) <
+      0)
     return -1;
   if (verify_kind(v, rec, line, seq) < 0) return -1;
   return verify_remember(v, hash, h, line);
@@ -383,8 +421,10 @@ static int verify_lines(vctx *v) {
   }
   if (v->broken || region == SIZE_MAX) return 0;
   if (v->size && v->data[v->size - 1] == '\n')
-    return verify_fail(v, region_line, -1, "corrupt", "corrupt: line %zu is not a JSON record (garbage "
-                       "at the end, not a torn write: it ends with a newline)", region_line);
+    return verify_fail(v, region_line, -1, "corrupt",
+                       "corrupt: line %zu is not a JSON record (garbage "
+                       "at the end, not a torn write: it ends with a newline)",
+                       region_line);
   verify_note(v, "torn tail (crash during write): line %zu, %zu bytes ignored", region_line,
               v->size - region);
   return 0;
@@ -397,19 +437,23 @@ static void verify_finish(vctx *v) {
                 "truncated: head %s not reached (the file ends at %s)", v->want_head,
                 v->records ? v->last_hash : "no record");
   else if (!v->broken && v->want_head && v->head_line != v->last_line)
-    verify_note(v, "head %s is at line %zu; the chain continues after it", v->want_head, v->head_line);
+    verify_note(v, "head %s is at line %zu; the chain continues after it", v->want_head,
+                v->head_line);
   for (size_t i = 0; i < v->nruns && !v->broken; i++) {
     vrun *r = &v->runs[i];
     char calls[160] = "";
     if (r->ended && !r->nopen) continue;
     if (r->nopen)
-      snprintf(calls, sizeof calls, "%s%zu intent(s) without a result (their effect may have happened), first call %.60s",
-               r->ended ? "" : "; ", r->nopen, r->open[0]);
+      snprintf(
+          calls, sizeof calls,
+          "%s%zu intent(s) without a result (their effect may have happened), first call %.60s",
+          r->ended ? "" : "; ", r->nopen, r->open[0]);
     verify_note(v, "run %s (line %zu) unfinished (crashed?): %s%s", r->id, r->first_line,
                 r->ended ? "" : "no run_end", calls);
   }
   if (!v->key && v->macs) verify_note(v, "records carry a mac; not checked (no --key)");
-  if (!v->pub && v->sigs) verify_note(v, "%zu signature record(s); not checked (no --pubkey)", v->sigs);
+  if (!v->pub && v->sigs)
+    verify_note(v, "%zu signature record(s); not checked (no --pubkey)", v->sigs);
 }
 
 /* ---- output ---- */
@@ -420,8 +464,10 @@ static void verify_print_text(vctx *v) {
   if (v->broken) {
     char seq[32] = "";
     if (v->bad_seq >= 0) snprintf(seq, sizeof seq, ", seq %" PRId64, v->bad_seq);
-    if (strcmp(v->reason, "truncated") == 0) printf("%s: BROKEN: %s\n", v->path, v->msg);
-    else printf("%s: BROKEN at line %zu%s: %s\n", v->path, v->bad_line, seq, v->msg);
+    if (strcmp(v->reason, "truncated") == 0)
+      printf("%s: BROKEN: %s\n", v->path, v->msg);
+    else
+      printf("%s: BROKEN at line %zu%s: %s\n", v->path, v->bad_line, seq, v->msg);
     printf("%s: %zu records verified before it, %zu run(s), last good head %s\n", v->path,
            v->records, v->nruns, v->records ? v->last_hash : "(none)");
     return;
@@ -436,8 +482,10 @@ static void verify_print_json(vctx *v) {
   cJSON_AddBoolToObject(o, "intact", !v->broken);
   cJSON_AddNumberToObject(o, "records", (double)v->records);
   cJSON_AddNumberToObject(o, "runs", (double)v->nruns);
-  if (v->records) cJSON_AddStringToObject(o, "head", v->last_hash);
-  else cJSON_AddNullToObject(o, "head");
+  if (v->records)
+    cJSON_AddStringToObject(o, "head", v->last_hash);
+  else
+    cJSON_AddNullToObject(o, "head");
   if (v->broken) {
     cJSON *e = cJSON_AddObjectToObject(o, "error");
     cJSON_AddNumberToObject(e, "line", (double)v->bad_line);
@@ -484,14 +532,21 @@ static int verify_args(vctx *v, int argc, char **argv, int *help) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int more = i + 1 < argc;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) *help = 1;
-    else if (strcmp(a, "--json") == 0) v->json = 1;
-    else if (strcmp(a, "--key") == 0 && more) key = argv[++i];
-    else if (strcmp(a, "--pubkey") == 0 && more) pub = argv[++i];
-    else if (strcmp(a, "--head") == 0 && more) v->want_head = argv[++i];
-    else if (a[0] != '-' && !v->path) v->path = a;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+      *help = 1;
+    else if (strcmp(a, "--json") == 0)
+      v->json = 1;
+    else if (strcmp(a, "--key") == 0 && more)
+      key = argv[++i];
+    else if (strcmp(a, "--pubkey") == 0 && more)
+      pub = argv[++i];
+    else if (strcmp(a, "--head") == 0 && more)
+      v->want_head = argv[++i];
+    else if (a[0] != '-' && !v->path)
+      v->path = a;
     else {
-      fprintf(stderr, "rbl audit verify: %s '%s'\n", a[0] == '-' ? "bad option" : "extra argument", a);
+      fprintf(stderr, "rbl audit verify: %s '%s'\n", a[0] == '-' ? "bad option" : "extra argument",
+              a);
       return -1;
     }
   }
@@ -540,7 +595,8 @@ static void verify_free(vctx *v) {
   free(v->incident);
   free(v->seen);
   for (size_t i = 0; i < v->nruns; i++) {
-    for (size_t k = 0; k < v->runs[i].nopen; k++) free(v->runs[i].open[k]);
+    for (size_t k = 0; k < v->runs[i].nopen; k++)
+      free(v->runs[i].open[k]);
     free(v->runs[i].open);
     free(v->runs[i].id);
   }
@@ -563,8 +619,10 @@ int rbl_audit_verify_main(int argc, char **argv) {
   } else if (verify_map(&v) == 0) {
     verify_lines(&v);
     verify_finish(&v);
-    if (v.json) verify_print_json(&v);
-    else verify_print_text(&v);
+    if (v.json)
+      verify_print_json(&v);
+    else
+      verify_print_text(&v);
     rc = v.broken ? 1 : 0;
   }
   fflush(stdout);

@@ -9,7 +9,7 @@
 #include "rbl.h"
 
 #define FRAME_HEADER 8
-#define MAX_REF 128
+#define MAX_REF      128
 
 ssize_t rbl_docker_demux(const char *p, size_t n, rbl_docker_sink sink, void *ud, size_t *bad_at) {
   const unsigned char *u = (const unsigned char *)p;
@@ -30,11 +30,16 @@ ssize_t rbl_docker_demux(const char *p, size_t n, rbl_docker_sink sink, void *ud
 
 int rbl_docker_check_ref(const char *ref, size_t len, const char **why) {
   const char *w = NULL;
-  if (len == 0) w = "is empty";
-  else if (len > MAX_REF) w = "is longer than 128 bytes";
-  else if (memchr(ref, '\0', len)) w = "holds a NUL byte";
-  else if (memchr(ref, '/', len)) w = "holds '/'";
-  else if (memmem(ref, len, "..", 2)) w = "holds '..'";
+  if (len == 0)
+    w = "is empty";
+  else if (len > MAX_REF)
+    w = "is longer than 128 bytes";
+  else if (memchr(ref, '\0', len))
+    w = "holds a NUL byte";
+  else if (memchr(ref, '/', len))
+    w = "holds '/'";
+  else if (memmem(ref, len, "..", 2))
+    w = "holds '..'";
   else
     for (size_t i = 0; i < len; i++)
       if ((unsigned char)ref[i] < 0x20 || ref[i] == 0x7f) {
@@ -50,7 +55,7 @@ int rbl_docker_check_ref(const char *ref, size_t len, const char **why) {
 /* Two passes over the frames: sizes first, then copies into buffers the GC owns, so an
  * out-of-memory error in the middle leaks nothing. */
 typedef struct demux_acc {
-  size_t size[3];       /* stdout (and stdin), stderr, syserr */
+  size_t size[3]; /* stdout (and stdin), stderr, syserr */
   char *buf[3];
   size_t at[3];
 } demux_acc;
@@ -82,9 +87,11 @@ static int l_demux(lua_State *L) {
     lua_pushfstring(L, "malformed stream frame header at byte %I", (lua_Integer)bad);
     return 2;
   }
-  for (int i = 0; i < 3; i++) a.buf[i] = lua_newuserdatauv(L, a.size[i] ? a.size[i] : 1, 0);
+  for (int i = 0; i < 3; i++)
+    a.buf[i] = lua_newuserdatauv(L, a.size[i] ? a.size[i] : 1, 0);
   rbl_docker_demux(p, (size_t)used, copy_sink, &a, NULL);
-  for (int i = 0; i < 3; i++) lua_pushlstring(L, a.buf[i], a.size[i]);
+  for (int i = 0; i < 3; i++)
+    lua_pushlstring(L, a.buf[i], a.size[i]);
   lua_pushlstring(L, p + used, n - (size_t)used);
   return 4;
 }
@@ -104,9 +111,9 @@ static int l_check_ref(lua_State *L) {
 }
 
 static const luaL_Reg dockerc_funcs[] = {
-  {"demux", l_demux},
-  {"check_ref", l_check_ref},
-  {NULL, NULL},
+    {"demux", l_demux},
+    {"check_ref", l_check_ref},
+    {NULL, NULL},
 };
 
 int luaopen_rbl_dockerc(lua_State *L) {

@@ -70,8 +70,10 @@ static void sched_cb(uv_idle_t *h);
 static void ready_push(rbl_engine *e, rbl_task *t) {
   t->state = TASK_READY;
   t->next_ready = NULL;
-  if (e->ready_tail) e->ready_tail->next_ready = t;
-  else e->ready_head = t;
+  if (e->ready_tail)
+    e->ready_tail->next_ready = t;
+  else
+    e->ready_head = t;
   e->ready_tail = t;
   uv_idle_start(&e->sched, sched_cb);
 }
@@ -80,8 +82,10 @@ static void ready_remove(rbl_engine *e, rbl_task *t) {
   rbl_task *prev = NULL;
   for (rbl_task *p = e->ready_head; p; prev = p, p = p->next_ready) {
     if (p != t) continue;
-    if (prev) prev->next_ready = p->next_ready;
-    else e->ready_head = p->next_ready;
+    if (prev)
+      prev->next_ready = p->next_ready;
+    else
+      e->ready_head = p->next_ready;
     if (e->ready_tail == p) e->ready_tail = prev;
     return;
   }
@@ -106,8 +110,10 @@ static rbl_task *task_new(rbl_engine *e, const char *tenant, uint64_t deadline) 
 
 static void task_free(rbl_task *t) {
   rbl_engine *e = t->e;
-  if (t->prev_all) t->prev_all->next_all = t->next_all;
-  else e->all = t->next_all;
+  if (t->prev_all)
+    t->prev_all->next_all = t->next_all;
+  else
+    e->all = t->next_all;
   if (t->next_all) t->next_all->prev_all = t->prev_all;
   luaL_unref(e->L, LUA_REGISTRYINDEX, t->ref);
   free(t->tenant);
@@ -166,7 +172,10 @@ void rbl__durable_wait(rbl_engine *e, rbl_wait *w) {
 
 static void durable_remove(rbl_engine *e, rbl_wait *w) {
   for (rbl_wait **p = &e->durable; *p; p = &(*p)->next)
-    if (*p == w) { *p = w->next; return; }
+    if (*p == w) {
+      *p = w->next;
+      return;
+    }
 }
 
 /* ---- errors ---- */
@@ -254,8 +263,7 @@ static void group_free(rbl_group *g) {
 
 static void group_start_next(rbl_group *g) {
   lua_State *L = g->e->L;
-  while (!g->dying && g->started < g->n &&
-         g->started - g->finished < g->concurrency) {
+  while (!g->dying && g->started < g->n && g->started - g->finished < g->concurrency) {
     int i = ++g->started;
     const char *tenant = g->owner->tenant;
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->tenants_ref);
@@ -266,7 +274,10 @@ static void group_start_next(rbl_group *g) {
     }
     rbl_task *t = task_new(g->e, tenant, g->deadline);
     lua_pop(L, 1);
-    if (!t) { rbl__kill(g->e, RBL_KILL_LIMIT, "out of memory"); return; }
+    if (!t) {
+      rbl__kill(g->e, RBL_KILL_LIMIT, "out of memory");
+      return;
+    }
     t->group = g;
     t->index = i;
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->fns_ref);
@@ -405,8 +416,10 @@ static void task_finish(rbl_task *t, int ok) {
   if (t == e->main_task) {
     e->main_done = 1;
     e->main_status = ok ? LUA_OK : LUA_ERRRUN;
-    if (lua_gettop(t->co) > 0) lua_xmove(t->co, e->L, 1);
-    else lua_pushnil(e->L);
+    if (lua_gettop(t->co) > 0)
+      lua_xmove(t->co, e->L, 1);
+    else
+      lua_pushnil(e->L);
     uv_stop(&e->loop);
     return; /* freed at engine teardown */
   }
@@ -432,7 +445,7 @@ static void task_resume(rbl_engine *e, rbl_task *t) {
     return;
   }
   if (st == LUA_OK) {
-      if (nres > 1) lua_pop(t->co, nres - 1);
+    if (nres > 1) lua_pop(t->co, nres - 1);
     task_finish(t, 1);
     return;
   }
@@ -519,7 +532,8 @@ static void sigint_cb(uv_signal_t *h, int signum) {
   rbl_engine *e = h->data;
   if (++e->sigint_count >= 2) {
     static const char msg[] = "rbl: second interrupt: exiting now\n";
-    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */ }
+    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */
+    }
     if (e->audit) rbl_audit_sync(e->audit);
     _exit(130);
   }
@@ -550,9 +564,16 @@ rbl_engine *rbl__engine_new(const rbl_limits *lim) {
   if (!e) return NULL;
   e->limits = *lim;
   e->mem_cap = lim->memory;
-  if (uv_loop_init(&e->loop) != 0) { free(e); return NULL; }
+  if (uv_loop_init(&e->loop) != 0) {
+    free(e);
+    return NULL;
+  }
   e->L = lua_newstate(engine_alloc, e);
-  if (!e->L) { uv_loop_close(&e->loop); free(e); return NULL; }
+  if (!e->L) {
+    uv_loop_close(&e->loop);
+    free(e);
+    return NULL;
+  }
   e->root.e = e;
   *(rbl_task **)lua_getextraspace(e->L) = &e->root;
   uv_idle_init(&e->loop, &e->sched);
@@ -630,7 +651,8 @@ void rbl__engine_free(rbl_engine *e) {
   uv_walk(&e->loop, close_walk, NULL);
   uv_run(&e->loop, UV_RUN_DEFAULT);
   uv_loop_close(&e->loop);
-  for (size_t i = 0; i < e->nsecrets; i++) free(e->secrets[i]);
+  for (size_t i = 0; i < e->nsecrets; i++)
+    free(e->secrets[i]);
   free(e->secrets);
   free(e->root.tenant);
   free(e->runbook_dir);

@@ -1,4 +1,5 @@
-/* The engine: one libuv loop, one sandboxed Lua state, the task scheduler and the primitive path. */
+/* The engine: one libuv loop, one sandboxed Lua state, the task scheduler and the primitive path.
+ */
 #ifndef RBL_ENGINE_H
 #define RBL_ENGINE_H
 
@@ -26,8 +27,8 @@ struct rbl_http;
  * cancel(ud) is called instead when the task is cancelled (step timeout, Ctrl-C, kill):
  * it must stop the work and guarantee rbl_wait_done() is never called for this wait
  * afterwards; push is then never called. cancel may also come after rbl_wait_done() but
- * before push (the task was aborted while ready): it then only releases ud. The engine owns the rbl_wait and frees it
- * after push or cancel; ud stays the caller's. */
+ * before push (the task was aborted while ready): it then only releases ud. The engine owns the
+ * rbl_wait and frees it after push or cancel; ud stays the caller's. */
 typedef struct rbl_wait rbl_wait;
 typedef int (*rbl_wait_push)(lua_State *L, void *ud);
 typedef void (*rbl_wait_cancel)(void *ud);
@@ -36,9 +37,9 @@ int rbl_wait_yield(lua_State *L, rbl_wait *w);
 void rbl_wait_done(rbl_wait *w);
 
 /* ---- engine accessors, for primitives ---- */
-rbl_engine *rbl_engine_of(lua_State *L);       /* raises if L is not an rbl state */
+rbl_engine *rbl_engine_of(lua_State *L); /* raises if L is not an rbl state */
 uv_loop_t *rbl_engine_loop(rbl_engine *e);
-struct rbl_http *rbl_engine_http(rbl_engine *e); /* created on first use */
+struct rbl_http *rbl_engine_http(rbl_engine *e);   /* created on first use */
 const char *rbl_engine_runbook_dir(rbl_engine *e); /* directory of the runbook, for file loaders */
 int rbl_engine_dry_run(rbl_engine *e);
 

@@ -23,36 +23,36 @@ struct rbl_wait {
  * result has been delivered to its group (or at engine teardown). */
 struct rbl_task {
   rbl_engine *e;
-  lua_State *co;       /* NULL for the root pseudo-task of the main thread */
-  int ref;             /* registry ref keeping co alive */
-  char *tenant;        /* bound tenant or NULL; owned */
-  rbl_group *group;    /* group this task reports to (NULL: main task) */
-  int index;           /* 1-based index in the group */
-  rbl_wait *wait;      /* what it waits on, or NULL */
+  lua_State *co;    /* NULL for the root pseudo-task of the main thread */
+  int ref;          /* registry ref keeping co alive */
+  char *tenant;     /* bound tenant or NULL; owned */
+  rbl_group *group; /* group this task reports to (NULL: main task) */
+  int index;        /* 1-based index in the group */
+  rbl_wait *wait;   /* what it waits on, or NULL */
   int state;
-  int started;         /* resumed at least once */
+  int started; /* resumed at least once */
   int timed_out;
-  uint64_t deadline;   /* uv_hrtime() ns; 0 = none */
+  uint64_t deadline; /* uv_hrtime() ns; 0 = none */
   rbl_task *next_ready;
   rbl_task *prev_all, *next_all;
 };
 
 typedef struct rbl_limits {
-  size_t memory;          /* bytes */
-  double step_timeout;    /* seconds, default per step */
-  double run_timeout;     /* seconds for the whole run */
-  size_t output;          /* bytes a runbook may print */
-  size_t exec_output;     /* bytes captured per stream of exec */
+  size_t memory;       /* bytes */
+  double step_timeout; /* seconds, default per step */
+  double run_timeout;  /* seconds for the whole run */
+  size_t output;       /* bytes a runbook may print */
+  size_t exec_output;  /* bytes captured per stream of exec */
   long instructions_per_check;
 } rbl_limits;
 
 struct rbl_engine {
   uv_loop_t loop;
   lua_State *L;
-  rbl_task root;            /* pseudo-task for the main thread */
-  rbl_task *all;            /* live tasks */
+  rbl_task root; /* pseudo-task for the main thread */
+  rbl_task *all; /* live tasks */
   rbl_task *ready_head, *ready_tail;
-  rbl_wait *durable;        /* waits for the next audit sync */
+  rbl_wait *durable; /* waits for the next audit sync */
   uv_idle_t sched;
   uv_timer_t run_timer;
   uv_signal_t sigint;
@@ -62,22 +62,22 @@ struct rbl_engine {
   struct rbl_audit *audit;
   rbl_task *main_task;
   int main_done;
-  int main_status;          /* LUA_OK or error status of the main task */
-  int killed;               /* RBL_KILL_* */
+  int main_status; /* LUA_OK or error status of the main task */
+  int killed;      /* RBL_KILL_* */
   char kill_msg[512];
   size_t mem, mem_cap;
   rbl_limits limits;
   size_t printed;
-  uint64_t run_deadline;     /* uv_hrtime() ns; 0 = none */
+  uint64_t run_deadline; /* uv_hrtime() ns; 0 = none */
   int dry_run;
-  int check_mode;           /* rbl check: primitives stop evaluation */
-  int ended;                /* the run is over: no primitive may start */
+  int check_mode; /* rbl check: primitives stop evaluation */
+  int ended;      /* the run is over: no primitive may start */
   char *runbook_dir;
   int quiet, color;
   int64_t next_call;
-  char **secrets;           /* values to mask wherever text leaves the process; owned */
+  char **secrets; /* values to mask wherever text leaves the process; owned */
   size_t nsecrets;
-  char *progress_step;      /* for the live progress line */
+  char *progress_step; /* for the live progress line */
 };
 
 rbl_task *rbl__task_of(lua_State *L);
@@ -85,15 +85,15 @@ void rbl__push_error(lua_State *L, const char *code, const char *msg);
 void rbl__kill(rbl_engine *e, int why, const char *fmt, ...);
 void rbl__poll_limits(lua_State *L); /* raises if killed, timed out or past a deadline */
 void rbl__durable_wait(rbl_engine *e, rbl_wait *w);
-int rbl__spawn_group(lua_State *L);  /* host.run_all */
+int rbl__spawn_group(lua_State *L); /* host.run_all */
 int rbl__interrupt_check(lua_State *L);
 void rbl__sandbox_hook(lua_State *co);
 /* Marks the table at idx read-only for the sandbox's rawset and setmetatable. */
 void rbl__protect(lua_State *L, int idx);
 
-
 /* Secrets: masking by value of every text that leaves the process. */
-char *rbl__mask(rbl_engine *e, const char *s, size_t len, size_t *outlen); /* malloc'd or NULL if unchanged */
+char *rbl__mask(rbl_engine *e, const char *s, size_t len,
+                size_t *outlen); /* malloc'd or NULL if unchanged */
 void rbl__mask_json(rbl_engine *e, cJSON *j);
 /* Appends an audit record (kind + fields in rec, taken); kills the run (exit 4) on failure. */
 int rbl__audit(rbl_engine *e, cJSON *rec);

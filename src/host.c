@@ -23,14 +23,15 @@ typedef struct rbl_call {
   uint64_t t0;
 } rbl_call;
 
-static rbl_call *check_call(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, "rbl.call");
-}
+static rbl_call *check_call(lua_State *L, int idx) { return luaL_checkudata(L, idx, "rbl.call"); }
 
 /* ---- audit plumbing ---- */
 
 int rbl__audit(rbl_engine *e, cJSON *rec) {
-  if (!e->audit) { cJSON_Delete(rec); return 0; }
+  if (!e->audit) {
+    cJSON_Delete(rec);
+    return 0;
+  }
   rbl__mask_json(e, rec);
   if (rbl_audit_append(e->audit, rec) < 0) {
     rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
@@ -84,12 +85,20 @@ char *rbl__mask(rbl_engine *e, const char *s, size_t len, size_t *outlen) {
 static void utf8_scrub(char *s) {
   unsigned char *p = (unsigned char *)s;
   while (*p) {
-    int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : -1;
+    int n = *p < 0x80             ? 0
+            : (*p & 0xe0) == 0xc0 ? 1
+            : (*p & 0xf0) == 0xe0 ? 2
+            : (*p & 0xf8) == 0xf0 ? 3
+                                  : -1;
     int ok = n >= 0 && !(n == 1 && *p < 0xc2) && !(n == 3 && *p > 0xf4);
-    for (int k = 1; ok && k <= n; k++) ok = (p[k] & 0xc0) == 0x80;
+    for (int k = 1; ok && k <= n; k++)
+      ok = (p[k] & 0xc0) == 0x80;
     if (ok && n == 2) ok = !(p[0] == 0xe0 && p[1] < 0xa0) && !(p[0] == 0xed && p[1] > 0x9f);
     if (ok && n == 3) ok = !(p[0] == 0xf0 && p[1] < 0x90) && !(p[0] == 0xf4 && p[1] > 0x8f);
-    if (!ok) { *p++ = '?'; continue; }
+    if (!ok) {
+      *p++ = '?';
+      continue;
+    }
     p += n + 1;
   }
 }
@@ -98,7 +107,10 @@ void rbl__mask_json(rbl_engine *e, cJSON *j) {
   for (cJSON *c = j; c; c = c->next) {
     if (cJSON_IsString(c) && c->valuestring) {
       char *m = e->nsecrets ? rbl__mask(e, c->valuestring, strlen(c->valuestring), NULL) : NULL;
-      if (m) { cJSON_free(c->valuestring); c->valuestring = m; }
+      if (m) {
+        cJSON_free(c->valuestring);
+        c->valuestring = m;
+      }
       utf8_scrub(c->valuestring);
     }
     if (c->child) rbl__mask_json(e, c->child);
@@ -145,7 +157,10 @@ static int l_secret(lua_State *L) {
 
 static int l_unwrap(lua_State *L) {
   char **v = luaL_testudata(L, 1, "rbl.secret");
-  if (!v) { lua_settop(L, 1); return 1; }
+  if (!v) {
+    lua_settop(L, 1);
+    return 1;
+  }
   lua_pushstring(L, *v ? *v : "");
   return 1;
 }
@@ -154,7 +169,10 @@ static int l_mask(lua_State *L) {
   size_t len, olen;
   const char *s = luaL_checklstring(L, 1, &len);
   char *m = rbl__mask(rbl_engine_of(L), s, len, &olen);
-  if (!m) { lua_settop(L, 1); return 1; }
+  if (!m) {
+    lua_settop(L, 1);
+    return 1;
+  }
   lua_pushlstring(L, m, olen);
   free(m);
   return 1;
@@ -189,8 +207,10 @@ static void copy_table(lua_State *L, int idx, int depth) {
       marker = lua_rawequal(L, -1, -2);
       lua_pop(L, 1);
     }
-    if (marker) lua_setmetatable(L, dst);
-    else lua_pop(L, 1);
+    if (marker)
+      lua_setmetatable(L, dst);
+    else
+      lua_pop(L, 1);
   }
 }
 
@@ -199,9 +219,12 @@ static void copy_value(lua_State *L, int idx, int depth) {
   switch (lua_type(L, idx)) {
   case LUA_TTABLE: copy_table(L, idx, depth); break;
   case LUA_TFUNCTION:
-  case LUA_TTHREAD: luaL_error(L, "a %s cannot be passed to a primitive", luaL_typename(L, idx)); break;
+  case LUA_TTHREAD:
+    luaL_error(L, "a %s cannot be passed to a primitive", luaL_typename(L, idx));
+    break;
   case LUA_TUSERDATA:
-    if (!luaL_testudata(L, idx, "rbl.secret")) luaL_error(L, "a userdata cannot be passed to a primitive");
+    if (!luaL_testudata(L, idx, "rbl.secret"))
+      luaL_error(L, "a userdata cannot be passed to a primitive");
     /* fallthrough */
   default: lua_pushvalue(L, idx);
   }
@@ -212,7 +235,8 @@ static int l_begin(lua_State *L) {
   rbl_engine *e = rbl_engine_of(L);
   const char *name = luaL_checkstring(L, 1);
   int nargs = lua_gettop(L) - 1;
-  if (e->ended) return rbl_raise(L, "refused", "%s: the run has ended; no primitive may start", name);
+  if (e->ended)
+    return rbl_raise(L, "refused", "%s: the run has ended; no primitive may start", name);
   rbl__poll_limits(L);
   if (e->check_mode) return rbl_raise(L, "check", "%s: not evaluated by rbl check", name);
   rbl_call *c = lua_newuserdatauv(L, sizeof *c, 0);
@@ -248,9 +272,7 @@ static int l_intent(lua_State *L) {
     if (tg) cJSON_AddItemToObject(rec, "target", tg);
   }
   if (e->dry_run) cJSON_AddBoolToObject(rec, "dry_run", 1);
-  if (rbl__audit(e, rec) != 0) {
-    rbl__poll_limits(L);
-  }
+  if (rbl__audit(e, rec) != 0) { rbl__poll_limits(L); }
   c->state = CALL_DURABLE;
   if (!e->audit) return 0;
   rbl_wait *w = rbl_wait_new(L, intent_push, NULL, NULL);
@@ -333,8 +355,10 @@ int rbl_host_call_check_http(lua_State *L, int idx, const char *method) {
 
 static int l_call_tenant(lua_State *L) {
   rbl_call *c = check_call(L, 1);
-  if (!c->tenant) lua_pushnil(L);
-  else lua_pushstring(L, c->tenant);
+  if (!c->tenant)
+    lua_pushnil(L);
+  else
+    lua_pushstring(L, c->tenant);
   return 1;
 }
 
@@ -419,13 +443,19 @@ void rbl__progress(rbl_engine *e, const char *fmt, ...) {
   const unsigned char *s = (const unsigned char *)(m ? m : raw);
   size_t o = 0;
   for (; *s && o < sizeof out - 8; s++) {
-    if (*s == 0x1b && e->color) { out[o++] = (char)*s; continue; } /* our own colour codes */
-    if (*s < 0x20 || *s == 0x7f) o += (size_t)snprintf(out + o, 8, "\\x%02x", *s);
-    else out[o++] = (char)*s;
+    if (*s == 0x1b && e->color) {
+      out[o++] = (char)*s;
+      continue;
+    } /* our own colour codes */
+    if (*s < 0x20 || *s == 0x7f)
+      o += (size_t)snprintf(out + o, 8, "\\x%02x", *s);
+    else
+      out[o++] = (char)*s;
   }
   out[o++] = '\n';
   free(m);
-  if (write(2, out, o) < 0) { /* stderr gone: nothing to report to */ }
+  if (write(2, out, o) < 0) { /* stderr gone: nothing to report to */
+  }
 }
 
 static int l_progress(lua_State *L) {
@@ -439,8 +469,10 @@ static int l_raise(lua_State *L) {
 
 static int l_tenant(lua_State *L) {
   const char *t = rbl_task_tenant(L);
-  if (!t) lua_pushnil(L);
-  else lua_pushstring(L, t);
+  if (!t)
+    lua_pushnil(L);
+  else
+    lua_pushstring(L, t);
   return 1;
 }
 
@@ -497,18 +529,33 @@ static int l_protect(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg call_methods[] = {
-  {"tenant", l_call_tenant}, {"id", l_call_id}, {NULL, NULL}};
+static const luaL_Reg call_methods[] = {{"tenant", l_call_tenant}, {"id", l_call_id}, {NULL, NULL}};
 
-static const luaL_Reg host_funcs[] = {
-  {"begin", l_begin}, {"intent", l_intent}, {"result", l_result},
-  {"refuse", l_refuse}, {"raise", l_raise}, {"tenant", l_tenant},
-  {"tenants", l_tenants}, {"config", l_config}, {"info", l_info},
-  {"run_all", rbl__spawn_group}, {"sleep", l_sleep}, {"record", l_record},
-  {"progress", l_progress}, {"secret", l_secret}, {"unwrap", l_unwrap},
-  {"mask", l_mask}, {"dry_run", l_dry_run}, {"now_ms", l_now_ms},
-  {"interrupted", rbl__interrupt_check}, {"killed", l_killed}, {"limits", l_limits}, {"protect", l_protect}, {"check_mode", l_check_mode}, {"color", l_color},
-  {NULL, NULL}};
+static const luaL_Reg host_funcs[] = {{"begin", l_begin},
+                                      {"intent", l_intent},
+                                      {"result", l_result},
+                                      {"refuse", l_refuse},
+                                      {"raise", l_raise},
+                                      {"tenant", l_tenant},
+                                      {"tenants", l_tenants},
+                                      {"config", l_config},
+                                      {"info", l_info},
+                                      {"run_all", rbl__spawn_group},
+                                      {"sleep", l_sleep},
+                                      {"record", l_record},
+                                      {"progress", l_progress},
+                                      {"secret", l_secret},
+                                      {"unwrap", l_unwrap},
+                                      {"mask", l_mask},
+                                      {"dry_run", l_dry_run},
+                                      {"now_ms", l_now_ms},
+                                      {"interrupted", rbl__interrupt_check},
+                                      {"killed", l_killed},
+                                      {"limits", l_limits},
+                                      {"protect", l_protect},
+                                      {"check_mode", l_check_mode},
+                                      {"color", l_color},
+                                      {NULL, NULL}};
 
 int luaopen_rbl_host(lua_State *L) {
   if (luaL_newmetatable(L, "rbl.call")) {

@@ -1,4 +1,5 @@
-/* rbl.host: the primitive path for host-side Lua modules (begin -> scope -> intent -> effect -> result). */
+/* rbl.host: the primitive path for host-side Lua modules (begin -> scope -> intent -> effect ->
+ * result). */
 #ifndef RBL_HOST_H
 #define RBL_HOST_H
 

@@ -24,12 +24,12 @@
 int rbl_host_call_check_http(lua_State *L, int idx, const char *method);
 #endif
 
-#define POOL_MAX 16                     /* idle easy handles kept for reuse */
+#define POOL_MAX             16 /* idle easy handles kept for reuse */
 #define DEFAULT_MAX_RESPONSE (64u << 20)
-#define DEFAULT_CONNECT_MS 10000L
-#define MAX_HEADER_BLOCK (256u << 10)
-#define BACKOFF_FIRST_MS 100L
-#define BACKOFF_MAX_MS 5000L
+#define DEFAULT_CONNECT_MS   10000L
+#define MAX_HEADER_BLOCK     (256u << 10)
+#define BACKOFF_FIRST_MS     100L
+#define BACKOFF_MAX_MS       5000L
 
 typedef struct sock_ctx sock_ctx;
 
@@ -41,8 +41,8 @@ struct rbl_http {
   uv_timer_t timer;
   int live;
   int closing;
-  sock_ctx *socks;     /* polls not yet closed */
-  rbl_http_op *ops;    /* requests started and not finished nor cancelled */
+  sock_ctx *socks;  /* polls not yet closed */
+  rbl_http_op *ops; /* requests started and not finished nor cancelled */
   CURL *pool[POOL_MAX];
   int npool;
 };
@@ -91,7 +91,8 @@ static void maybe_free(rbl_http *h) {
 static int buf_append(char **b, size_t *len, size_t *cap, const char *p, size_t n) {
   if (*len + n + 1 > *cap) {
     size_t c = *cap ? *cap : 4096;
-    while (c < *len + n + 1) c *= 2;
+    while (c < *len + n + 1)
+      c *= 2;
     char *nb = realloc(*b, c);
     if (!nb) return RBL_ENOMEM;
     *b = nb;
@@ -108,7 +109,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
   size_t k = size * n;
   if (op->len + k > op->max) {
     op->too_big = 1;
-    return 0;             /* curl aborts the transfer with CURLE_WRITE_ERROR */
+    return 0; /* curl aborts the transfer with CURLE_WRITE_ERROR */
   }
   if (buf_append(&op->buf, &op->len, &op->cap, p, k) != 0) {
     op->nomem = 1;
@@ -121,7 +122,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   rbl_http_op *op = ud;
   size_t k = size * n;
   if (k >= 5 && memcmp(p, "HTTP/", 5) == 0) op->hlen = 0; /* a new response (after 1xx) */
-  if (op->hlen + k > MAX_HEADER_BLOCK) return k;            /* keep what fits; curl caps too */
+  if (op->hlen + k > MAX_HEADER_BLOCK) return k;          /* keep what fits; curl caps too */
   if (buf_append(&op->hbuf, &op->hlen, &op->hcap, p, k) != 0) {
     op->nomem = 1;
     return 0;
@@ -142,8 +143,10 @@ static void on_sock_closed(uv_handle_t *hd) {
 }
 
 static void sock_close(rbl_http *h, sock_ctx *sc) {
-  if (sc->prev) sc->prev->next = sc->next;
-  else h->socks = sc->next;
+  if (sc->prev)
+    sc->prev->next = sc->next;
+  else
+    h->socks = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
   uv_poll_stop(&sc->poll);
   uv_close((uv_handle_t *)&sc->poll, on_sock_closed);
@@ -203,8 +206,10 @@ static void on_timeout(uv_timer_t *t) {
 static int on_timer_set(CURLM *m, long ms, void *userp) {
   rbl_http *h = userp;
   if (h->closing) return 0;
-  if (ms < 0) uv_timer_stop(&h->timer);
-  else uv_timer_start(&h->timer, on_timeout, (uint64_t)ms, 0);
+  if (ms < 0)
+    uv_timer_stop(&h->timer);
+  else
+    uv_timer_start(&h->timer, on_timeout, (uint64_t)ms, 0);
   return 0;
 }
 
@@ -246,13 +251,16 @@ static void op_free(rbl_http_op *op);
 void rbl_http_close(rbl_http *h) {
   if (!h || h->closing) return;
   h->closing = 1;
-  while (h->ops) op_free(h->ops);
+  while (h->ops)
+    op_free(h->ops);
   /* closing the cached connections may call on_socket(REMOVE); the rest are closed below */
   curl_multi_cleanup(h->multi);
   h->multi = NULL;
-  for (int i = 0; i < h->npool; i++) curl_easy_cleanup(h->pool[i]);
+  for (int i = 0; i < h->npool; i++)
+    curl_easy_cleanup(h->pool[i]);
   h->npool = 0;
-  while (h->socks) sock_close(h, h->socks);
+  while (h->socks)
+    sock_close(h, h->socks);
   uv_timer_stop(&h->timer);
   uv_close((uv_handle_t *)&h->timer, on_timer_closed);
 }
@@ -283,8 +291,10 @@ static void on_retry_closed(uv_handle_t *hd) {
 /* Stops and frees op without calling its callback. */
 static void op_free(rbl_http_op *op) {
   rbl_http *h = op->h;
-  if (op->prev) op->prev->next = op->next;
-  else if (h->ops == op) h->ops = op->next;
+  if (op->prev)
+    op->prev->next = op->next;
+  else if (h->ops == op)
+    h->ops = op->next;
   if (op->next) op->next->prev = op->prev;
   if (op->in_multi) curl_multi_remove_handle(h->multi, op->easy);
   if (op->retry) {
@@ -327,12 +337,18 @@ static int set_blob(CURL *e, CURLoption opt, const char *pem) {
 
 static int setup_tls(CURL *e, const rbl_http_req *req) {
   int rc = 0;
-  if (req->ca_pem) rc |= set_blob(e, CURLOPT_CAINFO_BLOB, req->ca_pem);
-  else if (req->ca_file) rc |= curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file) ? RBL_EINVAL : 0;
-  if (req->cert_pem) rc |= set_blob(e, CURLOPT_SSLCERT_BLOB, req->cert_pem);
-  else if (req->cert_file) rc |= curl_easy_setopt(e, CURLOPT_SSLCERT, req->cert_file) ? RBL_EINVAL : 0;
-  if (req->key_pem) rc |= set_blob(e, CURLOPT_SSLKEY_BLOB, req->key_pem);
-  else if (req->key_file) rc |= curl_easy_setopt(e, CURLOPT_SSLKEY, req->key_file) ? RBL_EINVAL : 0;
+  if (req->ca_pem)
+    rc |= set_blob(e, CURLOPT_CAINFO_BLOB, req->ca_pem);
+  else if (req->ca_file)
+    rc |= curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file) ? RBL_EINVAL : 0;
+  if (req->cert_pem)
+    rc |= set_blob(e, CURLOPT_SSLCERT_BLOB, req->cert_pem);
+  else if (req->cert_file)
+    rc |= curl_easy_setopt(e, CURLOPT_SSLCERT, req->cert_file) ? RBL_EINVAL : 0;
+  if (req->key_pem)
+    rc |= set_blob(e, CURLOPT_SSLKEY_BLOB, req->key_pem);
+  else if (req->key_file)
+    rc |= curl_easy_setopt(e, CURLOPT_SSLKEY, req->key_file) ? RBL_EINVAL : 0;
   if (req->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -390,7 +406,8 @@ static int setup_easy(rbl_http_op *op, const rbl_http_req *req) {
 #else
   curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-  if (req->unix_socket && curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, req->unix_socket) != CURLE_OK)
+  if (req->unix_socket &&
+      curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, req->unix_socket) != CURLE_OK)
     return RBL_EINVAL;
   curl_easy_setopt(e, CURLOPT_PRIVATE, op);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -410,7 +427,8 @@ static int setup_easy(rbl_http_op *op, const rbl_http_req *req) {
   return setup_tls(e, req);
 }
 
-int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *ud, rbl_http_op **out) {
+int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *ud,
+                   rbl_http_op **out) {
   if (!h || h->closing) return RBL_ECANCELED;
   if (!req || !req->url || !req->method || !cb) return RBL_EINVAL;
   rbl_http_op *op = calloc(1, sizeof *op);
@@ -419,7 +437,8 @@ int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *u
   op->cb = cb;
   op->ud = ud;
   op->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : 0;
-  op->connect_timeout_ms = req->connect_timeout_ms > 0 ? req->connect_timeout_ms : DEFAULT_CONNECT_MS;
+  op->connect_timeout_ms =
+      req->connect_timeout_ms > 0 ? req->connect_timeout_ms : DEFAULT_CONNECT_MS;
   op->max = req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE;
   op->backoff_ms = BACKOFF_FIRST_MS;
   op->t0 = uv_hrtime();
@@ -444,7 +463,8 @@ int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *u
 /* ---- completion ---- */
 
 /* snprintf that truncates quietly: messages are capped on purpose. */
-__attribute__((format(printf, 3, 4))) static void setmsg(char *msg, size_t n, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void setmsg(char *msg, size_t n, const char *fmt,
+                                                         ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, n, fmt, ap);
@@ -453,14 +473,21 @@ __attribute__((format(printf, 3, 4))) static void setmsg(char *msg, size_t n, co
 
 static int is_tls_error(CURLcode rc) {
   switch (rc) {
-  case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CERTPROBLEM:
-  case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_ISSUER_ERROR:
-  case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
-  case CURLE_SSL_ENGINE_NOTFOUND: case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_ENGINE_INITFAILED:
-  case CURLE_SSL_SHUTDOWN_FAILED: case CURLE_USE_SSL_FAILED:
-    return 1;
-  default:
-    return 0;
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_USE_SSL_FAILED: return 1;
+  default: return 0;
   }
 }
 
@@ -490,7 +517,7 @@ static int classify(rbl_http_op *op, CURLcode rc, char *msg, size_t n, int *conn
     if (connect_us == 0) {
       *conn = 1;
       long ms = op->timeout_ms && op->timeout_ms < op->connect_timeout_ms ? op->timeout_ms
-                                                                           : op->connect_timeout_ms;
+                                                                          : op->connect_timeout_ms;
       setmsg(msg, n, "connect to %s: timeout after %ld ms", ep, ms);
     } else {
       setmsg(msg, n, "%s: timeout after %ld ms", ep, op->timeout_ms);
@@ -573,8 +600,9 @@ static void op_done(rbl_http_op *op, CURLcode rc) {
   if (resp.err == 0) curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &resp.status);
   curl_multi_remove_handle(op->h->multi, op->easy);
   op->in_multi = 0;
-  int retryable = (resp.err != 0 && conn) ||
-                  (resp.err == 0 && (resp.status == 502 || resp.status == 503 || resp.status == 504));
+  int retryable =
+      (resp.err != 0 && conn) ||
+      (resp.err == 0 && (resp.status == 502 || resp.status == 503 || resp.status == 504));
   if (op->attempts_left > 0 && retryable && schedule_retry(op) == 0) return;
 
   if (resp.err == 0) {
@@ -664,12 +692,14 @@ static void push_headers(lua_State *L, const char *p, size_t n) {
       luaL_buffinit(L, &b);
       for (const char *c = p; c < colon; c++)
         luaL_addchar(&b, (*c >= 'A' && *c <= 'Z') ? (char)(*c + 32) : *c);
-      luaL_pushresult(&b);                                   /* name */
+      luaL_pushresult(&b); /* name */
       const char *v = colon + 1, *ve = eol;
-      while (v < ve && (*v == ' ' || *v == '\t')) v++;
-      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+      while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
       lua_pushvalue(L, -1);
-      if (lua_rawget(L, -3) == LUA_TSTRING) {                /* name old */
+      if (lua_rawget(L, -3) == LUA_TSTRING) { /* name old */
         lua_pushliteral(L, ", ");
         lua_pushlstring(L, v, (size_t)(ve - v));
         lua_concat(L, 3);
@@ -718,8 +748,10 @@ static void l_cancel(void *ud) {
 static const char *opt_string(lua_State *L, int t, const char *k, size_t *len) {
   const char *s = NULL;
   int ty = lua_getfield(L, t, k);
-  if (ty == LUA_TSTRING) s = lua_tolstring(L, -1, len); /* kept alive by the table */
-  else if (ty != LUA_TNIL) luaL_error(L, "http.request: %s must be a string", k);
+  if (ty == LUA_TSTRING)
+    s = lua_tolstring(L, -1, len); /* kept alive by the table */
+  else if (ty != LUA_TNIL)
+    luaL_error(L, "http.request: %s must be a string", k);
   lua_pop(L, 1);
   return s;
 }
@@ -743,7 +775,8 @@ static size_t collect_headers(lua_State *L, int t, const char **hv) {
     lua_pushnil(L);
     while (lua_next(L, keep + 1)) { /* keep hdrs key value */
       int vt = lua_type(L, keep + 3);
-      if (vt != LUA_TSTRING && vt != LUA_TNUMBER) luaL_error(L, "http.request: header values must be strings");
+      if (vt != LUA_TSTRING && vt != LUA_TNUMBER)
+        luaL_error(L, "http.request: header values must be strings");
       if (n == MAX_LUA_HEADERS) luaL_error(L, "http.request: too many headers");
       if (lua_type(L, keep + 2) == LUA_TSTRING)
         lua_pushfstring(L, "%s: %s", lua_tostring(L, keep + 2), lua_tostring(L, keep + 3));
@@ -816,8 +849,8 @@ static int l_request(lua_State *L) {
 }
 
 static const luaL_Reg http_funcs[] = {
-  {"request", l_request},
-  {NULL, NULL},
+    {"request", l_request},
+    {NULL, NULL},
 };
 
 int luaopen_rbl_http(lua_State *L) {

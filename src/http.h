@@ -10,31 +10,31 @@ typedef struct rbl_http rbl_http;       /* one per loop: the curl multi, its tim
 typedef struct rbl_http_op rbl_http_op; /* one request in flight */
 
 typedef struct rbl_http_req {
-  const char *method;               /* "GET", "POST", ... */
-  const char *url;                  /* http://, https://; with unix_socket the host is ignored */
-  const char *unix_socket;          /* optional path of a unix socket endpoint */
-  const char *const *headers;       /* "Name: value" strings */
+  const char *method;         /* "GET", "POST", ... */
+  const char *url;            /* http://, https://; with unix_socket the host is ignored */
+  const char *unix_socket;    /* optional path of a unix socket endpoint */
+  const char *const *headers; /* "Name: value" strings */
   size_t nheaders;
-  const char *body;                 /* optional request body (copied) */
+  const char *body; /* optional request body (copied) */
   size_t body_len;
-  long timeout_ms;                  /* whole request; 0 = none */
-  long connect_timeout_ms;          /* 0 = 10 s */
-  size_t max_response;              /* body cap; 0 = 64 MiB; over it: RBL_ETOOBIG */
-  int retries;                      /* extra attempts for idempotent methods only, with backoff */
+  long timeout_ms;         /* whole request; 0 = none */
+  long connect_timeout_ms; /* 0 = 10 s */
+  size_t max_response;     /* body cap; 0 = 64 MiB; over it: RBL_ETOOBIG */
+  int retries;             /* extra attempts for idempotent methods only, with backoff */
   /* TLS: files or in-memory PEM blobs */
   const char *ca_file, *ca_pem;
   const char *cert_file, *cert_pem;
   const char *key_file, *key_pem;
-  int insecure;                     /* skip peer verification (only when the user set it) */
+  int insecure; /* skip peer verification (only when the user set it) */
 } rbl_http_req;
 
 typedef struct rbl_http_resp {
-  int err;              /* 0 or RBL_E* (connect, timeout, TLS, too big, canceled) */
-  char errmsg[256];     /* cause when err != 0, naming the endpoint */
-  long status;          /* HTTP status when err == 0 */
-  char *body;           /* NUL-terminated, body_len bytes (may hold NULs) */
+  int err;          /* 0 or RBL_E* (connect, timeout, TLS, too big, canceled) */
+  char errmsg[256]; /* cause when err != 0, naming the endpoint */
+  long status;      /* HTTP status when err == 0 */
+  char *body;       /* NUL-terminated, body_len bytes (may hold NULs) */
   size_t body_len;
-  char *content_type;   /* or NULL */
+  char *content_type; /* or NULL */
   double total_ms;
   /* added: the final response's header block ("Name: value\r\n" lines, status line first),
    * NUL-terminated, or NULL; and how many attempts were made (1 + retries used). */
@@ -49,7 +49,8 @@ typedef void (*rbl_http_cb)(void *ud, rbl_http_resp *resp);
 
 int rbl_http_new(rbl_http **out, uv_loop_t *loop);
 /* Starts a request; the callback runs from the loop. Returns 0 or RBL_E*. */
-int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *ud, rbl_http_op **op);
+int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *ud,
+                   rbl_http_op **op);
 /* Aborts a request in flight; its callback is not called. */
 void rbl_http_cancel(rbl_http_op *op);
 /* Cancels everything and closes the handles; memory is released in the close callbacks,

@@ -32,7 +32,8 @@ static int normalise(const char *rel, char *out, size_t outlen) {
       /* skip empty and "." segments */
     } else if (seg == 2 && p[0] == '.' && p[1] == '.') {
       if (n == 0) return -1;
-      while (n > 0 && out[n - 1] != '/') n--;
+      while (n > 0 && out[n - 1] != '/')
+        n--;
       if (n > 0) n--; /* the '/' before the dropped segment */
       out[n] = '\0';
     } else {
@@ -55,7 +56,8 @@ int rbl_iac_resolve(const char *base, const char *rel, char *out, size_t outlen,
   if (rel[0] == '/')
     return fail(RBL_EINVAL, err, errlen,
                 "iac: %s: absolute paths are not allowed (paths are relative to the runbook "
-                "directory %s)", rel, base);
+                "directory %s)",
+                rel, base);
   if (!realpath(base, rbase))
     return fail(rbl_from_errno(errno), err, errlen, "iac: runbook directory %s: %s", base,
                 strerror(errno));
@@ -74,12 +76,12 @@ int rbl_iac_resolve(const char *base, const char *rel, char *out, size_t outlen,
   }
   /* Symlinks: the resolved file must still lie under the resolved base. */
   size_t bl = strlen(rbase);
-  int inside = strcmp(rbase, "/") == 0 ||
-               (strncmp(real, rbase, bl) == 0 && real[bl] == '/');
+  int inside = strcmp(rbase, "/") == 0 || (strncmp(real, rbase, bl) == 0 && real[bl] == '/');
   if (!inside)
     return fail(RBL_EREFUSED, err, errlen, "iac: %s: path escapes the runbook directory %s", rel,
                 rbase);
-  if (strlen(real) + 1 > outlen) return fail(RBL_ETOOBIG, err, errlen, "iac: %s: path too long%s", rel, "");
+  if (strlen(real) + 1 > outlen)
+    return fail(RBL_ETOOBIG, err, errlen, "iac: %s: path too long%s", rel, "");
   memcpy(out, real, strlen(real) + 1);
   return 0;
 }
@@ -164,8 +166,10 @@ static void line_col(const char *buf, size_t off, size_t *line, size_t *col) {
   *line = 1;
   *col = 1;
   for (size_t i = 0; i < off && buf[i]; i++) {
-    if (buf[i] == '\n') (*line)++, *col = 1;
-    else (*col)++;
+    if (buf[i] == '\n')
+      (*line)++, *col = 1;
+    else
+      (*col)++;
   }
 }
 

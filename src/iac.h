@@ -1,4 +1,5 @@
-/* Intended-state loaders (iac.*): files confined to the runbook's directory, JSON and YAML readers. */
+/* Intended-state loaders (iac.*): files confined to the runbook's directory, JSON and YAML readers.
+ */
 #ifndef RBL_IAC_H
 #define RBL_IAC_H
 

@@ -65,7 +65,8 @@ static int jcs_shortest(double v, char *d, int *n) {
   const char *s = tmp;
   for (; *s && *s != 'e'; s++)
     if (*s >= '0' && *s <= '9') d[k++] = *s;
-  while (k > 1 && d[k - 1] == '0') k--;
+  while (k > 1 && d[k - 1] == '0')
+    k--;
   d[k] = '\0';
   *n = atoi(s + 1) + 1;
   return k;
@@ -74,8 +75,7 @@ static int jcs_shortest(double v, char *d, int *n) {
 int rbl_jcs_number(double v, char *out) {
   if (!isfinite(v)) return RBL_EINVAL;
   if (v == 0) return (int)strlen(strcpy(out, "0")); /* -0 too */
-  if (fabs(v) < 9007199254740992.0 && v == trunc(v))
-    return snprintf(out, 32, "%lld", (long long)v);
+  if (fabs(v) < 9007199254740992.0 && v == trunc(v)) return snprintf(out, 32, "%lld", (long long)v);
   char d[24], *o = out;
   int n, k = jcs_shortest(fabs(v), d, &n);
   if (v < 0) *o++ = '-';
@@ -155,7 +155,8 @@ static int jcs_string(rbl_jcs_buf *b, const char *str) {
  * inside equal prefixes, so the lead bytes decide. */
 int rbl_jcs_keycmp(const char *a, const char *b) {
   const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
-  while (*x && *x == *y) x++, y++;
+  while (*x && *x == *y)
+    x++, y++;
   unsigned cx = *x, cy = *y;
   if (cx >= 0xF0 && (cy == 0xEE || cy == 0xEF)) return -1;
   if (cy >= 0xF0 && (cx == 0xEE || cx == 0xEF)) return 1;
@@ -180,7 +181,8 @@ static int jcs_array(rbl_jcs_buf *b, const cJSON *arr) {
 /* Collects and sorts obj's members into *out (malloc'd unless it fits in stack[16]). */
 static int jcs_sorted(const cJSON *obj, jcs_member *stack, jcs_member **out, size_t *count) {
   size_t n = 0;
-  for (const cJSON *c = obj->child; c; c = c->next) n++;
+  for (const cJSON *c = obj->child; c; c = c->next)
+    n++;
   jcs_member *m = n <= 16 ? stack : malloc(n * sizeof *m);
   if (!m) return RBL_ENOMEM;
   size_t i = 0;
@@ -267,9 +269,13 @@ static size_t jcs_pieces(const jcs_member *m, size_t n, size_t open, size_t clos
   size_t np = 0, i = 0;
   int first = 1, last_kept = 0;
   while (i < n) {
-    if (jcs_omitted(m[i].item->string, omit, nomit)) { i++; continue; }
+    if (jcs_omitted(m[i].item->string, omit, nomit)) {
+      i++;
+      continue;
+    }
     size_t a = i, s;
-    while (i < n && !jcs_omitted(m[i].item->string, omit, nomit)) i++;
+    while (i < n && !jcs_omitted(m[i].item->string, omit, nomit))
+      i++;
     if (first) {
       if (a != 0) p[np++] = (rbl_jcs_piece){open, 1};
       s = a == 0 ? open : m[a].start;

@@ -1,4 +1,5 @@
-/* RFC 8785 JSON Canonicalization Scheme (JCS) over cJSON values: the bytes the audit chain hashes. */
+/* RFC 8785 JSON Canonicalization Scheme (JCS) over cJSON values: the bytes the audit chain hashes.
+ */
 #ifndef RBL_JCS_H
 #define RBL_JCS_H
 

@@ -84,9 +84,15 @@ static int is_array(lua_State *L, int idx) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
-    if (!lua_isinteger(L, -1)) { lua_pop(L, 1); return 0; }
+    if (!lua_isinteger(L, -1)) {
+      lua_pop(L, 1);
+      return 0;
+    }
     lua_Integer k = lua_tointeger(L, -1);
-    if (k < 1 || k > n) { lua_pop(L, 1); return 0; }
+    if (k < 1 || k > n) {
+      lua_pop(L, 1);
+      return 0;
+    }
     count++;
   }
   return count == n;
@@ -107,7 +113,10 @@ static cJSON *conv_table(conv *c, int idx, int depth) {
       lua_rawgeti(L, idx, i);
       cJSON *v = conv_value(c, lua_gettop(L), depth + 1);
       lua_pop(L, 1);
-      if (!v) { cJSON_Delete(a); return NULL; }
+      if (!v) {
+        cJSON_Delete(a);
+        return NULL;
+      }
       cJSON_AddItemToArray(a, v);
     }
     return a;
@@ -130,7 +139,11 @@ static cJSON *conv_table(conv *c, int idx, int depth) {
     }
     cJSON *v = conv_value(c, lua_gettop(L), depth + 1);
     lua_pop(L, 1);
-    if (!v) { lua_pop(L, 1); cJSON_Delete(o); return NULL; }
+    if (!v) {
+      lua_pop(L, 1);
+      cJSON_Delete(o);
+      return NULL;
+    }
     cJSON_AddItemToObject(o, key, v);
   }
   return o;
@@ -232,9 +245,9 @@ static int l_is_array(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg json_funcs[] = {
-  {"encode", l_encode}, {"decode", l_decode}, {"array", l_array},
-  {"object", l_object}, {"is_array", l_is_array}, {NULL, NULL}};
+static const luaL_Reg json_funcs[] = {{"encode", l_encode},     {"decode", l_decode},
+                                      {"array", l_array},       {"object", l_object},
+                                      {"is_array", l_is_array}, {NULL, NULL}};
 
 int luaopen_rbl_json(lua_State *L) {
   luaL_newlib(L, json_funcs);

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #define KUBEC_FILE_MAX (8u << 20)
-#define KUBEC_OUT_MAX (1u << 20)
+#define KUBEC_OUT_MAX  (1u << 20)
 
 extern char **environ;
 
@@ -51,7 +51,8 @@ static int kubec_read_file(lua_State *L) {
   if (!S_ISREG(st.st_mode) || (size_t)st.st_size > KUBEC_FILE_MAX) {
     fclose(f);
     luaL_pushfail(L);
-    lua_pushfstring(L, "%s: %s", path, S_ISREG(st.st_mode) ? "file too large" : "not a regular file");
+    lua_pushfstring(L, "%s: %s", path,
+                    S_ISREG(st.st_mode) ? "file too large" : "not a regular file");
     return 2;
   }
   luaL_Buffer b;
@@ -121,12 +122,22 @@ static int kubec_parse_time(lua_State *L) {
   struct tm tm;
   memset(&tm, 0, sizeof tm);
   const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-  if (!p) { luaL_pushfail(L); return 1; }
-  if (*p == '.') { p++; while (*p >= '0' && *p <= '9') p++; }
+  if (!p) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  if (*p == '.') {
+    p++;
+    while (*p >= '0' && *p <= '9')
+      p++;
+  }
   long off = 0;
   if (*p == '+' || *p == '-') {
     int hh = 0, mm = 0;
-    if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) { luaL_pushfail(L); return 1; }
+    if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) {
+      luaL_pushfail(L);
+      return 1;
+    }
     off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
   } else if (*p != 'Z' && *p != 'z') {
     luaL_pushfail(L);
@@ -173,7 +184,9 @@ static void ks_close_all(kspawn *k) {
 }
 
 static void ks_maybe_done(kspawn *k) {
-  if (!k->exited || !uv_is_closing((uv_handle_t *)&k->out) || !uv_is_closing((uv_handle_t *)&k->err)) return;
+  if (!k->exited || !uv_is_closing((uv_handle_t *)&k->out) ||
+      !uv_is_closing((uv_handle_t *)&k->err))
+    return;
   ks_close_all(k);
   if (k->wait) rbl_wait_done(k->wait);
 }
@@ -262,7 +275,8 @@ static const char **ks_vector(lua_State *L, int idx, int is_env) {
     if (lua_istable(L, idx)) {
       lua_pushnil(L);
       while (lua_next(L, idx)) {
-        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING || strchr(lua_tostring(L, -2), '='))
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING ||
+            strchr(lua_tostring(L, -2), '='))
           luaL_error(L, "kubec.spawn: env must map names to strings");
         lua_pushvalue(L, -2);
         lua_insert(L, -2);
@@ -280,7 +294,8 @@ static const char **ks_vector(lua_State *L, int idx, int is_env) {
   } else {
     lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
     for (lua_Integer i = 1; i <= len; i++) {
-      if (lua_rawgeti(L, idx, i) != LUA_TSTRING) luaL_error(L, "kubec.spawn: argv must hold strings");
+      if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
+        luaL_error(L, "kubec.spawn: argv must hold strings");
       lua_rawseti(L, keep, ++n);
     }
   }
@@ -320,11 +335,16 @@ static int kubec_spawn(lua_State *L) {
   k->out.data = k->err.data = k->timer.data = k->proc.data = k;
   k->handles = 4; /* the process handle is initialised by uv_spawn even when it fails */
   uv_stdio_container_t stdio[3] = {
-    {.flags = UV_IGNORE},
-    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&k->out},
-    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&k->err}};
-  uv_process_options_t po = {.exit_cb = ks_exit, .file = path, .args = (char **)argv,
-    .env = (char **)env, .flags = UV_PROCESS_DETACHED, .stdio_count = 3, .stdio = stdio};
+      {.flags = UV_IGNORE},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&k->out},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&k->err}};
+  uv_process_options_t po = {.exit_cb = ks_exit,
+                             .file = path,
+                             .args = (char **)argv,
+                             .env = (char **)env,
+                             .flags = UV_PROCESS_DETACHED,
+                             .stdio_count = 3,
+                             .stdio = stdio};
   int rc = uv_spawn(loop, &k->proc, &po);
   if (rc != 0) {
     ks_close_all(k);
@@ -337,10 +357,13 @@ static int kubec_spawn(lua_State *L) {
   return rbl_wait_yield(L, k->wait);
 }
 
-static const luaL_Reg kubec_funcs[] = {
-  {"parse_yaml", kubec_parse_yaml}, {"read_file", kubec_read_file}, {"stat", kubec_stat},
-  {"b64decode", kubec_b64decode}, {"parse_time", kubec_parse_time}, {"spawn", kubec_spawn},
-  {NULL, NULL}};
+static const luaL_Reg kubec_funcs[] = {{"parse_yaml", kubec_parse_yaml},
+                                       {"read_file", kubec_read_file},
+                                       {"stat", kubec_stat},
+                                       {"b64decode", kubec_b64decode},
+                                       {"parse_time", kubec_parse_time},
+                                       {"spawn", kubec_spawn},
+                                       {NULL, NULL}};
 
 int luaopen_rbl_kubec(lua_State *L) {
   luaL_newlib(L, kubec_funcs);

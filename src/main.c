@@ -9,79 +9,87 @@
 #include <string.h>
 
 static const char *const usage_main =
-  "usage: rbl COMMAND [ARGS]\n"
-  "\n"
-  "rbl runs SRE runbooks written in Lua against real infrastructure, bound to one\n"
-  "tenant, every action recorded in a tamper-evident audit chain.\n"
-  "\n"
-  "commands:\n"
-  "  run FILE --tenant T     run a runbook (exit 0 resolved, 1 failed, 2 usage, 3 refused, 4 audit)\n"
-  "  check FILE...           check runbooks: syntax and structure, no side effects\n"
-  "  repl --tenant T         run primitives one line at a time\n"
-  "  audit verify|show PATH  verify or show an audit chain\n"
-  "  rollback PATH           undo the reversible changes an audit chain recorded\n"
-  "  version                 print the version\n"
-  "  help COMMAND            help for one command\n";
+    "usage: rbl COMMAND [ARGS]\n"
+    "\n"
+    "rbl runs SRE runbooks written in Lua against real infrastructure, bound to one\n"
+    "tenant, every action recorded in a tamper-evident audit chain.\n"
+    "\n"
+    "commands:\n"
+    "  run FILE --tenant T     run a runbook (exit 0 resolved, 1 failed, 2 usage, 3 refused, 4 "
+    "audit)\n"
+    "  check FILE...           check runbooks: syntax and structure, no side effects\n"
+    "  repl --tenant T         run primitives one line at a time\n"
+    "  audit verify|show PATH  verify or show an audit chain\n"
+    "  rollback PATH           undo the reversible changes an audit chain recorded\n"
+    "  version                 print the version\n"
+    "  help COMMAND            help for one command\n";
 
 static const char *const usage_run =
-  "usage: rbl run FILE --tenant T [--tenant T2 | --tenant 'glob-*']... [options]\n"
-  "\n"
-  "Runs the runbook FILE bound to the given tenant(s).\n"
-  "\n"
-  "  --tenant T         tenant the run is authorised for; repeat, or give a glob\n"
-  "                     matched against the tenants the config knows\n"
-  "  --incident ID      incident id (default: a generated run id)\n"
-  "  --param K=V        runbook parameter (over the defaults in runbook{}); repeatable\n"
-  "  --dry-run          reads run for real; writes are server-side dry runs or not sent\n"
-  "  --audit PATH       audit chain (default ./audit/<incident>.jsonl, appended)\n"
-  "  --audit-key FILE   HMAC-SHA256 key for the chain (must not be group/world readable)\n"
-  "  --sign-key FILE    Ed25519 private key (PEM): sign this run's final head\n"
-  "  --report PATH      write the execution report (JSON) there\n"
-  "  --config FILE      config file (Lua; default $RBL_CONFIG)\n"
-  "  --yes              do not ask for confirmation\n"
-  "  --quiet            no progress on stderr\n"
-  "\n"
-  "exit status: 0 resolved, 1 failed (rolled back), 2 usage/load error,\n"
-  "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed\n";
+    "usage: rbl run FILE --tenant T [--tenant T2 | --tenant 'glob-*']... [options]\n"
+    "\n"
+    "Runs the runbook FILE bound to the given tenant(s).\n"
+    "\n"
+    "  --tenant T         tenant the run is authorised for; repeat, or give a glob\n"
+    "                     matched against the tenants the config knows\n"
+    "  --incident ID      incident id (default: a generated run id)\n"
+    "  --param K=V        runbook parameter (over the defaults in runbook{}); repeatable\n"
+    "  --dry-run          reads run for real; writes are server-side dry runs or not sent\n"
+    "  --audit PATH       audit chain (default ./audit/<incident>.jsonl, appended)\n"
+    "  --audit-key FILE   HMAC-SHA256 key for the chain (must not be group/world readable)\n"
+    "  --sign-key FILE    Ed25519 private key (PEM): sign this run's final head\n"
+    "  --report PATH      write the execution report (JSON) there\n"
+    "  --config FILE      config file (Lua; default $RBL_CONFIG)\n"
+    "  --yes              do not ask for confirmation\n"
+    "  --quiet            no progress on stderr\n"
+    "\n"
+    "exit status: 0 resolved, 1 failed (rolled back), 2 usage/load error,\n"
+    "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed\n";
 
 static const char *const usage_check =
-  "usage: rbl check FILE...\n"
-  "\n"
-  "Loads each runbook without side effects: syntax errors as file:line, then the\n"
-  "structure (runbook{}, duplicate or unknown step fields, steps without run).\n"
-  "Top-level code is evaluated in a sandbox where every primitive is inert.\n"
-  "exit status: 0 all fine, 2 at least one file has an error\n";
+    "usage: rbl check FILE...\n"
+    "\n"
+    "Loads each runbook without side effects: syntax errors as file:line, then the\n"
+    "structure (runbook{}, duplicate or unknown step fields, steps without run).\n"
+    "Top-level code is evaluated in a sandbox where every primitive is inert.\n"
+    "exit status: 0 all fine, 2 at least one file has an error\n";
 
 static const char *const usage_repl =
-  "usage: rbl repl --tenant T [--incident ID] [--audit PATH] [--audit-key FILE] [--config FILE]\n"
-  "\n"
-  "Evaluates Lua one line at a time in the runbook sandbox, with the same primitives,\n"
-  "tenant guard and audit chain as rbl run. Ctrl-D ends the session.\n";
+    "usage: rbl repl --tenant T [--incident ID] [--audit PATH] [--audit-key FILE] [--config FILE]\n"
+    "\n"
+    "Evaluates Lua one line at a time in the runbook sandbox, with the same primitives,\n"
+    "tenant guard and audit chain as rbl run. Ctrl-D ends the session.\n";
 
 static const char *const usage_rollback =
-  "usage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T] [--config FILE]\n"
-  "                    [--report PATH] [--audit-key FILE] [--quiet]\n"
-  "\n"
-  "Undoes, newest first, the reversible changes recorded in the audit chain PATH.\n"
-  "Refuses when an object changed since (resourceVersion differs) unless --force.\n"
-  "The rollback is recorded on the chain given by --audit (default: PATH itself).\n";
+    "usage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T] [--config FILE]\n"
+    "                    [--report PATH] [--audit-key FILE] [--quiet]\n"
+    "\n"
+    "Undoes, newest first, the reversible changes recorded in the audit chain PATH.\n"
+    "Refuses when an object changed since (resourceVersion differs) unless --force.\n"
+    "The rollback is recorded on the chain given by --audit (default: PATH itself).\n";
 
 static const char *const usage_audit =
-  "usage: rbl audit verify PATH [--key FILE] [--pubkey FILE] [--head sha256:HEX] [--json]\n"
-  "       rbl audit show PATH [--json]\n";
+    "usage: rbl audit verify PATH [--key FILE] [--pubkey FILE] [--head sha256:HEX] [--json]\n"
+    "       rbl audit show PATH [--json]\n";
 
 static int is_help(const char *a) {
   return !strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help");
 }
 
 static int help(const char *cmd) {
-  if (!cmd) fputs(usage_main, stdout);
-  else if (!strcmp(cmd, "run")) fputs(usage_run, stdout);
-  else if (!strcmp(cmd, "check")) fputs(usage_check, stdout);
-  else if (!strcmp(cmd, "repl")) fputs(usage_repl, stdout);
-  else if (!strcmp(cmd, "rollback")) fputs(usage_rollback, stdout);
-  else if (!strcmp(cmd, "audit")) fputs(usage_audit, stdout);
-  else if (!strcmp(cmd, "version")) fputs("usage: rbl version\n", stdout);
+  if (!cmd)
+    fputs(usage_main, stdout);
+  else if (!strcmp(cmd, "run"))
+    fputs(usage_run, stdout);
+  else if (!strcmp(cmd, "check"))
+    fputs(usage_check, stdout);
+  else if (!strcmp(cmd, "repl"))
+    fputs(usage_repl, stdout);
+  else if (!strcmp(cmd, "rollback"))
+    fputs(usage_rollback, stdout);
+  else if (!strcmp(cmd, "audit"))
+    fputs(usage_audit, stdout);
+  else if (!strcmp(cmd, "version"))
+    fputs("usage: rbl version\n", stdout);
   else {
     fprintf(stderr, "rbl: no help for unknown command '%s'\n", cmd);
     return 2;
@@ -104,37 +112,58 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
-#define VALUE()                                                          \
-  do {                                                                   \
-    if (!v) return bad_usage(cmd, "option %s needs a value", a);         \
-    i++;                                                                 \
+#define VALUE()                                                                                    \
+  do {                                                                                             \
+    if (!v) return bad_usage(cmd, "option %s needs a value", a);                                   \
+    i++;                                                                                           \
   } while (0)
-    if (is_help(a) && strcmp(a, "help")) { help(cmd); return 0; }
-    else if (!strcmp(a, "--tenant")) {
+    if (is_help(a) && strcmp(a, "help")) {
+      help(cmd);
+      return 0;
+    } else if (!strcmp(a, "--tenant")) {
       VALUE();
       if (o->ntenants >= 64) return bad_usage(cmd, "too many --tenant (max %s)", "64");
       o->tenants[o->ntenants++] = v;
-    } else if (!strcmp(a, "--incident")) { VALUE(); o->incident = v; }
-    else if (!strcmp(a, "--param")) {
+    } else if (!strcmp(a, "--incident")) {
+      VALUE();
+      o->incident = v;
+    } else if (!strcmp(a, "--param")) {
       VALUE();
       if (!strchr(v, '=') || v[0] == '=') return bad_usage(cmd, "--param wants K=V, got '%s'", v);
       if (o->nparams >= 128) return bad_usage(cmd, "too many --param (max %s)", "128");
       o->params[o->nparams++] = v;
-    } else if (!strcmp(a, "--dry-run")) o->dry_run = 1;
-    else if (!strcmp(a, "--yes") || !strcmp(a, "-y")) o->yes = 1;
-    else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) o->quiet = 1;
-    else if (!strcmp(a, "--audit")) { VALUE(); o->audit_path = v; }
-    else if (!strcmp(a, "--audit-key")) { VALUE(); o->audit_key = v; }
-    else if (!strcmp(a, "--sign-key")) { VALUE(); o->sign_key = v; }
-    else if (!strcmp(a, "--report")) { VALUE(); o->report_path = v; }
-    else if (!strcmp(a, "--config")) { VALUE(); o->config_path = v; }
-    else if (a[0] == '-' && a[1]) return bad_usage(cmd, "unknown option '%s'", a);
-    else if (want_file && !o->file) o->file = a;
-    else return bad_usage(cmd, "unexpected argument '%s'", a);
+    } else if (!strcmp(a, "--dry-run"))
+      o->dry_run = 1;
+    else if (!strcmp(a, "--yes") || !strcmp(a, "-y"))
+      o->yes = 1;
+    else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
+      o->quiet = 1;
+    else if (!strcmp(a, "--audit")) {
+      VALUE();
+      o->audit_path = v;
+    } else if (!strcmp(a, "--audit-key")) {
+      VALUE();
+      o->audit_key = v;
+    } else if (!strcmp(a, "--sign-key")) {
+      VALUE();
+      o->sign_key = v;
+    } else if (!strcmp(a, "--report")) {
+      VALUE();
+      o->report_path = v;
+    } else if (!strcmp(a, "--config")) {
+      VALUE();
+      o->config_path = v;
+    } else if (a[0] == '-' && a[1])
+      return bad_usage(cmd, "unknown option '%s'", a);
+    else if (want_file && !o->file)
+      o->file = a;
+    else
+      return bad_usage(cmd, "unexpected argument '%s'", a);
 #undef VALUE
   }
   if (want_file && !o->file) return bad_usage(cmd, "missing the runbook %s", "FILE");
-  if (o->ntenants == 0) return bad_usage(cmd, "missing --tenant (the run must be bound to a %s)", "tenant");
+  if (o->ntenants == 0)
+    return bad_usage(cmd, "missing --tenant (the run must be bound to a %s)", "tenant");
   return -1;
 }
 
@@ -165,7 +194,8 @@ int main(int argc, char **argv) {
     return rbl_cmd_check(argc - 2, argv + 2);
   }
   if (!strcmp(cmd, "audit")) {
-    if (argc < 3 || (is_help(argv[2]) && strcmp(argv[2], "help"))) return help("audit") == 0 && argc >= 3 ? 0 : 2;
+    if (argc < 3 || (is_help(argv[2]) && strcmp(argv[2], "help")))
+      return help("audit") == 0 && argc >= 3 ? 0 : 2;
     return rbl_audit_main(argc - 2, argv + 2);
   }
   if (!strcmp(cmd, "rollback")) {

@@ -14,18 +14,21 @@
 
 int luaopen_rbl_proc(lua_State *L);
 
-static const luaL_Reg c_modules[] = {
-  {"rbl.host", luaopen_rbl_host},
-  {"rbl.json", luaopen_rbl_json},
-  {"rbl.proc", luaopen_rbl_proc},
-  {"rbl.http", luaopen_rbl_http},
-  {"rbl.strpat", luaopen_rbl_strpat},
-  {"rbl.iacc", luaopen_rbl_iacc},
-  {"rbl.dockerc", luaopen_rbl_dockerc},
-  {"rbl.kubec", luaopen_rbl_kubec},
-  {NULL, NULL}};
+static const luaL_Reg c_modules[] = {{"rbl.host", luaopen_rbl_host},
+                                     {"rbl.json", luaopen_rbl_json},
+                                     {"rbl.proc", luaopen_rbl_proc},
+                                     {"rbl.http", luaopen_rbl_http},
+                                     {"rbl.strpat", luaopen_rbl_strpat},
+                                     {"rbl.iacc", luaopen_rbl_iacc},
+                                     {"rbl.dockerc", luaopen_rbl_dockerc},
+                                     {"rbl.kubec", luaopen_rbl_kubec},
+                                     {NULL, NULL}};
 
-struct rbl_embedded { const char *name; const char *src; size_t len; };
+struct rbl_embedded {
+  const char *name;
+  const char *src;
+  size_t len;
+};
 extern const struct rbl_embedded rbl_embedded_lua[];
 
 static int load_embedded(lua_State *L) {
@@ -41,7 +44,10 @@ static int load_embedded(lua_State *L) {
 /* Source of an embedded module, for rbl check and the docs (NULL when unknown). */
 const char *rbl__embedded_source(const char *name, size_t *len) {
   for (const struct rbl_embedded *m = rbl_embedded_lua; m->name; m++)
-    if (!strcmp(m->name, name)) { *len = m->len; return m->src; }
+    if (!strcmp(m->name, name)) {
+      *len = m->len;
+      return m->src;
+    }
   return NULL;
 }
 

@@ -1,4 +1,5 @@
-/* rbl.proc: the exec effect. uv_spawn, argv never through a shell, a process group killed on timeout. */
+/* rbl.proc: the exec effect. uv_spawn, argv never through a shell, a process group killed on
+ * timeout. */
 #include "engine_int.h"
 #include "host.h"
 
@@ -55,7 +56,8 @@ static void close_all(proc_op *op) {
 
 /* Done once the process exited and both pipes reached EOF. */
 static void maybe_done(proc_op *op) {
-  if (!op->exited || !uv_is_closing((uv_handle_t *)&op->out) || !uv_is_closing((uv_handle_t *)&op->err))
+  if (!op->exited || !uv_is_closing((uv_handle_t *)&op->out) ||
+      !uv_is_closing((uv_handle_t *)&op->err))
     return;
   close_all(op);
   if (op->wait) {
@@ -78,9 +80,13 @@ static void buf_add(buf *b, const char *p, size_t n) {
   if (!n) return;
   if (b->len + n > b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 4096;
-    while (cap < b->len + n) cap *= 2;
+    while (cap < b->len + n)
+      cap *= 2;
     char *d = realloc(b->data, cap);
-    if (!d) { b->truncated = 1; return; }
+    if (!d) {
+      b->truncated = 1;
+      return;
+    }
     b->data = d;
     b->cap = cap;
   }
@@ -165,7 +171,10 @@ static char **string_vector(lua_State *L, int idx, int is_env) {
   size_t n = 0;
   if (is_env) {
     lua_pushnil(L);
-    while (lua_next(L, idx)) { n++; lua_pop(L, 1); }
+    while (lua_next(L, idx)) {
+      n++;
+      lua_pop(L, 1);
+    }
   } else {
     n = lua_rawlen(L, idx);
   }
@@ -251,11 +260,17 @@ static int l_spawn(lua_State *L) {
   op->out.data = op->err.data = op->in.data = op->timer.data = op;
   op->handles = 4;
   uv_stdio_container_t stdio[3] = {
-    {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&op->in},
-    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->out},
-    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->err}};
-  uv_process_options_t po = {.exit_cb = exit_cb, .file = path, .args = argv, .env = env,
-    .cwd = cwd, .flags = UV_PROCESS_DETACHED, .stdio_count = 3, .stdio = stdio};
+      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&op->in},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->out},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->err}};
+  uv_process_options_t po = {.exit_cb = exit_cb,
+                             .file = path,
+                             .args = argv,
+                             .env = env,
+                             .cwd = cwd,
+                             .flags = UV_PROCESS_DETACHED,
+                             .stdio_count = 3,
+                             .stdio = stdio};
   op->t0 = uv_hrtime();
   int rc = uv_spawn(loop, &op->proc, &po);
   release_vector(L, argv);

@@ -12,19 +12,19 @@
 enum {
   RBL_OK = 0,
   RBL_ENOMEM = -1,
-  RBL_EIO = -2,       /* read/write/sync failed */
-  RBL_EINVAL = -3,    /* bad argument or malformed input */
+  RBL_EIO = -2,    /* read/write/sync failed */
+  RBL_EINVAL = -3, /* bad argument or malformed input */
   RBL_ETIMEDOUT = -4,
   RBL_ECANCELED = -5,
-  RBL_ETOOBIG = -6,   /* a size cap was hit */
-  RBL_EPROTO = -7,    /* malformed reply from a peer */
-  RBL_ECONNECT = -8,  /* could not reach the endpoint */
+  RBL_ETOOBIG = -6,  /* a size cap was hit */
+  RBL_EPROTO = -7,   /* malformed reply from a peer */
+  RBL_ECONNECT = -8, /* could not reach the endpoint */
   RBL_ETLS = -9,
   RBL_ENOTFOUND = -10,
-  RBL_EDENIED = -11,  /* permission denied (file, socket, API 401/403) */
-  RBL_ELOCKED = -12,  /* a lock is held by someone else */
-  RBL_ENOSPC = -13,   /* disk full */
-  RBL_EROFS = -14,    /* read-only file system */
+  RBL_EDENIED = -11, /* permission denied (file, socket, API 401/403) */
+  RBL_ELOCKED = -12, /* a lock is held by someone else */
+  RBL_ENOSPC = -13,  /* disk full */
+  RBL_EROFS = -14,   /* read-only file system */
   RBL_ECONFLICT = -15,
   RBL_EREFUSED = -16, /* tenant scope or sandbox refusal */
 };

@@ -13,8 +13,10 @@ int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg)
 static int usage(const char *fmt, const char *arg) {
   fputs("rbl: rollback: ", stderr);
   fprintf(stderr, fmt, arg);
-  fputs("\nusage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T]... [--config FILE]"
-        " [--report FILE] [--audit-key FILE] [--quiet]\n", stderr);
+  fputs("\nusage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T]... [--config "
+        "FILE]"
+        " [--report FILE] [--audit-key FILE] [--quiet]\n",
+        stderr);
   return 2;
 }
 
@@ -41,7 +43,8 @@ static int scan_chain(const char *path, rbl_run_opts *o, char **incident, int wa
       cJSON_ArrayForEach(t, ts) {
         const char *name = cJSON_GetStringValue(t);
         int dup = 0;
-        for (int i = 0; name && i < o->ntenants; i++) dup |= !strcmp(o->tenants[i], name);
+        for (int i = 0; name && i < o->ntenants; i++)
+          dup |= !strcmp(o->tenants[i], name);
         if (name && !dup && o->ntenants < 64) o->tenants[o->ntenants++] = strdup(name);
       }
     }
@@ -64,21 +67,32 @@ int rbl_cmd_rollback(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--dry-run")) o.dry_run = 1;
-    else if (!strcmp(a, "--force")) force = 1;
-    else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) o.quiet = 1;
+    if (!strcmp(a, "--dry-run"))
+      o.dry_run = 1;
+    else if (!strcmp(a, "--force"))
+      force = 1;
+    else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
+      o.quiet = 1;
     else if (!strcmp(a, "--audit") || !strcmp(a, "--tenant") || !strcmp(a, "--config") ||
              !strcmp(a, "--report") || !strcmp(a, "--audit-key")) {
       if (!v) return usage("%s needs a value", a);
-      if (!strcmp(a, "--audit")) o.audit_path = v;
-      else if (!strcmp(a, "--config")) o.config_path = v;
-      else if (!strcmp(a, "--report")) o.report_path = v;
-      else if (!strcmp(a, "--audit-key")) o.audit_key = v;
-      else if (o.ntenants < 64) o.tenants[o.ntenants++] = v;
+      if (!strcmp(a, "--audit"))
+        o.audit_path = v;
+      else if (!strcmp(a, "--config"))
+        o.config_path = v;
+      else if (!strcmp(a, "--report"))
+        o.report_path = v;
+      else if (!strcmp(a, "--audit-key"))
+        o.audit_key = v;
+      else if (o.ntenants < 64)
+        o.tenants[o.ntenants++] = v;
       i++;
-    } else if (a[0] == '-') return usage("unknown option %s", a);
-    else if (!chain) chain = a;
-    else return usage("unexpected argument %s", a);
+    } else if (a[0] == '-')
+      return usage("unknown option %s", a);
+    else if (!chain)
+      chain = a;
+    else
+      return usage("unexpected argument %s", a);
   }
   if (!chain) return usage("missing the audit %s", "PATH");
   char *incident = NULL;
@@ -98,7 +112,8 @@ int rbl_cmd_rollback(int argc, char **argv) {
   /* flags, the chain rollbacks are recorded on, the chain to undo: one per line */
   snprintf(arg, sizeof arg, "%s\n%s\n%s", force ? "force" : "", o.audit_path, chain);
   rc = rbl__run_embedded(&o, "rbl.rollback_main", arg);
-  for (int i = given; i < o.ntenants; i++) free((char *)o.tenants[i]);
+  for (int i = given; i < o.ntenants; i++)
+    free((char *)o.tenants[i]);
   free(incident);
   return rc;
 }

@@ -47,7 +47,10 @@ static char *read_file(const char *path, size_t cap, size_t *len, char *err, siz
   int rerr = ferror(f);
   fclose(f);
   if (!buf || rerr || n > cap) {
-    snprintf(err, errlen, "%s: %s", path, !buf ? "out of memory" : rerr ? "read error" : "file too large");
+    snprintf(err, errlen, "%s: %s", path,
+             !buf   ? "out of memory"
+             : rerr ? "read error"
+                    : "file too large");
     free(buf);
     return NULL;
   }
@@ -61,7 +64,8 @@ static void sha256_hex(const char *data, size_t len, char out[72]) {
   unsigned int n = 0;
   EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
   strcpy(out, "sha256:");
-  for (unsigned i = 0; i < n; i++) snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+  for (unsigned i = 0; i < n; i++)
+    snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
 }
 
 static int valid_id(const char *s, int maxlen) {
@@ -69,8 +73,8 @@ static int valid_id(const char *s, int maxlen) {
   if (!s[0] || s[0] == '.' || s[0] == '-') return 0;
   for (; *s; s++, n++) {
     char c = *s;
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '-' || c == '_' || c == '.'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_' || c == '.'))
       return 0;
   }
   return n <= maxlen;
@@ -122,8 +126,8 @@ static int load_config(rbl_engine *e, const char *path) {
      * the environment's own-globals table by iterating with the generic pairs. */
     lua_pop(L, 1);
     lua_newtable(L);
-    static const char *const keys[] = {"tenants", "exec", "limits", "labels", "docker", "kube",
-      "secrets", "namespaces", NULL};
+    static const char *const keys[] = {"tenants", "exec",    "limits",     "labels", "docker",
+                                       "kube",    "secrets", "namespaces", NULL};
     for (const char *const *k = keys; *k; k++) {
       lua_getfield(L, -2, *k);
       lua_setfield(L, -2, *k);
@@ -154,7 +158,8 @@ static void apply_limits(rbl_engine *e) {
   l->step_timeout = cfg_number(L, "limits", "step_timeout", l->step_timeout);
   l->run_timeout = cfg_number(L, "limits", "run_timeout", l->run_timeout);
   l->output = (size_t)cfg_number(L, "limits", "output_kb", (double)(l->output >> 10)) << 10;
-  l->exec_output = (size_t)cfg_number(L, "limits", "exec_output_kb", (double)(l->exec_output >> 10)) << 10;
+  l->exec_output = (size_t)cfg_number(L, "limits", "exec_output_kb", (double)(l->exec_output >> 10))
+                   << 10;
   if (l->memory < (8u << 20)) l->memory = 8u << 20;
   e->mem_cap = l->memory;
 }
@@ -214,7 +219,8 @@ static int resolve_tenants(rbl_engine *e, rbl_run_opts *o) {
       if (!matched) return fail(2, "--tenant '%s' matches no tenant the config knows", t);
       continue;
     }
-    if (!valid_tenant(t)) return fail(2, "--tenant '%s': not a valid tenant name (a-z, 0-9, '-', at most 63)", t);
+    if (!valid_tenant(t))
+      return fail(2, "--tenant '%s': not a valid tenant name (a-z, 0-9, '-', at most 63)", t);
     if (nknown > 0) {
       int found = 0;
       for (int k = 1; k <= nknown && !found; k++) {
@@ -351,12 +357,17 @@ static void push_info(run_ctx *c) {
 
 static int open_audit(run_ctx *c) {
   rbl_run_opts *o = c->o;
-  if (o->audit_path) snprintf(c->audit_path, sizeof c->audit_path, "%s", o->audit_path);
-  else snprintf(c->audit_path, sizeof c->audit_path, "audit/%s.jsonl", c->incident);
+  if (o->audit_path)
+    snprintf(c->audit_path, sizeof c->audit_path, "%s", o->audit_path);
+  else
+    snprintf(c->audit_path, sizeof c->audit_path, "audit/%s.jsonl", c->incident);
   if (mkdir_parent(c->audit_path) != 0)
     return fail(4, "audit: cannot create the directory of %s: %s", c->audit_path, strerror(errno));
-  rbl_audit_opts ao = {.path = c->audit_path, .incident = c->incident, .run = c->run_id,
-                       .hmac_key_file = o->audit_key, .sign_key_file = o->sign_key};
+  rbl_audit_opts ao = {.path = c->audit_path,
+                       .incident = c->incident,
+                       .run = c->run_id,
+                       .hmac_key_file = o->audit_key,
+                       .sign_key_file = o->sign_key};
   char err[512];
   int rc = rbl_audit_open(&c->e->audit, &ao, err, sizeof err);
   if (rc != 0) return fail(rc == RBL_EINVAL || rc == RBL_EDENIED ? 2 : 4, "%s", err);
@@ -385,7 +396,8 @@ static cJSON *run_start_record(run_ctx *c) {
   cJSON *argv = cJSON_AddArrayToObject(r, "argv");
   cJSON_AddItemToArray(argv, cJSON_CreateString("rbl"));
   cJSON_AddItemToArray(argv, cJSON_CreateString(c->cmd ? c->cmd : "run"));
-  for (int i = 0; i < c->o->argc; i++) cJSON_AddItemToArray(argv, cJSON_CreateString(c->o->argv[i]));
+  for (int i = 0; i < c->o->argc; i++)
+    cJSON_AddItemToArray(argv, cJSON_CreateString(c->o->argv[i]));
   cJSON_AddBoolToObject(r, "dry_run", c->o->dry_run);
   cJSON_AddStringToObject(r, "started_at", c->started);
   return r;
@@ -424,8 +436,10 @@ static int write_report(run_ctx *c, const char *killed) {
   lua_remove(L, -2);
   lua_pushvalue(L, -2);
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.info");
-  if (killed) lua_pushstring(L, killed);
-  else lua_pushnil(L);
+  if (killed)
+    lua_pushstring(L, killed);
+  else
+    lua_pushnil(L);
   if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
     fail(0, "report: %s", luaL_tolstring(L, -1, NULL));
     lua_pop(L, 2);
@@ -498,8 +512,10 @@ static char *dir_of(const char *file) {
   char real[4096];
   if (!realpath(file, real)) return strdup(".");
   char *slash = strrchr(real, '/');
-  if (slash == real) slash[1] = 0;
-  else if (slash) *slash = 0;
+  if (slash == real)
+    slash[1] = 0;
+  else if (slash)
+    *slash = 0;
   return strdup(real);
 }
 
@@ -526,7 +542,8 @@ static int drive_run(run_ctx *c) {
   if (!e->killed && rbl_audit_sync(e->audit) != 0)
     rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
   rbl__progress(e, "rbl: %s  tenant %s  incident %s%s", c->default_id,
-                e->root.tenant ? e->root.tenant : "(several)", c->incident, o->dry_run ? "  [dry run]" : "");
+                e->root.tenant ? e->root.tenant : "(several)", c->incident,
+                o->dry_run ? "  [dry run]" : "");
   lua_State *L = e->L;
   lua_pushvalue(L, -2); /* keep the book below: main, book, chunk, book */
   lua_insert(L, -4);
@@ -537,8 +554,8 @@ static int drive_run(run_ctx *c) {
     if (st == LUA_OK && lua_tostring(L, -1)) {
       snprintf(outbuf, sizeof outbuf, "%s", lua_tostring(L, -1));
       outcome = outbuf;
-    }
-    else if (!e->killed) fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
+    } else if (!e->killed)
+      fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
   }
   lua_settop(L, 1);
   e->ended = 1;
@@ -567,14 +584,18 @@ int rbl_cmd_run(rbl_run_opts *o) {
   gen_run_id(c.run_id);
   if (o->incident && !valid_id(o->incident, 128)) {
     free(c.src);
-    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)", o->incident);
+    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)",
+                o->incident);
   }
   snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
   iso_now(c.started);
   default_id_of(o->file, c.default_id);
   int rc = prepare_run(&c);
   rbl_engine *e = c.e;
-  if (!e) { free(c.src); return rc; }
+  if (!e) {
+    free(c.src);
+    return rc;
+  }
   if (!rc) rc = load_runbook(&c);
   if (!rc) rc = open_audit(&c);
   if (rc) {
@@ -652,7 +673,10 @@ static char *repl_read(const char *prompt) {
   char *line = NULL;
   size_t cap = 0;
   ssize_t n = getline(&line, &cap, stdin);
-  if (n < 0) { free(line); return NULL; }
+  if (n < 0) {
+    free(line);
+    return NULL;
+  }
   if (n > 0 && line[n - 1] == '\n') line[n - 1] = 0;
   return line;
 }
@@ -712,7 +736,8 @@ int rbl_cmd_repl(rbl_run_opts *o) {
   sha256_hex("", 0, c.sha);
   gen_run_id(c.run_id);
   if (o->incident && !valid_id(o->incident, 128))
-    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)", o->incident);
+    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)",
+                o->incident);
   snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
   iso_now(c.started);
   snprintf(c.default_id, sizeof c.default_id, "repl");
@@ -740,7 +765,7 @@ int rbl_cmd_repl(rbl_run_opts *o) {
   }
   rbl_sandbox_push_env(L); /* entry, book, env */
   lua_replace(L, 1);
-  lua_settop(L, 1);        /* env */
+  lua_settop(L, 1); /* env */
   rbl__audit(e, run_start_record(&c));
   rbl_audit_sync(e->audit);
   char prompt[128];
@@ -783,13 +808,15 @@ static int sha256_file(const char *path, char out[72]) {
   unsigned int n = 0;
   size_t got;
   EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-  while ((got = fread(buf, 1, sizeof buf, f)) > 0) EVP_DigestUpdate(md, buf, got);
+  while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+    EVP_DigestUpdate(md, buf, got);
   int bad = ferror(f);
   fclose(f);
   EVP_DigestFinal_ex(md, dig, &n);
   EVP_MD_CTX_free(md);
   strcpy(out, "sha256:");
-  for (unsigned i = 0; i < n; i++) snprintf(out + 7 + 2 * i, 3, "%02x", dig[i]);
+  for (unsigned i = 0; i < n; i++)
+    snprintf(out + 7 + 2 * i, 3, "%02x", dig[i]);
   return bad ? -1 : 0;
 }
 
@@ -805,7 +832,7 @@ static int load_embedded_main(run_ctx *c, const char *host_module, const char *a
   lua_getfield(L, -2, "main"); /* mod, book, main */
   lua_insert(L, -2);           /* mod, main, book */
   lua_remove(L, -3);
-  lua_pushstring(L, arg);      /* main, book, arg */
+  lua_pushstring(L, arg); /* main, book, arg */
   return 0;
 }
 
@@ -817,10 +844,12 @@ int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg)
   run_ctx c;
   memset(&c, 0, sizeof c);
   c.o = o;
-  if (sha256_file(o->file, c.sha) != 0) return fail(2, "cannot read %s: %s", o->file, strerror(errno));
+  if (sha256_file(o->file, c.sha) != 0)
+    return fail(2, "cannot read %s: %s", o->file, strerror(errno));
   gen_run_id(c.run_id);
   if (o->incident && !valid_id(o->incident, 128))
-    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)", o->incident);
+    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)",
+                o->incident);
   snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
   iso_now(c.started);
   const char *dot = strrchr(host_module, '.');

@@ -163,7 +163,8 @@ static int wrap_aux(lua_State *L) {
 static int sb_co_close(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   luaL_argexpected(L, co, 1, "coroutine");
-  if (!own_thread(L, 1)) return luaL_error(L, "cannot close a coroutine not created by coroutine.create/wrap");
+  if (!own_thread(L, 1))
+    return luaL_error(L, "cannot close a coroutine not created by coroutine.create/wrap");
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -215,7 +216,8 @@ static int sb_print(lua_State *L) {
   e->printed += len;
   size_t mlen;
   char *m = rbl__mask(e, out, len, &mlen);
-  if (fwrite(m ? m : out, 1, m ? mlen : len, stdout) == 0 && len) { /* stdout closed */ }
+  if (fwrite(m ? m : out, 1, m ? mlen : len, stdout) == 0 && len) { /* stdout closed */
+  }
   fflush(stdout);
   free(m);
   return 0;
@@ -223,7 +225,8 @@ static int sb_print(lua_State *L) {
 
 /* ---- load and require: text only, into the sandbox ---- */
 
-int rbl_sandbox_load(lua_State *L, const char *buf, size_t len, const char *chunkname, int env_idx) {
+int rbl_sandbox_load(lua_State *L, const char *buf, size_t len, const char *chunkname,
+                     int env_idx) {
   env_idx = lua_absindex(L, env_idx);
   if (len > 0 && buf[0] == LUA_SIGNATURE[0]) {
     lua_pushfstring(L, "%s: binary chunks are not allowed", chunkname);
@@ -267,7 +270,8 @@ static int read_module(lua_State *L, const char *dir, const char *name, char *pa
     return luaL_error(L, "require: bad module name '%s'", name);
   char rel[PATH_MAX];
   snprintf(rel, sizeof rel, "%s", name);
-  for (char *q = rel; *q; q++) if (*q == '.') *q = '/';
+  for (char *q = rel; *q; q++)
+    if (*q == '.') *q = '/';
   char want[PATH_MAX], real[PATH_MAX], realdir[PATH_MAX];
   if (snprintf(want, sizeof want, "%s/%s.lua", dir, rel) >= (int)sizeof want)
     return luaL_error(L, "require: module name too long");
@@ -288,12 +292,14 @@ static int read_module(lua_State *L, const char *dir, const char *name, char *pa
   return 1;
 }
 
-static void audit_module(lua_State *L, const char *name, const char *path, const char *src, size_t len) {
+static void audit_module(lua_State *L, const char *name, const char *path, const char *src,
+                         size_t len) {
   unsigned char md[32];
   unsigned int mdlen = 0;
   char hex[80] = "sha256:";
   EVP_Digest(src, len, md, &mdlen, EVP_sha256(), NULL);
-  for (unsigned i = 0; i < mdlen; i++) snprintf(hex + 7 + 2 * i, 3, "%02x", md[i]);
+  for (unsigned i = 0; i < mdlen; i++)
+    snprintf(hex + 7 + 2 * i, 3, "%02x", md[i]);
   cJSON *rec = cJSON_CreateObject();
   cJSON_AddStringToObject(rec, "kind", "module");
   cJSON_AddStringToObject(rec, "name", name);
@@ -304,7 +310,10 @@ static void audit_module(lua_State *L, const char *name, const char *path, const
 
 static int require_k(lua_State *L, int status, lua_KContext ctx) {
   /* stack: name, loaded, result */
-  if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushboolean(L, 1); }
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
   lua_pushvalue(L, -1);
   lua_setfield(L, 2, lua_tostring(L, 1));
   return 1;
@@ -384,7 +393,10 @@ static int sb_setmetatable(lua_State *L) {
  * code: handing them out let a runbook add __index/__tostring/__gc that host code then ran. */
 static int sb_getmetatable(lua_State *L) {
   luaL_checkany(L, 1);
-  if (!lua_getmetatable(L, 1)) { lua_pushnil(L); return 1; }
+  if (!lua_getmetatable(L, 1)) {
+    lua_pushnil(L);
+    return 1;
+  }
   if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL) return 1;
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.usermt");
   lua_pushvalue(L, -2);
@@ -428,7 +440,10 @@ static int sb_str_rep(lua_State *L) {
   return 1;
 }
 
-#define POLL_EVERY(i) do { if (((i) & 1023) == 0) rbl__poll_limits(L); } while (0)
+#define POLL_EVERY(i)                                                                              \
+  do {                                                                                             \
+    if (((i)&1023) == 0) rbl__poll_limits(L);                                                      \
+  } while (0)
 
 static int sb_tinsert(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -584,10 +599,11 @@ static void make_readonly(lua_State *L, int depth) {
 /* ---- building the environment ---- */
 
 const char *const rbl_sandbox_globals[] = {
-  "_G", "_VERSION", "assert", "collectgarbage", "coroutine", "error", "getmetatable",
-  "ipairs", "load", "math", "next", "os", "pairs", "pcall", "print", "rawequal", "rawget",
-  "rawlen", "rawset", "require", "select", "setmetatable", "string", "table", "tonumber",
-  "tostring", "type", "utf8", "xpcall", NULL};
+    "_G",           "_VERSION", "assert", "collectgarbage", "coroutine", "error",
+    "getmetatable", "ipairs",   "load",   "math",           "next",      "os",
+    "pairs",        "pcall",    "print",  "rawequal",       "rawget",    "rawlen",
+    "rawset",       "require",  "select", "setmetatable",   "string",    "table",
+    "tonumber",     "tostring", "type",   "utf8",           "xpcall",    NULL};
 
 static void copy_fields(lua_State *L, const char *lib, const char *const *names) {
   lua_newtable(L);
@@ -604,15 +620,18 @@ static void set_copy(lua_State *L, int G, const char *name) {
   lua_setfield(L, G, name);
 }
 
-static const char *const string_names[] = {"byte", "char", "format", "len", "lower", "pack",
-  "packsize", "rep", "reverse", "sub", "unpack", "upper", NULL};
-static const char *const table_names[] = {"concat", "insert", "move", "pack", "remove",
-  "sort", "unpack", NULL};
-static const char *const math_names[] = {"abs", "ceil", "cos", "deg", "exp", "floor", "fmod",
-  "huge", "log", "max", "maxinteger", "min", "mininteger", "modf", "pi", "rad", "random",
-  "randomseed", "sin", "sqrt", "tan", "tointeger", "type", "ult", "acos", "asin", "atan", NULL};
-static const char *const utf8_names[] = {"char", "charpattern", "codepoint", "codes", "len",
-  "offset", NULL};
+static const char *const string_names[] = {"byte",   "char",     "format", "len",     "lower",
+                                           "pack",   "packsize", "rep",    "reverse", "sub",
+                                           "unpack", "upper",    NULL};
+static const char *const table_names[] = {"concat", "insert", "move",   "pack",
+                                          "remove", "sort",   "unpack", NULL};
+static const char *const math_names[] = {
+    "abs",       "ceil", "cos",    "deg",        "exp",  "floor",      "fmod",
+    "huge",      "log",  "max",    "maxinteger", "min",  "mininteger", "modf",
+    "pi",        "rad",  "random", "randomseed", "sin",  "sqrt",       "tan",
+    "tointeger", "type", "ult",    "acos",       "asin", "atan",       NULL};
+static const char *const utf8_names[] = {"char", "charpattern", "codepoint", "codes",
+                                         "len",  "offset",      NULL};
 static const char *const os_names[] = {"clock", "date", "difftime", "time", NULL};
 static const char *const co_names[] = {"close", "isyieldable", "running", "status", "yield", NULL};
 
@@ -633,8 +652,10 @@ static int env_newindex(lua_State *L) {
 static int g_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "tenant")) {
     const char *t = rbl_task_tenant(L);
-    if (t) lua_pushstring(L, t);
-    else lua_pushnil(L);
+    if (t)
+      lua_pushstring(L, t);
+    else
+      lua_pushnil(L);
     return 1;
   }
   return 0;
@@ -665,12 +686,19 @@ void rbl_sandbox_push_env(lua_State *L) {
   int extras = lua_gettop(L);
   lua_newtable(L);
   int G = lua_gettop(L);
-  static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs", "select",
-    "tonumber", "tostring", "type", "rawequal", "rawlen", "rawget", "_VERSION", NULL};
-  for (const char *const *n = base; *n; n++) set_copy(L, G, *n);
-  static const luaL_Reg wrapped[] = {{"pcall", sb_pcall}, {"xpcall", sb_xpcall},
-    {"print", sb_print}, {"rawset", sb_rawset}, {"setmetatable", sb_setmetatable}, {"getmetatable", sb_getmetatable},
-    {"collectgarbage", sb_collectgarbage}, {NULL, NULL}};
+  static const char *const base[] = {"assert", "error",    "ipairs",   "next", "pairs",
+                                     "select", "tonumber", "tostring", "type", "rawequal",
+                                     "rawlen", "rawget",   "_VERSION", NULL};
+  for (const char *const *n = base; *n; n++)
+    set_copy(L, G, *n);
+  static const luaL_Reg wrapped[] = {{"pcall", sb_pcall},
+                                     {"xpcall", sb_xpcall},
+                                     {"print", sb_print},
+                                     {"rawset", sb_rawset},
+                                     {"setmetatable", sb_setmetatable},
+                                     {"getmetatable", sb_getmetatable},
+                                     {"collectgarbage", sb_collectgarbage},
+                                     {NULL, NULL}};
   for (const luaL_Reg *r = wrapped; r->name; r++) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, G, r->name);
@@ -678,8 +706,8 @@ void rbl_sandbox_push_env(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.stringlib");
   lua_setfield(L, G, "string"); /* already a protected proxy */
   copy_fields(L, "table", table_names);
-  static const luaL_Reg tpolled[] = {{"insert", sb_tinsert}, {"remove", sb_tremove},
-    {"move", sb_tmove}, {NULL, NULL}};
+  static const luaL_Reg tpolled[] = {
+      {"insert", sb_tinsert}, {"remove", sb_tremove}, {"move", sb_tmove}, {NULL, NULL}};
   for (const luaL_Reg *r = tpolled; r->name; r++) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, -2, r->name);

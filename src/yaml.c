@@ -12,8 +12,8 @@
  * of the document (anchors do not cross documents). */
 typedef struct yaml_anchor {
   char *name;
-  cJSON *node;  /* a private copy, duplicated on each alias */
-  long count;   /* nodes in node, charged again on each alias */
+  cJSON *node; /* a private copy, duplicated on each alias */
+  long count;  /* nodes in node, charged again on each alias */
   struct yaml_anchor *next;
 } yaml_anchor;
 
@@ -83,17 +83,20 @@ static int all_in(const char *s, const char *set) {
 static int is_float(const char *s) {
   if (*s == '-' || *s == '+') s++;
   int digits = 0;
-  while (*s >= '0' && *s <= '9') s++, digits++;
+  while (*s >= '0' && *s <= '9')
+    s++, digits++;
   if (*s == '.') {
     s++;
-    while (*s >= '0' && *s <= '9') s++, digits++;
+    while (*s >= '0' && *s <= '9')
+      s++, digits++;
   }
   if (!digits) return 0;
   if (*s == 'e' || *s == 'E') {
     s++;
     if (*s == '-' || *s == '+') s++;
     if (!(*s >= '0' && *s <= '9')) return 0;
-    while (*s >= '0' && *s <= '9') s++;
+    while (*s >= '0' && *s <= '9')
+      s++;
   }
   return *s == '\0';
 }

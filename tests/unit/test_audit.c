@@ -1,4 +1,5 @@
-/* The audit chain: writer, reopen/continue, tamper suite, MAC, Ed25519, torn tail, lock, full disk. */
+/* The audit chain: writer, reopen/continue, tamper suite, MAC, Ed25519, torn tail, lock, full disk.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -88,19 +89,23 @@ static int split(const char *data, size_t len, char ***lines) {
 
 static void join_to(const char *path, char **lines, int n) {
   FILE *f = fopen(path, "wb");
-  for (int i = 0; i < n; i++) fputs(lines[i], f);
+  for (int i = 0; i < n; i++)
+    fputs(lines[i], f);
   fclose(f);
 }
 
 static void free_lines(char **l, int n) {
-  for (int i = 0; i < n; i++) free(l[i]);
+  for (int i = 0; i < n; i++)
+    free(l[i]);
   free(l);
 }
 
 /* ---- writing chains ---- */
 
-static rbl_audit *open_chain(const char *path, const char *inc, const char *run, const char *key, const char *sign) {
-  rbl_audit_opts o = {.path = path, .incident = inc, .run = run, .hmac_key_file = key, .sign_key_file = sign};
+static rbl_audit *open_chain(const char *path, const char *inc, const char *run, const char *key,
+                             const char *sign) {
+  rbl_audit_opts o = {
+      .path = path, .incident = inc, .run = run, .hmac_key_file = key, .sign_key_file = sign};
   rbl_audit *a = NULL;
   char err[512] = "";
   int rc = rbl_audit_open(&a, &o, err, sizeof err);
@@ -124,7 +129,8 @@ static void add_call(rbl_audit *a, int call, const char *status) {
   cJSON *t = cJSON_AddObjectToObject(r, "target");
   cJSON_AddStringToObject(t, "kind", "configmap");
   cJSON_AddStringToObject(t, "name", "db-pool-config");
-  cJSON_AddItemToObject(r, "args", cJSON_Parse("{\"patch\":{\"data\":{\"max_connections\":\"500\"}}}"));
+  cJSON_AddItemToObject(r, "args",
+                        cJSON_Parse("{\"patch\":{\"data\":{\"max_connections\":\"500\"}}}"));
   assert_true(rbl_audit_append(a, r) >= 0);
   if (!status) return;
   r = cJSON_CreateObject();
@@ -133,19 +139,23 @@ static void add_call(rbl_audit *a, int call, const char *status) {
   cJSON_AddStringToObject(r, "status", status);
   cJSON_AddNumberToObject(r, "duration_ms", 12 + call);
   if (strcmp(status, "error") == 0)
-    cJSON_AddItemToObject(r, "error", cJSON_Parse("{\"code\":\"conflict\",\"message\":\"changed\\u001b[2J\"}"));
+    cJSON_AddItemToObject(r, "error",
+                          cJSON_Parse("{\"code\":\"conflict\",\"message\":\"changed\\u001b[2J\"}"));
   assert_true(rbl_audit_append(a, r) >= 0);
 }
 
 static void add_start(rbl_audit *a) {
-  cJSON *r = cJSON_Parse("{\"kind\":\"run_start\",\"tenants\":[\"prod-tenant-7\"],\"runbook\":{\"id\":\"db-conn\","
-                         "\"path\":\"runbooks/db.lua\",\"sha256\":\"sha256:00\"},\"modules\":[],\"rbl_version\":\"0.1.0\","
-                         "\"host\":\"ops-1\",\"user\":\"alice\",\"argv\":[\"rbl\",\"run\"],\"dry_run\":false}");
+  cJSON *r = cJSON_Parse(
+      "{\"kind\":\"run_start\",\"tenants\":[\"prod-tenant-7\"],\"runbook\":{\"id\":\"db-conn\","
+      "\"path\":\"runbooks/"
+      "db.lua\",\"sha256\":\"sha256:00\"},\"modules\":[],\"rbl_version\":\"0.1.0\","
+      "\"host\":\"ops-1\",\"user\":\"alice\",\"argv\":[\"rbl\",\"run\"],\"dry_run\":false}");
   assert_true(rbl_audit_append(a, r) >= 0);
 }
 
 /* One finished run of 2 + ncalls*2 + ncalls/10 + ncalls/7-ish records. */
-static void write_run(const char *path, const char *inc, const char *run, int ncalls, const char *key, const char *sign) {
+static void write_run(const char *path, const char *inc, const char *run, int ncalls,
+                      const char *key, const char *sign) {
   rbl_audit *a = open_chain(path, inc, run, key, sign);
   add_start(a);
   for (int i = 0; i < ncalls; i++) {
@@ -172,7 +182,8 @@ static int cli(const char *first, ...) {
   int argc = 0;
   va_list ap;
   va_start(ap, first);
-  for (const char *a = first; a && argc < 15; a = va_arg(ap, const char *)) argv[argc++] = (char *)a;
+  for (const char *a = first; a && argc < 15; a = va_arg(ap, const char *))
+    argv[argc++] = (char *)a;
   va_end(ap);
   argv[argc] = NULL;
   fflush(stdout);
@@ -195,9 +206,9 @@ static int cli(const char *first, ...) {
   return rc;
 }
 
-#define assert_out(s)                                                     \
-  do {                                                                    \
-    if (!strstr(out, (s))) fail_msg("output lacks \"%s\":\n%s", (s), out); \
+#define assert_out(s)                                                                              \
+  do {                                                                                             \
+    if (!strstr(out, (s))) fail_msg("output lacks \"%s\":\n%s", (s), out);                         \
   } while (0)
 
 static void verify_expect(const char *path, int want_rc, const char *want) {
@@ -246,9 +257,11 @@ static void test_write_reopen_continue(void **state) {
 static void test_writer_fields(void **state) {
   const char *path = P("audit/fields.jsonl"); /* the directory is created */
   rbl_audit *a = open_chain(path, "INC-F", "r", NULL, NULL);
-  cJSON *r = cJSON_Parse("{\"kind\":\"log\",\"seq\":99,\"hash\":\"x\",\"prev\":\"y\",\"message\":\"m\"}");
+  cJSON *r =
+      cJSON_Parse("{\"kind\":\"log\",\"seq\":99,\"hash\":\"x\",\"prev\":\"y\",\"message\":\"m\"}");
   assert_int_equal(rbl_audit_append(a, r), 0);
-  assert_int_equal(rbl_audit_append(a, cJSON_CreateArray()), RBL_EINVAL); /* no kind: refused, not fatal */
+  assert_int_equal(rbl_audit_append(a, cJSON_CreateArray()),
+                   RBL_EINVAL); /* no kind: refused, not fatal */
   cJSON *bad = cJSON_CreateObject();
   cJSON_AddStringToObject(bad, "kind", "log");
   cJSON_AddNumberToObject(bad, "x", 1.0 / 0.0);
@@ -287,13 +300,15 @@ static void test_tamper_flip_every_7th(void **state) {
   int checked = 0;
   for (size_t pos = 0; pos < len; pos += 7) {
     int line = 1;
-    for (size_t i = 0; i < pos; i++) line += data[i] == '\n';
+    for (size_t i = 0; i < pos; i++)
+      line += data[i] == '\n';
     data[pos] ^= 0x01;
     spit(bad, data, len, 0600);
     data[pos] ^= 0x01;
     snprintf(want, sizeof want, "BROKEN at line %d", line);
     int rc = cli("verify", bad, NULL);
-    if (rc != 1 || !strstr(out, want)) fail_msg("flip at byte %zu (line %d): exit %d\n%s", pos, line, rc, out);
+    if (rc != 1 || !strstr(out, want))
+      fail_msg("flip at byte %zu (line %d): exit %d\n%s", pos, line, rc, out);
     checked++;
   }
   assert_true(checked > 1000);
@@ -378,7 +393,8 @@ static void test_tamper_insert_and_splice(void **state) {
   /* insert line 100 of the other chain (seq 99, valid hash) before line 100 */
   char *ins = line_of(other, 100);
   char *at = data;
-  for (int i = 1; i < 100; i++) at = strchr(at, '\n') + 1;
+  for (int i = 1; i < 100; i++)
+    at = strchr(at, '\n') + 1;
   FILE *f = fopen(bad, "wb");
   fwrite(data, 1, (size_t)(at - data), f);
   fputs(ins, f);
@@ -388,7 +404,8 @@ static void test_tamper_insert_and_splice(void **state) {
   /* replace line 30 by the foreign incident's line 30 */
   char *fl = line_of(foreign, 30);
   at = data;
-  for (int i = 1; i < 30; i++) at = strchr(at, '\n') + 1;
+  for (int i = 1; i < 30; i++)
+    at = strchr(at, '\n') + 1;
   char *next = strchr(at, '\n') + 1;
   f = fopen(bad, "wb");
   fwrite(data, 1, (size_t)(at - data), f);
@@ -499,7 +516,8 @@ static void test_torn_first_write(void **state) {
 /* ---- MAC and signatures ---- */
 
 static void test_hmac(void **state) {
-  const char *key = P("hmac.key"), *wrong = P("wrong.key"), *path = P("mac.jsonl"), *loose = P("loose.key");
+  const char *key = P("hmac.key"), *wrong = P("wrong.key"), *path = P("mac.jsonl"),
+             *loose = P("loose.key");
   spit(key, "0123456789abcdef0123456789abcdef", 32, 0600);
   spit(wrong, "0123456789abcdef0123456789abcdeX", 32, 0600);
   write_run(path, "INC-M", "r", 5, key, NULL);
@@ -515,7 +533,8 @@ static void test_hmac(void **state) {
   char *canon = rbl_jcs_string(j, NULL);
   unsigned char md[32];
   unsigned mdlen = 0;
-  HMAC(EVP_sha256(), "0123456789abcdef0123456789abcdef", 32, (unsigned char *)canon, strlen(canon), md, &mdlen);
+  HMAC(EVP_sha256(), "0123456789abcdef0123456789abcdef", 32, (unsigned char *)canon, strlen(canon),
+       md, &mdlen);
   char hex[65];
   rbl_audit_hex(md, 32, hex);
   assert_string_equal(want + 12, hex);
@@ -607,7 +626,8 @@ static void test_full_disk(void **state) {
   const char *mnt = P("tmpfs");
   mkdir(mnt, 0700);
   if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, "size=64k") != 0) {
-    print_message("SKIP: the full-disk test needs root and mount(2) of a tmpfs: %s\n", strerror(errno));
+    print_message("SKIP: the full-disk test needs root and mount(2) of a tmpfs: %s\n",
+                  strerror(errno));
     skip();
   }
   char path[300], err[512];
@@ -617,7 +637,8 @@ static void test_full_disk(void **state) {
   memset(big, 'x', sizeof big - 1);
   big[sizeof big - 1] = '\0';
   int64_t rc = 0;
-  for (int i = 0; i < 1000 && rc >= 0; i++) rc = add(a, "log", "message", big);
+  for (int i = 0; i < 1000 && rc >= 0; i++)
+    rc = add(a, "log", "message", big);
   assert_int_equal(rc, RBL_ENOSPC);
   snprintf(err, sizeof err, "audit: %s: No space left on device", path);
   assert_string_equal(rbl_audit_error(a), err);
@@ -652,8 +673,9 @@ static void test_show(void **state) {
   write_run(path, "INC-SHOW", "run-1", 5, NULL, NULL);
   rbl_audit *a = open_chain(path, "INC-SHOW", "run-2", NULL, NULL);
   add_start(a);
-  cJSON *r = cJSON_Parse("{\"kind\":\"refused\",\"prim\":\"kube_patch\",\"tenant\":\"prod-tenant-8\","
-                         "\"reason\":\"namespace prod-tenant-8 is outside tenant prod-tenant-7\"}");
+  cJSON *r =
+      cJSON_Parse("{\"kind\":\"refused\",\"prim\":\"kube_patch\",\"tenant\":\"prod-tenant-8\","
+                  "\"reason\":\"namespace prod-tenant-8 is outside tenant prod-tenant-7\"}");
   assert_true(rbl_audit_append(a, r) >= 0);
   add_call(a, 9, NULL);
   assert_int_equal(rbl_audit_close(a), 0);

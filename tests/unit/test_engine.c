@@ -58,8 +58,9 @@ static void test_env_is_exactly_the_allow_list(void **state) {
     assert_int_equal(run_sandboxed(e, src), LUA_OK);
     assert_true(lua_toboolean(e->L, -1));
   }
-  static const char *const absent[] = {"io", "debug", "package", "dofile", "loadfile",
-                                       "os.execute", "os.getenv", "string.dump", "os.exit", NULL};
+  static const char *const absent[] = {"io",       "debug",      "package",   "dofile",
+                                       "loadfile", "os.execute", "os.getenv", "string.dump",
+                                       "os.exit",  NULL};
   for (const char *const *n = absent; *n; n++) {
     char src[160];
     snprintf(src, sizeof src, "return (function() return %s end)() == nil", *n);
@@ -103,7 +104,8 @@ static void test_own_globals_work(void **state) {
 
 static void test_allocator_cap_kills_even_under_pcall(void **state) {
   rbl_engine *e = engine(8);
-  int st = run_sandboxed(e, "local t = {} pcall(function() for i = 1, 1e9 do t[i] = ('x'):rep(1000) .. i end end) return 'survived'");
+  int st = run_sandboxed(e, "local t = {} pcall(function() for i = 1, 1e9 do t[i] = "
+                            "('x'):rep(1000) .. i end end) return 'survived'");
   assert_int_not_equal(st, LUA_OK);
   assert_int_equal(e->killed, RBL_KILL_LIMIT);
   assert_non_null(strstr(e->kill_msg, "memory limit"));
@@ -176,8 +178,9 @@ static void test_waits_resume_with_pushed_values(void **state) {
 static void test_group_runs_concurrently_and_keeps_order(void **state) {
   rbl_engine *e = bridge_engine();
   uint64_t t0 = uv_hrtime();
-  int st = run_host(e, "local fns = {} for i = 1, 50 do fns[i] = function() wait_ms(50) return i end end "
-                       "local r, errs, n = run_all(fns, {concurrency = 50}) return r[1] + r[50] + n");
+  int st = run_host(
+      e, "local fns = {} for i = 1, 50 do fns[i] = function() wait_ms(50) return i end end "
+         "local r, errs, n = run_all(fns, {concurrency = 50}) return r[1] + r[50] + n");
   assert_int_equal(st, LUA_OK);
   assert_int_equal(lua_tointeger(e->L, -1), 51);
   assert_true(uv_hrtime() - t0 < 1000000000ull); /* 50 x 50 ms in well under a second */
@@ -186,8 +189,9 @@ static void test_group_runs_concurrently_and_keeps_order(void **state) {
 
 static void test_group_timeout_cancels_each_wait_once(void **state) {
   rbl_engine *e = bridge_engine();
-  int st = run_host(e, "local fns = {} for i = 1, 5 do fns[i] = function() wait_ms(10000) end end "
-                       "local r, errs, n = run_all(fns, {timeout = 0.05}) return n .. ' ' .. errs[1].code");
+  int st = run_host(
+      e, "local fns = {} for i = 1, 5 do fns[i] = function() wait_ms(10000) end end "
+         "local r, errs, n = run_all(fns, {timeout = 0.05}) return n .. ' ' .. errs[1].code");
   assert_int_equal(st, LUA_OK);
   assert_string_equal(lua_tostring(e->L, -1), "5 timeout");
   assert_int_equal(cancels, 5);
@@ -197,8 +201,9 @@ static void test_group_timeout_cancels_each_wait_once(void **state) {
 
 static void test_nested_cancel_reaches_grandchildren(void **state) {
   rbl_engine *e = bridge_engine();
-  int st = run_host(e, "local r, errs, n = run_all({function() run_all({function() wait_ms(10000) end, "
-                       "function() wait_ms(10000) end}) end}, {timeout = 0.05}) return n");
+  int st =
+      run_host(e, "local r, errs, n = run_all({function() run_all({function() wait_ms(10000) end, "
+                  "function() wait_ms(10000) end}) end}, {timeout = 0.05}) return n");
   assert_int_equal(st, LUA_OK);
   assert_int_equal(cancels, 2);
   rbl__engine_free(e);
@@ -215,7 +220,9 @@ static void test_deadlock_is_detected(void **state) {
 
 static void test_waiting_inside_a_user_coroutine_is_refused(void **state) {
   rbl_engine *e = bridge_engine();
-  assert_int_equal(run_host(e, "local ok, err = coroutine.resume(coroutine.create(function() return wait_ms(1) end)) return tostring(err)"), LUA_OK);
+  assert_int_equal(run_host(e, "local ok, err = coroutine.resume(coroutine.create(function() "
+                               "return wait_ms(1) end)) return tostring(err)"),
+                   LUA_OK);
   /* Host coroutines share the check: a wait needs the scheduler's own task. */
   assert_non_null(strstr(lua_tostring(e->L, -1), "coroutine"));
   rbl__engine_free(e);
@@ -223,16 +230,16 @@ static void test_waiting_inside_a_user_coroutine_is_refused(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_env_is_exactly_the_allow_list),
-    cmocka_unit_test(test_globals_and_libraries_are_read_only),
-    cmocka_unit_test(test_own_globals_work),
-    cmocka_unit_test(test_allocator_cap_kills_even_under_pcall),
-    cmocka_unit_test(test_waits_resume_with_pushed_values),
-    cmocka_unit_test(test_group_runs_concurrently_and_keeps_order),
-    cmocka_unit_test(test_group_timeout_cancels_each_wait_once),
-    cmocka_unit_test(test_nested_cancel_reaches_grandchildren),
-    cmocka_unit_test(test_deadlock_is_detected),
-    cmocka_unit_test(test_waiting_inside_a_user_coroutine_is_refused),
+      cmocka_unit_test(test_env_is_exactly_the_allow_list),
+      cmocka_unit_test(test_globals_and_libraries_are_read_only),
+      cmocka_unit_test(test_own_globals_work),
+      cmocka_unit_test(test_allocator_cap_kills_even_under_pcall),
+      cmocka_unit_test(test_waits_resume_with_pushed_values),
+      cmocka_unit_test(test_group_runs_concurrently_and_keeps_order),
+      cmocka_unit_test(test_group_timeout_cancels_each_wait_once),
+      cmocka_unit_test(test_nested_cancel_reaches_grandchildren),
+      cmocka_unit_test(test_deadlock_is_detected),
+      cmocka_unit_test(test_waiting_inside_a_user_coroutine_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

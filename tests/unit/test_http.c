@@ -31,8 +31,12 @@ __attribute__((weak)) int rbl_wait_yield(lua_State *L, void *w) { return 0; }
 __attribute__((weak)) void rbl_wait_done(void *w) {}
 __attribute__((weak)) void *rbl_engine_of(lua_State *L) { return NULL; }
 __attribute__((weak)) void *rbl_engine_http(void *e) { return NULL; }
-__attribute__((weak)) int rbl_raise(lua_State *L, const char *code, const char *fmt, ...) { return 0; }
-__attribute__((weak)) int rbl_host_call_check_http(lua_State *L, int idx, const char *m) { return 0; }
+__attribute__((weak)) int rbl_raise(lua_State *L, const char *code, const char *fmt, ...) {
+  return 0;
+}
+__attribute__((weak)) int rbl_host_call_check_http(lua_State *L, int idx, const char *m) {
+  return 0;
+}
 
 /* ---- a tiny HTTP/1.1 server ---- */
 
@@ -43,10 +47,10 @@ typedef struct conn {
   srv *s;
   char *buf;
   size_t len, cap;
-  int handles;      /* uv handles still open; freed at 0 */
+  int handles; /* uv handles still open; freed at 0 */
   int closing;
-  int close_after;  /* Connection: close */
-  char pending[256];/* the response path waiting on the delay timer */
+  int close_after;   /* Connection: close */
+  char pending[256]; /* the response path waiting on the delay timer */
   struct conn *next;
 } conn;
 
@@ -54,8 +58,8 @@ struct srv {
   uv_tcp_t tcp;
   uv_loop_t *loop;
   int port;
-  int conns;        /* connections accepted */
-  int open;         /* connections still open */
+  int conns; /* connections accepted */
+  int open;  /* connections still open */
   int reqs;
   int status_hits;
   conn *list;
@@ -241,7 +245,8 @@ static void srv_start(srv *s, uv_loop_t *loop) {
 }
 
 static void srv_stop(srv *s) {
-  while (s->list) conn_close(s->list);
+  while (s->list)
+    conn_close(s->list);
   uv_close((uv_handle_t *)&s->tcp, NULL);
 }
 
@@ -315,13 +320,15 @@ static int teardown(void **state) {
 
 static int run_until(fx *f, int *counter, int want, int max_ms) {
   uint64_t t0 = uv_now(&f->loop);
-  while (*counter < want && uv_now(&f->loop) - t0 < (uint64_t)max_ms) uv_run(&f->loop, UV_RUN_ONCE);
+  while (*counter < want && uv_now(&f->loop) - t0 < (uint64_t)max_ms)
+    uv_run(&f->loop, UV_RUN_ONCE);
   return *counter >= want;
 }
 
 static void run_for(fx *f, int ms) {
   uint64_t t0 = uv_now(&f->loop);
-  while (uv_now(&f->loop) - t0 < (uint64_t)ms) uv_run(&f->loop, UV_RUN_ONCE);
+  while (uv_now(&f->loop) - t0 < (uint64_t)ms)
+    uv_run(&f->loop, UV_RUN_ONCE);
 }
 
 static void url(fx *f, char *buf, size_t n, const char *path) {
@@ -357,7 +364,12 @@ static void test_post_binary(void **state) {
   char u[128];
   url(f, u, sizeof u, "/echo");
   const char *hdrs[] = {"Content-Type: application/octet-stream"};
-  rbl_http_req rq = {.method = "POST", .url = u, .body = "abc\0def", .body_len = 7, .headers = hdrs, .nheaders = 1};
+  rbl_http_req rq = {.method = "POST",
+                     .url = u,
+                     .body = "abc\0def",
+                     .body_len = 7,
+                     .headers = hdrs,
+                     .nheaders = 1};
   result r = {0};
   start(f, &rq, &r, NULL);
   assert_true(run_until(f, &r.called, 1, 5000));
@@ -482,7 +494,8 @@ static void test_cancel(void **state) {
   rq.retries = 5;
   f->s.status_hits = 0;
   start(f, &rq, &r, &op);
-  while (f->s.status_hits < 1) uv_run(&f->loop, UV_RUN_ONCE);
+  while (f->s.status_hits < 1)
+    uv_run(&f->loop, UV_RUN_ONCE);
   run_for(f, 30);
   rbl_http_cancel(op);
   run_for(f, 500);
@@ -580,7 +593,10 @@ static void test_bad_input(void **state) {
 
 static void test_unix_missing(void **state) {
   fx *f = *state;
-  rbl_http_req rq = {.method = "GET", .url = "http://localhost/_ping", .unix_socket = "/tmp/rbl-test-missing.sock", .retries = 1};
+  rbl_http_req rq = {.method = "GET",
+                     .url = "http://localhost/_ping",
+                     .unix_socket = "/tmp/rbl-test-missing.sock",
+                     .retries = 1};
   result r = {0};
   unlink("/tmp/rbl-test-missing.sock");
   start(f, &rq, &r, NULL);
@@ -613,10 +629,12 @@ static void test_unix_denied(void **state) {
     rbl_http_req rq = {.method = "GET", .url = "http://localhost/_ping", .unix_socket = path};
     result r = {0};
     rbl_http_start(h, &rq, on_result, &r, NULL);
-    while (!r.called) uv_run(&loop, UV_RUN_ONCE);
+    while (!r.called)
+      uv_run(&loop, UV_RUN_ONCE);
     rbl_http_close(h);
     uv_run(&loop, UV_RUN_DEFAULT);
-    int ok = r.err == RBL_EDENIED && strcmp(r.errmsg, "connect to /tmp/rbl-test-denied.sock: Permission denied") == 0;
+    int ok = r.err == RBL_EDENIED &&
+             strcmp(r.errmsg, "connect to /tmp/rbl-test-denied.sock: Permission denied") == 0;
     if (!ok) fprintf(stderr, "denied: err %d msg %s\n", r.err, r.errmsg);
     _exit(ok ? 0 : 1);
   }
@@ -633,7 +651,10 @@ static void test_docker_ping(void **state) {
   fx *f = *state;
   struct stat st;
   if (stat("/var/run/docker.sock", &st) != 0) skip();
-  rbl_http_req rq = {.method = "GET", .url = "http://localhost/_ping", .unix_socket = "/var/run/docker.sock", .timeout_ms = 5000};
+  rbl_http_req rq = {.method = "GET",
+                     .url = "http://localhost/_ping",
+                     .unix_socket = "/var/run/docker.sock",
+                     .timeout_ms = 5000};
   result r = {0};
   for (int i = 0; i < 3; i++) {
     start(f, &rq, &r, NULL);
@@ -656,12 +677,14 @@ static void test_concurrent(void **state) {
   static result rs[N];
   memset(rs, 0, sizeof rs);
   int done = 0;
-  for (int i = 0; i < N; i++) start(f, &rq, &rs[i], NULL);
+  for (int i = 0; i < N; i++)
+    start(f, &rq, &rs[i], NULL);
   uint64_t t0 = uv_now(&f->loop);
   while (done < N && uv_now(&f->loop) - t0 < 10000) {
     uv_run(&f->loop, UV_RUN_ONCE);
     done = 0;
-    for (int i = 0; i < N; i++) done += rs[i].called;
+    for (int i = 0; i < N; i++)
+      done += rs[i].called;
   }
   assert_int_equal(done, N);
   for (int i = 0; i < N; i++) {
@@ -689,13 +712,15 @@ static void test_close_in_flight(void **state) {
   url(f, u, sizeof u, "/slow/200");
   rbl_http_req rq = {.method = "GET", .url = u, .retries = 1};
   result r[5] = {{0}};
-  for (int i = 0; i < 5; i++) start(f, &rq, &r[i], NULL);
+  for (int i = 0; i < 5; i++)
+    start(f, &rq, &r[i], NULL);
   int zero = 0;
   run_until(f, &zero, 1, 50);
   rbl_http_close(f->h);
   f->h = NULL;
   run_for(f, 400);
-  for (int i = 0; i < 5; i++) assert_int_equal(r[i].called, 0);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(r[i].called, 0);
 }
 
 /* ---- TLS against openssl s_server with a CA made here ---- */
@@ -749,8 +774,8 @@ static pid_t s_server(int port, const char *verify) {
     int null = open("/dev/null", O_WRONLY);
     dup2(null, 1);
     dup2(null, 2);
-    execlp("openssl", "openssl", "s_server", "-accept", acc, "-cert", cert, "-key", key, "-CAfile", ca,
-           verify, "1", "-www", "-quiet", (char *)NULL);
+    execlp("openssl", "openssl", "s_server", "-accept", acc, "-cert", cert, "-key", key, "-CAfile",
+           ca, verify, "1", "-www", "-quiet", (char *)NULL);
     _exit(127);
   }
   return pid;
@@ -759,7 +784,9 @@ static pid_t s_server(int port, const char *verify) {
 static int wait_port(int port) {
   for (int i = 0; i < 100; i++) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
     if (ok) return 1;
@@ -773,12 +800,18 @@ static int tls_setup(void **state) {
   if (!mkdtemp(tls_dir)) return -1;
   const char *d = tls_dir;
   int rc = sh("cd %s && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext &&"
-              " openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=rbl-test-ca 2>/dev/null &&"
-              " openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 -subj /CN=other-ca 2>/dev/null &&"
-              " openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null &&"
-              " openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile san.ext 2>/dev/null &&"
-              " openssl req -newkey rsa:2048 -nodes -keyout cli.key -out cli.csr -subj /CN=client 2>/dev/null &&"
-              " openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cli.pem -days 2 2>/dev/null",
+              " openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "
+              "/CN=rbl-test-ca 2>/dev/null &&"
+              " openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 "
+              "-subj /CN=other-ca 2>/dev/null &&"
+              " openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj "
+              "/CN=localhost 2>/dev/null &&"
+              " openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+              "srv.pem -days 2 -extfile san.ext 2>/dev/null &&"
+              " openssl req -newkey rsa:2048 -nodes -keyout cli.key -out cli.csr -subj /CN=client "
+              "2>/dev/null &&"
+              " openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+              "cli.pem -days 2 2>/dev/null",
               d);
   if (rc != 0) return -1;
   tls_port = free_port();
@@ -811,9 +844,7 @@ static void tls_get_port(fx *f, int port, rbl_http_req *rq, result *r) {
   assert_true(run_until(f, &r->called, 1, 6000));
 }
 
-static void tls_get(fx *f, rbl_http_req *rq, result *r) {
-  tls_get_port(f, tls_port, rq, r);
-}
+static void tls_get(fx *f, rbl_http_req *rq, result *r) { tls_get_port(f, tls_port, rq, r); }
 
 static void test_tls(void **state) {
   fx *f = *state;
@@ -866,7 +897,8 @@ static void test_tls(void **state) {
   assert_int_equal(r.err, 0);
   assert_int_equal(r.status, 200);
   result_free(&r);
-  rbl_http_req rq8 = {.ca_pem = slurp(tls_dir, "ca.pem"), .cert_pem = slurp(tls_dir, "cli.pem"),
+  rbl_http_req rq8 = {.ca_pem = slurp(tls_dir, "ca.pem"),
+                      .cert_pem = slurp(tls_dir, "cli.pem"),
                       .key_pem = slurp(tls_dir, "cli.key")};
   tls_get_port(f, mtls_port, &rq8, &r);
   assert_int_equal(r.err, 0);
@@ -877,21 +909,21 @@ static void test_tls(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_get, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_post_binary, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_size_cap, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_retry_get_only, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_no_redirect, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_unix_missing, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_unix_denied, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_docker_ping, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_close_in_flight, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_tls, tls_setup, tls_teardown),
+      cmocka_unit_test_setup_teardown(test_get, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_post_binary, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_size_cap, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_retry_get_only, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_no_redirect, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unix_missing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unix_denied, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_docker_ping, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_close_in_flight, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tls, tls_setup, tls_teardown),
   };
   return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }

@@ -104,7 +104,8 @@ static void test_invalid(void **state) {
     assert_non_null(j);
     rbl_jcs_buf b = {0};
     rbl_jcs_buf_put(&b, "keep", 4);
-    if (rbl_jcs_append(&b, j) != RBL_EINVAL) fail_msg("accepted: %s", cJSON_GetObjectItem(c, "name")->valuestring);
+    if (rbl_jcs_append(&b, j) != RBL_EINVAL)
+      fail_msg("accepted: %s", cJSON_GetObjectItem(c, "name")->valuestring);
     assert_int_equal(b.len, 4); /* a failed append leaves the buffer as it was */
     rbl_jcs_buf_free(&b);
     cJSON_Delete(j);
@@ -151,14 +152,17 @@ static void test_omit_pieces(void **state) {
     size_t nomit = 0;
     for (int i = 0; i < 4; i++) {
       cJSON_AddNumberToObject(full, keys[i], i);
-      if (mask & (1u << i)) omit[nomit++] = keys[i];
-      else cJSON_AddNumberToObject(part, keys[i], i);
+      if (mask & (1u << i))
+        omit[nomit++] = keys[i];
+      else
+        cJSON_AddNumberToObject(part, keys[i], i);
     }
     rbl_jcs_buf b = {0}, joined = {0};
     rbl_jcs_piece p[16];
     size_t np = 0;
     assert_int_equal(rbl_jcs_append_omit(&b, full, omit, nomit, p, &np), 0);
-    for (size_t i = 0; i < np; i++) rbl_jcs_buf_put(&joined, b.data + p[i].off, p[i].len);
+    for (size_t i = 0; i < np; i++)
+      rbl_jcs_buf_put(&joined, b.data + p[i].off, p[i].len);
     char *want = rbl_jcs_string(part, NULL);
     assert_string_equal(joined.data, want);
     free(want);
@@ -176,7 +180,8 @@ static void test_records_verify(void **state) {
   assert_true(fd >= 0);
   FILE *f = fdopen(fd, "w");
   cJSON *c;
-  cJSON_ArrayForEach(c, cJSON_GetObjectItem(vectors, "records")) fprintf(f, "%s\n", cJSON_GetObjectItem(c, "line")->valuestring);
+  cJSON_ArrayForEach(c, cJSON_GetObjectItem(vectors, "records"))
+      fprintf(f, "%s\n", cJSON_GetObjectItem(c, "line")->valuestring);
   fclose(f);
   char *argv[] = {"verify", path, NULL};
   assert_int_equal(rbl_audit_main(2, argv), 0);
@@ -186,16 +191,17 @@ static void test_records_verify(void **state) {
 static void test_keycmp(void **state) {
   assert_true(rbl_jcs_keycmp("a", "b") < 0);
   assert_true(rbl_jcs_keycmp("a", "ab") < 0);
-  assert_true(rbl_jcs_keycmp("\xf0\x9f\x98\x80", "\xef\xac\xb3") < 0); /* U+1F600 < U+FB33 in UTF-16 */
+  assert_true(rbl_jcs_keycmp("\xf0\x9f\x98\x80", "\xef\xac\xb3") <
+              0); /* U+1F600 < U+FB33 in UTF-16 */
   assert_true(rbl_jcs_keycmp("\xed\x9f\xbf", "\xf0\x90\x80\x80") < 0); /* U+D7FF < U+10000 */
   assert_int_equal(rbl_jcs_keycmp("same", "same"), 0);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_canonical), cmocka_unit_test(test_numbers),
-      cmocka_unit_test(test_invalid),   cmocka_unit_test(test_records),
-      cmocka_unit_test(test_omit_pieces), cmocka_unit_test(test_keycmp),
+      cmocka_unit_test(test_canonical),      cmocka_unit_test(test_numbers),
+      cmocka_unit_test(test_invalid),        cmocka_unit_test(test_records),
+      cmocka_unit_test(test_omit_pieces),    cmocka_unit_test(test_keycmp),
       cmocka_unit_test(test_records_verify),
   };
   return cmocka_run_group_tests(tests, load, unload);

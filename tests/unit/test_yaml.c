@@ -61,35 +61,33 @@ static void test_multi_doc(void **state) {
 
 static void test_types(void **state) {
   (void)state;
-  cJSON *d = parse_ok(
-      "n1: null\nn2: ~\nn3:\nn4: Null\nt: true\nf: False\ny: yes\nno: no\n"
-      "i: 42\nneg: -7\nplus: +3\nhex: 0x1F\noct: 0o17\nfl: 1.5\ndot: .5\nexp: 1e3\n"
-      "ver: 1.10\ninf: .inf\nq1: \"123\"\nq2: 'true'\nq3: \"\"\nstr: !!str 42\n"
-      "word: 30s\nport: \"8080\"\nblock: |\n  line1\n  line2\nfolded: >\n  a\n  b\n");
-  assert_json(d,
-              "[{\"n1\":null,\"n2\":null,\"n3\":null,\"n4\":null,\"t\":true,\"f\":false,"
-              "\"y\":\"yes\",\"no\":\"no\",\"i\":42,\"neg\":-7,\"plus\":3,\"hex\":31,\"oct\":15,"
-              "\"fl\":1.5,\"dot\":0.5,\"exp\":1000,\"ver\":1.1,\"inf\":\".inf\",\"q1\":\"123\","
-              "\"q2\":\"true\",\"q3\":\"\",\"str\":\"42\",\"word\":\"30s\",\"port\":\"8080\","
-              "\"block\":\"line1\\nline2\\n\",\"folded\":\"a b\\n\"}]");
+  cJSON *d =
+      parse_ok("n1: null\nn2: ~\nn3:\nn4: Null\nt: true\nf: False\ny: yes\nno: no\n"
+               "i: 42\nneg: -7\nplus: +3\nhex: 0x1F\noct: 0o17\nfl: 1.5\ndot: .5\nexp: 1e3\n"
+               "ver: 1.10\ninf: .inf\nq1: \"123\"\nq2: 'true'\nq3: \"\"\nstr: !!str 42\n"
+               "word: 30s\nport: \"8080\"\nblock: |\n  line1\n  line2\nfolded: >\n  a\n  b\n");
+  assert_json(d, "[{\"n1\":null,\"n2\":null,\"n3\":null,\"n4\":null,\"t\":true,\"f\":false,"
+                 "\"y\":\"yes\",\"no\":\"no\",\"i\":42,\"neg\":-7,\"plus\":3,\"hex\":31,\"oct\":15,"
+                 "\"fl\":1.5,\"dot\":0.5,\"exp\":1000,\"ver\":1.1,\"inf\":\".inf\",\"q1\":\"123\","
+                 "\"q2\":\"true\",\"q3\":\"\",\"str\":\"42\",\"word\":\"30s\",\"port\":\"8080\","
+                 "\"block\":\"line1\\nline2\\n\",\"folded\":\"a b\\n\"}]");
   cJSON_Delete(d);
 }
 
 static void test_anchors_aliases(void **state) {
   (void)state;
-  cJSON *d = parse_ok(
-      "base: &b {cpu: 1, mem: 2}\n"
-      "copy: *b\n"
-      "list: &l [a, b]\n"
-      "again: *l\n"
-      "scalar: &s hello\n"
-      "s2: *s\n"
-      "merged:\n  <<: *b\n  mem: 4\n"
-      "multi:\n  <<: [*b, {extra: true}]\n");
-  assert_json(d,
-              "[{\"base\":{\"cpu\":1,\"mem\":2},\"copy\":{\"cpu\":1,\"mem\":2},\"list\":[\"a\",\"b\"],"
-              "\"again\":[\"a\",\"b\"],\"scalar\":\"hello\",\"s2\":\"hello\","
-              "\"merged\":{\"cpu\":1,\"mem\":4},\"multi\":{\"cpu\":1,\"mem\":2,\"extra\":true}}]");
+  cJSON *d = parse_ok("base: &b {cpu: 1, mem: 2}\n"
+                      "copy: *b\n"
+                      "list: &l [a, b]\n"
+                      "again: *l\n"
+                      "scalar: &s hello\n"
+                      "s2: *s\n"
+                      "merged:\n  <<: *b\n  mem: 4\n"
+                      "multi:\n  <<: [*b, {extra: true}]\n");
+  assert_json(
+      d, "[{\"base\":{\"cpu\":1,\"mem\":2},\"copy\":{\"cpu\":1,\"mem\":2},\"list\":[\"a\",\"b\"],"
+         "\"again\":[\"a\",\"b\"],\"scalar\":\"hello\",\"s2\":\"hello\","
+         "\"merged\":{\"cpu\":1,\"mem\":4},\"multi\":{\"cpu\":1,\"mem\":2,\"extra\":true}}]");
   cJSON_Delete(d);
   /* anchors are per document */
   parse_fails("a: &x 1\n---\nb: *x\n", "unknown alias *x");
@@ -151,8 +149,10 @@ static void test_manifest_fixture(void **state) {
   cJSON *labels = cJSON_GetObjectItem(cJSON_GetObjectItem(dep, "metadata"), "labels");
   assert_json(labels, "{\"app.kubernetes.io/name\":\"db-pool\",\"tenant\":\"prod-tenant-7\"}");
   cJSON *c0 = cJSON_GetArrayItem(
-      cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(dep, "spec"), "template"), "spec"),
-                          "containers"),
+      cJSON_GetObjectItem(
+          cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(dep, "spec"), "template"),
+                              "spec"),
+          "containers"),
       0);
   cJSON *port = cJSON_GetArrayItem(cJSON_GetObjectItem(c0, "ports"), 0);
   assert_json(port, "{\"containerPort\":6432,\"name\":\"pgbouncer\",\"protocol\":\"TCP\"}");
