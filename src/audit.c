@@ -21,8 +21,8 @@
 
 #include "rbl.h"
 
-#define AUDIT_TORN_MAX (1u << 20) /* more unparsable bytes than this at the end: not a torn write  \
-                                   */
+/* More unparsable bytes than this at the end: not a torn write. */
+#define AUDIT_TORN_MAX   (1u << 20)
 #define AUDIT_WINDOW_MAX (64u << 20) /* how far back open looks for the last record */
 
 /* One open chain; owns fd (closing it releases the flock), the key copies and the buffer. */
