@@ -521,6 +521,18 @@ static char *dir_of(const char *file) {
 
 /* The setup every run shares: engine, config and limits, tenants, the info table. On failure
  * returns the exit status (c->e is NULL when even the engine could not be made). */
+/* The run's identity: its id, the incident (validated: it names the chain file) and the start
+ * time. Returns 0, or the exit status after printing why. */
+static int init_identity(run_ctx *c) {
+  gen_run_id(c->run_id);
+  const char *inc = c->o->incident;
+  if (inc && !valid_id(inc, 128))
+    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)", inc);
+  snprintf(c->incident, sizeof c->incident, "%s", inc ? inc : c->run_id);
+  iso_now(c->started);
+  return 0;
+}
+
 static int prepare_run(run_ctx *c) {
   rbl_engine *e = c->e = setup_engine(c->o);
   if (!e) return fail(2, "out of memory");
@@ -581,14 +593,10 @@ int rbl_cmd_run(rbl_run_opts *o) {
   c.src = read_file(o->file, RUNBOOK_MAX, &c.srclen, err, sizeof err);
   if (!c.src) return fail(2, "cannot read runbook %s", err);
   sha256_hex(c.src, c.srclen, c.sha);
-  gen_run_id(c.run_id);
-  if (o->incident && !valid_id(o->incident, 128)) {
+  if (init_identity(&c) != 0) {
     free(c.src);
-    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)",
-                o->incident);
+    return 2;
   }
-  snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
-  iso_now(c.started);
   default_id_of(o->file, c.default_id);
   int rc = prepare_run(&c);
   rbl_engine *e = c.e;
@@ -734,12 +742,7 @@ int rbl_cmd_repl(rbl_run_opts *o) {
   c.o = o;
   o->file = "(repl)";
   sha256_hex("", 0, c.sha);
-  gen_run_id(c.run_id);
-  if (o->incident && !valid_id(o->incident, 128))
-    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)",
-                o->incident);
-  snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
-  iso_now(c.started);
+  if (init_identity(&c) != 0) return 2;
   snprintf(c.default_id, sizeof c.default_id, "repl");
   rbl_engine *e = c.e = setup_engine(o);
   if (!e) return fail(2, "out of memory");
@@ -846,12 +849,7 @@ int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg)
   c.o = o;
   if (sha256_file(o->file, c.sha) != 0)
     return fail(2, "cannot read %s: %s", o->file, strerror(errno));
-  gen_run_id(c.run_id);
-  if (o->incident && !valid_id(o->incident, 128))
-    return fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)",
-                o->incident);
-  snprintf(c.incident, sizeof c.incident, "%s", o->incident ? o->incident : c.run_id);
-  iso_now(c.started);
+  if (init_identity(&c) != 0) return 2;
   const char *dot = strrchr(host_module, '.');
   snprintf(c.default_id, sizeof c.default_id, "%s", dot ? dot + 1 : host_module);
   char *suffix = strstr(c.default_id, "_main");

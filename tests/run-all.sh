@@ -16,4 +16,4 @@ if [ "${RBL_SKIP_ASAN:-0}" != 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE no-asan "$@"
 fi
-echo "test-all: every test passed"
+echo "run-all: every test passed"
