@@ -1,6 +1,7 @@
 /* rbl.kubec: YAML, file, base64 and time helpers for kubeconfig loading, and the exec
  * credential plugin runner (uv_spawn, yields; not an audited exec: it only fetches a token). */
 #include "kubeconfig.h"
+#include "proc.h"
 #include "engine.h"
 #include "json.h"
 #include "yaml.h"
@@ -8,7 +9,6 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <openssl/evp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,115 +149,6 @@ static int kubec_parse_time(lua_State *L) {
 
 /* ---- the credential plugin runner ---- */
 
-/* One plugin process. Owned by itself: freed when its handles have closed and nobody waits. */
-typedef struct kspawn {
-  uv_process_t proc;
-  uv_pipe_t out, err;
-  uv_timer_t timer;
-  int handles;
-  rbl_wait *wait;
-  char *obuf, *ebuf;
-  size_t olen, elen;
-  int64_t exit_code;
-  int term_signal, exited, timed_out;
-  double timeout;
-} kspawn;
-
-static void ks_maybe_free(kspawn *k) {
-  if (k->handles > 0 || k->wait) return;
-  free(k->obuf);
-  free(k->ebuf);
-  free(k);
-}
-
-static void ks_on_close(uv_handle_t *h) {
-  kspawn *k = h->data;
-  k->handles--;
-  ks_maybe_free(k);
-}
-
-static void ks_close_all(kspawn *k) {
-  uv_handle_t *hs[] = {(uv_handle_t *)&k->proc, (uv_handle_t *)&k->out, (uv_handle_t *)&k->err,
-                       (uv_handle_t *)&k->timer};
-  for (size_t i = 0; i < sizeof hs / sizeof *hs; i++)
-    if (hs[i]->data && !uv_is_closing(hs[i])) uv_close(hs[i], ks_on_close);
-}
-
-static void ks_maybe_done(kspawn *k) {
-  if (!k->exited || !uv_is_closing((uv_handle_t *)&k->out) ||
-      !uv_is_closing((uv_handle_t *)&k->err))
-    return;
-  ks_close_all(k);
-  if (k->wait) rbl_wait_done(k->wait);
-}
-
-static void ks_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b) {
-  static char scratch[16384];
-  b->base = scratch;
-  b->len = sizeof scratch;
-}
-
-static void ks_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-  kspawn *k = s->data;
-  if (n < 0) {
-    uv_close((uv_handle_t *)s, ks_on_close);
-    ks_maybe_done(k);
-    return;
-  }
-  char **buf = s == (uv_stream_t *)&k->out ? &k->obuf : &k->ebuf;
-  size_t *len = s == (uv_stream_t *)&k->out ? &k->olen : &k->elen;
-  if (n == 0 || *len + (size_t)n > KUBEC_OUT_MAX) return; /* over the cap: dropped */
-  char *d = realloc(*buf, *len + (size_t)n + 1);
-  if (!d) return;
-  memcpy(d + *len, b->base, (size_t)n);
-  *len += (size_t)n;
-  d[*len] = 0;
-  *buf = d;
-}
-
-static void ks_exit(uv_process_t *p, int64_t status, int sig) {
-  kspawn *k = p->data;
-  k->exited = 1;
-  k->exit_code = status;
-  k->term_signal = sig;
-  uv_kill(-p->pid, SIGKILL); /* grandchildren holding the pipes must not hold us */
-  uv_timer_stop(&k->timer);
-  ks_maybe_done(k);
-}
-
-static void ks_timeout(uv_timer_t *t) {
-  kspawn *k = t->data;
-  k->timed_out = 1;
-  uv_kill(-k->proc.pid, SIGKILL);
-}
-
-static void ks_cancel(void *ud) {
-  kspawn *k = ud;
-  k->wait = NULL;
-  if (!k->exited) uv_kill(-k->proc.pid, SIGKILL);
-  ks_close_all(k);
-  ks_maybe_free(k);
-}
-
-static int ks_push(lua_State *L, void *ud) {
-  kspawn *k = ud;
-  k->wait = NULL;
-  if (k->timed_out) {
-    double t = k->timeout;
-    ks_maybe_free(k);
-    return rbl_raise(L, "timeout", "credential plugin timed out after %gs", t);
-  }
-  lua_createtable(L, 0, 3);
-  lua_pushinteger(L, k->term_signal ? 128 + k->term_signal : k->exit_code);
-  lua_setfield(L, -2, "exit_code");
-  lua_pushlstring(L, k->obuf ? k->obuf : "", k->olen);
-  lua_setfield(L, -2, "stdout");
-  lua_pushlstring(L, k->ebuf ? k->ebuf : "", k->elen);
-  lua_setfield(L, -2, "stderr");
-  ks_maybe_free(k);
-  return 1;
-}
-
 /* Builds argv (from the array at idx) or env (this process's environment overlaid with the
  * map at idx) as a NULL-terminated vector of strings kept alive in a table at the stack top. */
 static const char **ks_vector(lua_State *L, int idx, int is_env) {
@@ -311,9 +202,8 @@ static const char **ks_vector(lua_State *L, int idx, int is_env) {
 }
 
 /* kubec.spawn(path, argv, env, {timeout = s}) -> {exit_code, stdout, stderr}; yields.
- * The plugin inherits this process's environment plus env; stdin is /dev/null. */
+ * The plugin inherits this process's environment plus env; stdin is at EOF. */
 static int kubec_spawn(lua_State *L) {
-  rbl_engine *e = rbl_engine_of(L);
   const char *path = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   double timeout = 60;
@@ -325,36 +215,13 @@ static int kubec_spawn(lua_State *L) {
   lua_settop(L, 3);
   const char **argv = ks_vector(L, 2, 0);
   const char **env = ks_vector(L, 3, 1);
-  kspawn *k = calloc(1, sizeof *k);
-  if (!k) return luaL_error(L, "not enough memory");
-  k->timeout = timeout;
-  uv_loop_t *loop = rbl_engine_loop(e);
-  uv_pipe_init(loop, &k->out, 0);
-  uv_pipe_init(loop, &k->err, 0);
-  uv_timer_init(loop, &k->timer);
-  k->out.data = k->err.data = k->timer.data = k->proc.data = k;
-  k->handles = 4; /* the process handle is initialised by uv_spawn even when it fails */
-  uv_stdio_container_t stdio[3] = {
-      {.flags = UV_IGNORE},
-      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&k->out},
-      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&k->err}};
-  uv_process_options_t po = {.exit_cb = ks_exit,
-                             .file = path,
-                             .args = (char **)argv,
-                             .env = (char **)env,
-                             .flags = UV_PROCESS_DETACHED,
-                             .stdio_count = 3,
-                             .stdio = stdio};
-  int rc = uv_spawn(loop, &k->proc, &po);
-  if (rc != 0) {
-    ks_close_all(k);
-    return rbl_raise(L, "failed", "credential plugin %s: %s", path, uv_strerror(rc));
-  }
-  uv_read_start((uv_stream_t *)&k->out, ks_alloc, ks_read);
-  uv_read_start((uv_stream_t *)&k->err, ks_alloc, ks_read);
-  if (timeout > 0) uv_timer_start(&k->timer, ks_timeout, (uint64_t)(timeout * 1000), 0);
-  k->wait = rbl_wait_new(L, ks_push, ks_cancel, k);
-  return rbl_wait_yield(L, k->wait);
+  rbl_proc_spec spec = {.what = "credential plugin",
+                        .path = path,
+                        .argv = (char *const *)argv,
+                        .env = (char *const *)env,
+                        .timeout = timeout,
+                        .output_cap = KUBEC_OUT_MAX};
+  return rbl_proc_spawn(L, &spec);
 }
 
 static const luaL_Reg kubec_funcs[] = {{"parse_yaml", kubec_parse_yaml},

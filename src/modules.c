@@ -3,6 +3,7 @@
 #include "http.h"
 #include "json.h"
 #include "host.h"
+#include "proc.h"
 #include "strpat.h"
 #include "iac.h"
 #include "docker_stream.h"
@@ -11,8 +12,6 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <string.h>
-
-int luaopen_rbl_proc(lua_State *L);
 
 static const luaL_Reg c_modules[] = {{"rbl.host", luaopen_rbl_host},
                                      {"rbl.json", luaopen_rbl_json},

@@ -2,6 +2,7 @@
  * timeout. */
 #include "engine_int.h"
 #include "host.h"
+#include "proc.h"
 
 #include <lauxlib.h>
 #include <signal.h>
@@ -29,6 +30,7 @@ typedef struct proc_op {
   int term_signal;
   int exited, timed_out;
   double timeout;
+  const char *what; /* static string naming the caller */
   uint64_t t0, t1;
 
 } proc_op;
@@ -143,8 +145,9 @@ static int push_cb(lua_State *L, void *ud) {
   double ms = (double)(op->t1 - op->t0) / 1e6;
   if (op->timed_out) {
     double timeout = op->timeout;
+    const char *what = op->what;
     op_maybe_free(op);
-    return rbl_raise(L, "timeout", "exec: timed out after %gs (process group killed)", timeout);
+    return rbl_raise(L, "timeout", "%s: timed out after %gs (process group killed)", what, timeout);
   }
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, op->term_signal ? 128 + op->term_signal : op->exit_code);
@@ -165,55 +168,96 @@ static int push_cb(lua_State *L, void *ud) {
   return 1;
 }
 
-/* Collects strings from a Lua array into a NULL-terminated vector in a userdata-free way:
- * the strings stay owned by Lua (on the stack) for the call's duration. */
+/* Builds a NULL-terminated vector from the array (or, with is_env, the name -> value map) at
+ * idx, secrets unwrapped. The strings and the vector are anchored in a table left on the stack,
+ * which is all uv_spawn needs: it copies them before the task ever yields. */
 static char **string_vector(lua_State *L, int idx, int is_env) {
-  size_t n = 0;
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  int keep = lua_gettop(L);
+  lua_Integer n = 0;
   if (is_env) {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-      n++;
-      lua_pop(L, 1);
-    }
-  } else {
-    n = lua_rawlen(L, idx);
-  }
-  char **v = lua_newuserdatauv(L, (n + 3) * sizeof(char *), 0); /* freed by GC */
-  size_t k = 0;
-  if (is_env) {
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      const char *key = lua_tostring(L, -2);
+      const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
       lua_getfield(L, LUA_REGISTRYINDEX, "rbl.unwrap");
-      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
       lua_call(L, 1, 1);
       const char *val = lua_tostring(L, -1);
       if (!key || !val || strchr(key, '=')) luaL_error(L, "exec: env must map names to strings");
       lua_pushfstring(L, "%s=%s", key, val);
-      v[k++] = (char *)lua_tostring(L, -1);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, v[k - 1]); /* keep alive until the call returns */
-      lua_pop(L, 2);
+      lua_rawseti(L, keep, ++n);
+      lua_pop(L, 1);
     }
   } else {
-    for (size_t i = 1; i <= n; i++) {
+    lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+    for (lua_Integer i = 1; i <= len; i++) {
       lua_getfield(L, LUA_REGISTRYINDEX, "rbl.unwrap");
-      lua_rawgeti(L, idx, (lua_Integer)i);
+      lua_rawgeti(L, idx, i);
       lua_call(L, 1, 1);
-      const char *s = lua_tostring(L, -1);
-      if (!s) luaL_error(L, "exec: argv[%d] is not a string", (int)i);
-      v[k++] = (char *)s;
-      lua_rawsetp(L, LUA_REGISTRYINDEX, s);
+      if (!lua_tostring(L, -1)) luaL_error(L, "exec: argv[%d] is not a string", (int)i);
+      lua_rawseti(L, keep, ++n);
     }
   }
-  v[k] = NULL;
+  char **v = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof(char *), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, keep, i);
+    v[i - 1] = (char *)lua_tostring(L, -1); /* anchored by keep */
+    lua_pop(L, 1);
+  }
+  v[n] = NULL;
+  lua_rawseti(L, keep, n + 1); /* anchor the vector too */
   return v;
 }
 
-static void release_vector(lua_State *L, char **v) {
-  for (; *v; v++) {
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, *v);
+int rbl_proc_spawn(lua_State *L, const rbl_proc_spec *spec) {
+  proc_op *op = calloc(1, sizeof *op);
+  if (!op) return luaL_error(L, "out of memory");
+  op->bout.limit = op->berr.limit = spec->output_cap;
+  op->timeout = spec->timeout;
+  op->what = spec->what;
+  uv_loop_t *loop = rbl_engine_loop(rbl_engine_of(L));
+  uv_pipe_init(loop, &op->out, 0);
+  uv_pipe_init(loop, &op->err, 0);
+  uv_pipe_init(loop, &op->in, 0);
+  uv_timer_init(loop, &op->timer);
+  op->out.data = op->err.data = op->in.data = op->timer.data = op;
+  op->handles = 4;
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&op->in},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->out},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->err}};
+  uv_process_options_t po = {.exit_cb = exit_cb,
+                             .file = spec->path,
+                             .args = (char **)spec->argv,
+                             .env = (char **)spec->env,
+                             .cwd = spec->cwd,
+                             .flags = UV_PROCESS_DETACHED,
+                             .stdio_count = 3,
+                             .stdio = stdio};
+  op->t0 = uv_hrtime();
+  int rc = uv_spawn(loop, &op->proc, &po);
+  if (rc != 0) {
+    close_all(op);
+    return rbl_raise(L, "failed", "%s %s: %s", spec->what, spec->path, uv_strerror(rc));
   }
+  op->proc.data = op;
+  op->handles++;
+  uv_read_start((uv_stream_t *)&op->out, alloc_cb, read_cb);
+  uv_read_start((uv_stream_t *)&op->err, alloc_cb, read_cb);
+  if (spec->stdin_data && spec->stdin_len) {
+    op->stdin_data = malloc(spec->stdin_len);
+    memcpy(op->stdin_data, spec->stdin_data, spec->stdin_len);
+    uv_buf_t b = uv_buf_init(op->stdin_data, (unsigned)spec->stdin_len);
+    op->wreq.data = op;
+    uv_write(&op->wreq, (uv_stream_t *)&op->in, &b, 1, write_cb);
+  } else {
+    uv_close((uv_handle_t *)&op->in, on_close);
+  }
+  if (spec->timeout > 0)
+    uv_timer_start(&op->timer, timeout_cb, (uint64_t)(spec->timeout * 1000), 0);
+  op->wait = rbl_wait_new(L, push_cb, cancel_cb, op);
+  return rbl_wait_yield(L, op->wait);
 }
 
 /* proc.spawn(call, path, argv, opts) */
@@ -247,54 +291,16 @@ static int l_spawn(lua_State *L) {
     }
   }
   char **env = string_vector(L, lua_gettop(L), 1);
-
-  proc_op *op = calloc(1, sizeof *op);
-  if (!op) return luaL_error(L, "out of memory");
-  op->bout.limit = op->berr.limit = e->limits.exec_output;
-  op->timeout = timeout;
-  uv_loop_t *loop = rbl_engine_loop(e);
-  uv_pipe_init(loop, &op->out, 0);
-  uv_pipe_init(loop, &op->err, 0);
-  uv_pipe_init(loop, &op->in, 0);
-  uv_timer_init(loop, &op->timer);
-  op->out.data = op->err.data = op->in.data = op->timer.data = op;
-  op->handles = 4;
-  uv_stdio_container_t stdio[3] = {
-      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&op->in},
-      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->out},
-      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&op->err}};
-  uv_process_options_t po = {.exit_cb = exit_cb,
-                             .file = path,
-                             .args = argv,
-                             .env = env,
-                             .cwd = cwd,
-                             .flags = UV_PROCESS_DETACHED,
-                             .stdio_count = 3,
-                             .stdio = stdio};
-  op->t0 = uv_hrtime();
-  int rc = uv_spawn(loop, &op->proc, &po);
-  release_vector(L, argv);
-  release_vector(L, env);
-  if (rc != 0) {
-    close_all(op);
-    return rbl_raise(L, "failed", "exec %s: %s", path, uv_strerror(rc));
-  }
-  op->proc.data = op;
-  op->handles++;
-  uv_read_start((uv_stream_t *)&op->out, alloc_cb, read_cb);
-  uv_read_start((uv_stream_t *)&op->err, alloc_cb, read_cb);
-  if (indata && inlen) {
-    op->stdin_data = malloc(inlen);
-    memcpy(op->stdin_data, indata, inlen);
-    uv_buf_t b = uv_buf_init(op->stdin_data, (unsigned)inlen);
-    op->wreq.data = op;
-    uv_write(&op->wreq, (uv_stream_t *)&op->in, &b, 1, write_cb);
-  } else {
-    uv_close((uv_handle_t *)&op->in, on_close);
-  }
-  if (timeout > 0) uv_timer_start(&op->timer, timeout_cb, (uint64_t)(timeout * 1000), 0);
-  op->wait = rbl_wait_new(L, push_cb, cancel_cb, op);
-  return rbl_wait_yield(L, op->wait);
+  rbl_proc_spec spec = {.what = "exec",
+                        .path = path,
+                        .argv = argv,
+                        .env = env,
+                        .cwd = cwd,
+                        .stdin_data = indata,
+                        .stdin_len = inlen,
+                        .timeout = timeout,
+                        .output_cap = e->limits.exec_output};
+  return rbl_proc_spawn(L, &spec);
 }
 
 static const luaL_Reg proc_funcs[] = {{"spawn", l_spawn}, {NULL, NULL}};
