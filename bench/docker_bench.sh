@@ -11,7 +11,7 @@ N=${2:-200}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SOCK=/var/run/docker.sock
 IMG=rbl-test/busybox:1
-bash "$HERE/../tests/docker/setup.sh"
+bash "$HERE/../src/families/docker/tests/setup.sh"
 W=$(mktemp -d /tmp/rbl-docker-bench.XXXXXX)
 cleanup() { docker ps -aq --filter label=rbl.bench=docker | xargs -r docker rm -f >/dev/null 2>&1; rm -rf "$W"; }
 trap cleanup EXIT

@@ -3,7 +3,8 @@
 -- The documents are built in Lua from bench/drift_bench_gen.lua's seed (plain lua5.4 has no
 -- JSON decoder); the time is drift.compare alone, median of R runs, CPU time.
 local dir = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
-package.path = dir .. "/lua/?.lua;" .. dir .. "/bench/?.lua;" .. package.path
+package.path = dir .. "/bench/?.lua;" .. package.path
+package.preload["rbl.drift"] = function() return dofile(dir .. "/src/families/drift/drift.lua") end
 
 local drift = require "rbl.drift"
 local gen = require "drift_bench_gen"

@@ -36,7 +36,7 @@ if ! curl -sf --max-time 2 --unix-socket "$sock" http://d/_ping >/dev/null 2>&1;
 fi
 
 # The test image, made offline from busybox-static (no registry is reachable).
-if [ -x tests/docker/setup.sh ] || [ -f tests/docker/setup.sh ]; then
-  bash tests/docker/setup.sh
+if [ -x src/families/docker/tests/setup.sh ] || [ -f src/families/docker/tests/setup.sh ]; then
+  bash src/families/docker/tests/setup.sh
 fi
 echo "setup: ok"

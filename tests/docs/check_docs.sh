@@ -17,7 +17,7 @@ for cmd in run check repl audit rollback version; do
   out=$("$RBL" help "$cmd") || { echo "no help for $cmd"; missing=$((missing + 1)); }
   [ -n "$out" ] || { echo "empty help for $cmd"; missing=$((missing + 1)); }
 done
-for f in README.md docs/audit.md docs/config.md docs/docker.md docs/kube.md docs/drift.md docs/runbook-language.md; do
+for f in README.md docs/audit.md docs/config.md src/families/docker/docker.md src/families/kube/kube.md src/families/drift/drift.md docs/runbook-language.md; do
   [ -s "$ROOT/$f" ] || { echo "missing doc: $f"; missing=$((missing + 1)); }
 done
 echo "docs: $missing problem(s)"

@@ -1,4 +1,4 @@
-/* Tests of src/http.c against a small HTTP/1.1 server on the same loop, openssl s_server
+/* Tests of src/core/http.c against a small HTTP/1.1 server on the same loop, openssl s_server
  * for TLS, and dockerd's /_ping over its unix socket when one is there. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* RFC 8785 canonicalization (src/jcs.c) against tests/audit/jcs_vectors.json. */
+/* RFC 8785 canonicalization (src/core/jcs.c) against tests/audit/jcs_vectors.json. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,5 @@
-/* Tests for src/yaml.c (YAML -> cJSON) and the path confinement of src/iac.c. */
+/* Tests for src/core/yaml.c (YAML -> cJSON) and the path confinement of src/families/drift/drift.c.
+ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "iac.h"
+#include "drift.h"
 #include "rbl.h"
 #include "yaml.h"
 
@@ -130,12 +131,12 @@ static void test_duplicate_keys_last_wins(void **state) {
   cJSON_Delete(d);
 }
 
-/* The multi-document manifests the drift tests describe (tests/drift/k8s). */
+/* The multi-document manifests the drift tests describe (src/families/drift/tests/k8s). */
 static void test_manifest_fixture(void **state) {
   (void)state;
   char path[PATH_MAX], err[256], *buf;
   size_t len;
-  snprintf(path, sizeof path, "%s/tests/drift/k8s/manifests.yaml", RBL_SOURCE_DIR);
+  snprintf(path, sizeof path, "%s/src/families/drift/tests/k8s/manifests.yaml", RBL_SOURCE_DIR);
   assert_int_equal(rbl_iac_read_file(path, &buf, &len, err, sizeof err), 0);
   cJSON *docs = rbl_yaml_parse(buf, len, err, sizeof err);
   free(buf);
@@ -274,7 +275,7 @@ static void test_nul_byte(void **state) {
   (void)state;
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
-  luaL_requiref(L, "iacc", luaopen_rbl_iacc, 1);
+  luaL_requiref(L, "iacc", luaopen_rbl_drift_c, 1);
   lua_pop(L, 1);
   const char *chunk = "local ok, e = pcall(iacc.read_json, 'state.json\\0/../../etc/passwd')\n"
                       "assert(not ok) return tostring(e)";

@@ -1,4 +1,4 @@
-# src/yaml.c (YAML -> cJSON) and src/iac.c's path confinement.
+# src/core/yaml.c (YAML -> cJSON) and src/families/drift/drift.c's path confinement.
 if(CMOCKA_FOUND)
   add_executable(test_yaml ${CMAKE_SOURCE_DIR}/tests/unit/test_yaml.c)
   target_link_libraries(test_yaml PRIVATE rblcore PkgConfig::CMOCKA)

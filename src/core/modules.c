@@ -1,0 +1,72 @@
+/* Every rbl module, C and embedded Lua, preloaded into a state from one table (linit's pattern). */
+#include "engine_int.h"
+#include "http.h"
+#include "json.h"
+#include "host.h"
+#include "proc.h"
+#include "strpat.h"
+#include "drift.h"
+#include "docker.h"
+#include "kube.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <string.h>
+
+static const luaL_Reg c_modules[] = {{"rbl.host", luaopen_rbl_host},
+                                     {"rbl.json", luaopen_rbl_json},
+                                     {"rbl.proc", luaopen_rbl_proc},
+                                     {"rbl.http", luaopen_rbl_http},
+                                     {"rbl.strpat", luaopen_rbl_strpat},
+                                     {"rbl.drift.c", luaopen_rbl_drift_c},
+                                     {"rbl.docker.c", luaopen_rbl_docker_c},
+                                     {"rbl.kube.c", luaopen_rbl_kube_c},
+                                     {NULL, NULL}};
+
+struct rbl_embedded {
+  const char *name;
+  const char *src;
+  size_t len;
+};
+extern const struct rbl_embedded rbl_embedded_lua[];
+
+static int load_embedded(lua_State *L) {
+  const struct rbl_embedded *m = lua_touserdata(L, lua_upvalueindex(1));
+  char chunk[96];
+  snprintf(chunk, sizeof chunk, "=[rbl]/%s.lua", m->name + 4);
+  if (luaL_loadbufferx(L, m->src, m->len, chunk, "t") != LUA_OK) return lua_error(L);
+  lua_pushstring(L, m->name);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* Source of an embedded module, for rbl check and the docs (NULL when unknown). */
+const char *rbl__embedded_source(const char *name, size_t *len) {
+  for (const struct rbl_embedded *m = rbl_embedded_lua; m->name; m++)
+    if (!strcmp(m->name, name)) {
+      *len = m->len;
+      return m->src;
+    }
+  return NULL;
+}
+
+void rbl__open_modules(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const luaL_Reg *r = c_modules; r->name; r++) {
+    lua_pushcfunction(L, r->func);
+    lua_setfield(L, -2, r->name);
+  }
+  for (const struct rbl_embedded *m = rbl_embedded_lua; m->name; m++) {
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, load_embedded, 1);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 1);
+  /* Host code must find only rbl's own modules: no files, no C libraries. */
+  lua_getglobal(L, "package");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "path");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "cpath");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,450 @@
+-- Docker Engine API primitives: docker_exec, docker.ps/inspect/restart/logs, detect_runtime("docker").
+-- Every container reference is resolved to a full id and its tenant label checked in scope();
+-- effects then address the container by that full id only (see src/families/docker/docker.md).
+local host = require "rbl.host"
+local prim = require "rbl.prim"
+local http = require "rbl.http"
+local json = require "rbl.json"
+local dockerc = require "rbl.docker.c"
+
+local M = {}
+local type, tostring, pcall, error, ipairs, pairs = type, tostring, pcall, error, ipairs, pairs
+local fmt, concat = string.format, table.concat
+
+local DEFAULT_HOST = "unix:///var/run/docker.sock"
+local MAX_API = "1.43"            -- newest Engine API version this module is written against
+local API_TIMEOUT = 60            -- seconds, for every call but exec start
+local MAX_OUTPUT = 64 * 1024 * 1024
+
+-- Per run: one Lua state per run, so module state is per run.
+local state = { ep = nil, version = nil, ping = nil }
+local resolved = setmetatable({}, { __mode = "k" }) -- call -> target found by scope()
+
+local function cfg()
+  local c = host.config()
+  return type(c) == "table" and type(c.docker) == "table" and c.docker or {}
+end
+
+local function label_key()
+  local k = cfg().label
+  return type(k) == "string" and k ~= "" and k or "rbl.tenant"
+end
+
+local function env(name)
+  local v = os.getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+-- The endpoint: DOCKER_HOST, else the config's docker.host, else the local socket.
+local function endpoint()
+  if state.ep then return state.ep end
+  local c = cfg()
+  local raw = env("DOCKER_HOST") or (type(c.host) == "string" and c.host) or DEFAULT_HOST
+  local ep = { raw = raw }
+  if raw:sub(1, 7) == "unix://" then
+    ep.socket = raw:sub(8)
+    ep.base = "http://docker"
+    ep.name = raw
+  else
+    local scheme, hostport = raw:match("^(%a+)://([^/]+)/?$")
+    if not (scheme == "tcp" or scheme == "http" or scheme == "https") then
+      host.raise("invalid", fmt("docker: unsupported endpoint %q (use unix:///path or tcp://host:port)", raw))
+    end
+    local verify = env("DOCKER_TLS_VERIFY")
+    local use_tls = scheme == "https" or (verify ~= nil and verify ~= "0") or c.tls ~= nil
+    if use_tls then
+      local t = type(c.tls) == "table" and c.tls or {}
+      local dir = env("DOCKER_CERT_PATH") or t.cert_path or ((env("HOME") or "") .. "/.docker")
+      ep.tls = { ca_file = t.ca_file or (dir .. "/ca.pem"), cert_file = t.cert_file or (dir .. "/cert.pem"),
+                 key_file = t.key_file or (dir .. "/key.pem"), insecure = t.insecure }
+      ep.base = "https://" .. hostport
+    else
+      ep.base = "http://" .. hostport
+    end
+    ep.name = (use_tls and "tcp+tls://" or "tcp://") .. hostport
+  end
+  state.ep = ep
+  return ep
+end
+
+local function urlencode(s)
+  return (s:gsub("[^%w%-%._~]", function(ch) return fmt("%%%02X", ch:byte()) end))
+end
+
+-- One request to the daemon. Transport failures are re-raised naming what was attempted;
+-- the http layer's message already names the endpoint and the cause.
+local function request(call, what, method, path, o)
+  o = o or {}
+  local ep = endpoint()
+  local headers = { "Accept: application/json" }
+  if o.body then headers[#headers + 1] = "Content-Type: application/json" end
+  local ok, res = pcall(http.request, call, {
+    method = method, url = ep.base .. path, unix_socket = ep.socket, tls = ep.tls,
+    headers = headers, body = o.body, timeout = o.timeout or API_TIMEOUT,
+    max_response = o.max_response, retries = (method == "GET") and 2 or 0,
+  })
+  if ok then return res end
+  if type(res) == "table" and res.code then
+    host.raise(res.code, fmt("%s: docker daemon at %s: %s", what, ep.name, tostring(res.message)))
+  end
+  error(res, 0)
+end
+
+local function daemon_message(res)
+  local ok, v = pcall(json.decode, res.body or "")
+  if ok and type(v) == "table" and type(v.message) == "string" then return v.message end
+  local b = (res.body or ""):gsub("%s+$", "")
+  return b ~= "" and b:sub(1, 200) or ("HTTP " .. tostring(res.status))
+end
+
+local function decode(what, res)
+  local ok, v, err = pcall(json.decode, res.body or "")
+  if not ok or v == nil then
+    host.raise("protocol", fmt("%s: docker daemon at %s: malformed JSON reply: %s", what, endpoint().name,
+      tostring(ok and err or v)))
+  end
+  return v
+end
+
+local function version_less(a, b)
+  local a1, a2 = a:match("^(%d+)%.(%d+)")
+  local b1, b2 = b:match("^(%d+)%.(%d+)")
+  if not a1 or not b1 then return false end
+  a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
+  return a1 < b1 or (a1 == b1 and a2 < b2)
+end
+
+-- The API version, negotiated through /_ping once per run.
+local function api(call, what)
+  if state.version then return state.version end
+  local res = request(call, what, "GET", "/_ping", { timeout = 10 })
+  if res.status ~= 200 then
+    host.raise("unavailable", fmt("%s: docker daemon at %s: /_ping answered HTTP %d: %s", what, endpoint().name,
+      res.status, daemon_message(res)))
+  end
+  local v = res.headers and res.headers["api-version"] or "1.24"
+  if version_less(MAX_API, v) then v = MAX_API end
+  state.version = state.version or v
+  state.ping = res.headers
+  return state.version
+end
+
+local function api_path(call, what, p)
+  return "/v" .. api(call, what) .. p
+end
+
+local function short(id)
+  return type(id) == "string" and id:sub(1, 12) or tostring(id)
+end
+
+local function tenant_of(call, what)
+  local t = call:tenant()
+  if not t then
+    host.raise("invalid", what .. ": this run has several tenants and the code is bound to none; use each_tenant")
+  end
+  return t
+end
+
+-- scope(): resolve ref to what the daemon itself resolves it to, and check that container's label.
+local function resolve(call, what, ref)
+  if type(ref) ~= "string" then
+    host.raise("invalid", fmt("%s: the container must be a name or an id (a string), got %s", what, type(ref)))
+  end
+  local ok, why = dockerc.check_ref(ref)
+  if not ok then
+    host.refuse(call, fmt("container reference %q %s: refused before any request", ref, why))
+  end
+  local tenant = tenant_of(call, what)
+  local ep = endpoint()
+  local w = what .. " " .. ref
+  local res = request(call, w, "GET", api_path(call, w, "/containers/" .. urlencode(ref) .. "/json"))
+  if res.status == 404 then
+    host.raise("not_found", fmt("%s: container %s not found (docker daemon at %s: %s)", what, ref, ep.name,
+      daemon_message(res)))
+  end
+  local msg = res.status ~= 200 and daemon_message(res) or nil
+  if msg and msg:lower():find("multiple ids found", 1, true) then
+    -- dockerd 20.10 answers 500 "Multiple IDs found with provided prefix"
+    host.refuse(call, fmt("container reference %q is ambiguous: it is a prefix of several container ids " ..
+      "(docker daemon at %s: %s); use the name or the full id", ref, ep.name, msg))
+  end
+  if msg then
+    host.raise(res.status >= 500 and "unavailable" or "failed",
+      fmt("%s: inspecting container %s failed (docker daemon at %s: HTTP %d: %s)", what, ref, ep.name, res.status, msg))
+  end
+  local c = decode(what, res)
+  if type(c.Id) ~= "string" or not c.Id:match("^%x+$") or #c.Id ~= 64 then
+    host.raise("protocol", fmt("%s: docker daemon at %s returned no valid id for container %s", what, ep.name, ref))
+  end
+  local key = label_key()
+  local labels = type(c.Config) == "table" and type(c.Config.Labels) == "table" and c.Config.Labels or {}
+  local owner = labels[key]
+  if owner ~= tenant then
+    local who = type(owner) == "string" and ("tenant " .. owner) or ("no tenant (no " .. key .. " label)")
+    host.refuse(call, fmt("container %s belongs to %s, not %s", ref, who, tenant))
+  end
+  local name = type(c.Name) == "string" and c.Name:gsub("^/", "") or ref
+  local st = type(c.State) == "table" and c.State or {}
+  local target = { container = c.Id, name = name, ref = ref, tenant = tenant }
+  resolved[call] = { id = c.Id, name = name, ref = ref, running = st.Running == true,
+                     tty = type(c.Config) == "table" and c.Config.Tty == true, inspect = c }
+  return target
+end
+
+local function target_of(call)
+  local t = resolved[call]
+  if not t then error("docker: effect without a resolved target (bug in rbl)", 0) end
+  return t
+end
+
+local function label_of(t)
+  if t.ref == t.id or t.ref == t.name then return fmt("%s (id %s)", t.ref, short(t.id)) end
+  return fmt("%s (%s, id %s)", t.ref, t.name, short(t.id))
+end
+
+-- ---- docker_exec ----
+
+local function check_argv(argv)
+  if type(argv) ~= "table" or #argv == 0 then
+    host.raise("invalid", "docker_exec: argv must be a non-empty table of strings (no shell)")
+  end
+  local out = {}
+  for i = 1, #argv do
+    local a = host.unwrap(argv[i])
+    if type(a) == "number" then a = tostring(a) end
+    if type(a) ~= "string" then host.raise("invalid", fmt("docker_exec: argv[%d] is a %s, not a string", i, type(a))) end
+    out[i] = a
+  end
+  return out
+end
+
+local function env_list(e)
+  if e == nil then return nil end
+  if type(e) ~= "table" then host.raise("invalid", "docker_exec: env must be a table") end
+  local out = {}
+  for k, v in pairs(e) do
+    v = host.unwrap(v)
+    if type(k) == "number" then out[#out + 1] = tostring(v)
+    else out[#out + 1] = tostring(k) .. "=" .. tostring(v) end
+  end
+  table.sort(out)
+  return #out > 0 and out or nil
+end
+
+local function exec_code(call, what, eid)
+  for _ = 1, 50 do
+    local res = request(call, what, "GET", api_path(call, what, "/exec/" .. eid .. "/json"))
+    if res.status ~= 200 then
+      host.raise("failed", fmt("%s: exec inspect failed (HTTP %d: %s)", what, res.status, daemon_message(res)))
+    end
+    local x = decode(what, res)
+    if not x.Running and type(x.ExitCode) == "number" then return x.ExitCode end
+    host.sleep(call, 0.02) -- the stream can close a moment before the daemon records the exit
+  end
+  host.raise("failed", what .. ": the daemon did not report an exit code")
+end
+
+local function exec_effect(call, container, argv, opts)
+  local t = target_of(call)
+  opts = type(opts) == "table" and opts or {}
+  local cmd = check_argv(argv)
+  local what = "docker_exec " .. label_of(t)
+  local ep = endpoint()
+  if host.dry_run() then
+    return { dry_run = true, container = t.id, stdout = "", stderr = "" }, { dry_run = true, sent = false }
+  end
+  local t0 = host.now_ms()
+  local spec = { AttachStdin = false, AttachStdout = true, AttachStderr = true, Tty = false, Cmd = cmd,
+                 Env = env_list(opts.env), User = opts.user, WorkingDir = opts.workdir }
+  local res = request(call, what, "POST", api_path(call, what, "/containers/" .. t.id .. "/exec"),
+    { body = json.encode(spec) })
+  if res.status == 404 then
+    host.raise("not_found", fmt("%s: container not found (docker daemon at %s: %s)", what, ep.name, daemon_message(res)))
+  elseif res.status == 409 then
+    host.raise("conflict", fmt("%s: container is not running (docker daemon at %s: %s)", what, ep.name, daemon_message(res)))
+  elseif res.status ~= 201 and res.status ~= 200 then
+    host.raise("failed", fmt("%s: exec create failed (docker daemon at %s: HTTP %d: %s)", what, ep.name,
+      res.status, daemon_message(res)))
+  end
+  local eid = decode(what, res).Id
+  if type(eid) ~= "string" or not eid:match("^%x+$") then
+    host.raise("protocol", what .. ": exec create returned no id")
+  end
+  local timeout = tonumber(opts.timeout)
+  local limit = host.limits().exec_output
+  if not limit or limit <= 0 then limit = MAX_OUTPUT end
+  -- both streams plus the 8-byte frame headers
+  local ok, sres = pcall(request, call, what, "POST", api_path(call, what, "/exec/" .. eid .. "/start"), {
+    body = '{"Detach":false,"Tty":false}', timeout = timeout or 0, max_response = 2 * limit + limit // 8 + 65536 })
+  if not ok then
+    if type(sres) == "table" and sres.code == "timeout" then
+      host.raise("timeout", fmt("%s: timeout after %g s running %s at %s (the process may still be running " ..
+        "in the container)", what, timeout or 0, cmd[1], ep.name))
+    elseif type(sres) == "table" and sres.code == "too_big" then
+      host.raise("too_big", fmt("%s: output larger than the exec_output limit (%d bytes per stream) at %s",
+        what, limit, ep.name))
+    end
+    error(sres, 0)
+  end
+  if sres.status ~= 200 then
+    local code = sres.status == 404 and "not_found" or sres.status == 409 and "conflict" or "failed"
+    host.raise(code, fmt("%s: exec start failed (docker daemon at %s: HTTP %d: %s)", what, ep.name, sres.status,
+      daemon_message(sres)))
+  end
+  local stdout, stderr, syserr, rest = dockerc.demux(sres.body)
+  if not stdout then host.raise("protocol", fmt("%s: docker daemon at %s: %s", what, ep.name, stderr)) end
+  if rest ~= "" then
+    host.raise("protocol", fmt("%s: docker daemon at %s: output stream cut inside a frame", what, ep.name))
+  end
+  if syserr ~= "" then stderr = stderr .. syserr end
+  if #stdout > limit or #stderr > limit then
+    host.raise("too_big", fmt("%s: output larger than the exec_output limit (%d bytes per stream) at %s",
+      what, limit, ep.name))
+  end
+  local code = exec_code(call, what, eid)
+  local ms = math.floor(host.now_ms() - t0 + 0.5)
+  return { exit_code = code, stdout = stdout, stderr = stderr, duration_ms = ms },
+         { container = t.id, exec = eid, exit_code = code, stdout_bytes = #stdout, stderr_bytes = #stderr,
+           duration_ms = ms }
+end
+
+M.docker_exec = prim.define("docker_exec", {
+  scope = function(call, container) return resolve(call, "docker_exec", container) end,
+  effect = exec_effect,
+})
+
+-- ---- docker.ps / inspect / restart / logs ----
+
+local function label_filters(call, opts)
+  local tenant = tenant_of(call, "docker.ps")
+  local key = label_key()
+  local list = { key .. "=" .. tenant }
+  local labels = type(opts) == "table" and (opts.labels or (opts.all == nil and opts)) or nil
+  if type(labels) == "table" then
+    for k, v in pairs(labels) do
+      local f = type(k) == "number" and tostring(v) or (tostring(k) .. "=" .. tostring(v))
+      local fk = f:match("^([^=]*)")
+      if fk == key then
+        host.refuse(call, fmt("docker.ps: the %s label is set by rbl (tenant %s), not by the runbook", key, tenant))
+      end
+      list[#list + 1] = f
+    end
+  end
+  table.sort(list, function(a, b) return a < b end)
+  return list, tenant, key
+end
+
+M.ps = prim.define("docker.ps", {
+  scope = function(call, opts)
+    local list = label_filters(call, opts)
+    return { labels = list }
+  end,
+  effect = function(call, opts)
+    local list, tenant, key = label_filters(call, opts)
+    local q = "/containers/json?filters=" .. urlencode(json.encode({ label = list }))
+    if type(opts) == "table" and opts.all then q = q .. "&all=1" end
+    local what = "docker.ps"
+    local res = request(call, what, "GET", api_path(call, what, q))
+    if res.status ~= 200 then
+      host.raise("failed", fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
+    end
+    local all, out = decode(what, res), json.array and json.array({}) or {}
+    for _, c in ipairs(all) do -- the daemon filtered; check again all the same
+      if type(c.Labels) == "table" and c.Labels[key] == tenant then out[#out + 1] = c end
+    end
+    return out, { count = #out }
+  end,
+})
+
+M.inspect = prim.define("docker.inspect", {
+  scope = function(call, c) return resolve(call, "docker.inspect", c) end,
+  effect = function(call)
+    local t = target_of(call)
+    return t.inspect, { container = t.id }
+  end,
+})
+
+M.restart = prim.define("docker.restart", {
+  scope = function(call, c) return resolve(call, "docker.restart", c) end,
+  effect = function(call, c, opts)
+    local t = target_of(call)
+    local what = "docker.restart " .. label_of(t)
+    local secs = type(opts) == "table" and tonumber(opts.timeout) or 10
+    if host.dry_run() then return { dry_run = true, container = t.id }, { dry_run = true, sent = false } end
+    local res = request(call, what, "POST",
+      api_path(call, what, fmt("/containers/%s/restart?t=%d", t.id, math.floor(secs))), { timeout = secs + API_TIMEOUT })
+    if res.status == 404 then
+      host.raise("not_found", fmt("%s: container not found (docker daemon at %s: %s)", what, endpoint().name, daemon_message(res)))
+    elseif res.status ~= 204 and res.status ~= 200 then
+      host.raise("failed", fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
+    end
+    return { container = t.id, name = t.name, restarted = true }, { container = t.id }
+  end,
+})
+
+M.logs = prim.define("docker.logs", {
+  scope = function(call, c) return resolve(call, "docker.logs", c) end,
+  effect = function(call, c, opts)
+    local t = target_of(call)
+    local what = "docker.logs " .. label_of(t)
+    local tail = type(opts) == "table" and opts.tail or nil
+    tail = tail == nil and "all" or tostring(math.floor(tonumber(tail) or 0))
+    local res = request(call, what, "GET",
+      api_path(call, what, fmt("/containers/%s/logs?stdout=1&stderr=1&tail=%s", t.id, tail)),
+      { max_response = MAX_OUTPUT })
+    if res.status ~= 200 then
+      host.raise(res.status == 404 and "not_found" or "failed",
+        fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
+    end
+    local stdout, stderr = res.body, ""
+    if not t.tty then -- a TTY container's log is one raw stream
+      local rest, _
+      stdout, stderr, _, rest = dockerc.demux(res.body)
+      if not stdout then host.raise("protocol", fmt("%s: %s", what, stderr)) end
+      if rest ~= "" then host.raise("protocol", what .. ": log stream cut inside a frame") end
+    end
+    return { stdout = stdout, stderr = stderr, container = t.id },
+           { container = t.id, stdout_bytes = #stdout, stderr_bytes = #stderr }
+  end,
+})
+
+-- ---- detect_runtime("docker") ----
+
+local docker_detect = prim.define("detect_runtime", {
+  effect = function(call)
+    local what = "detect_runtime docker"
+    local v = api(call, what)
+    local res = request(call, what, "GET", "/v" .. v .. "/version")
+    if res.status ~= 200 then
+      host.raise("failed", fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
+    end
+    local d = decode(what, res)
+    local out = { runtime = "docker", version = d.Version, api_version = v, server_api_version = d.ApiVersion,
+                  min_api_version = d.MinAPIVersion, os = d.Os, arch = d.Arch, kernel = d.KernelVersion,
+                  endpoint = endpoint().raw }
+    return out, out
+  end,
+})
+
+function M.detect_runtime(kind, ...)
+  if kind == nil or kind == "docker" then return docker_detect("docker", ...) end
+  if kind == "kubernetes" then
+    local ok, kube = pcall(require, "rbl.kube")
+    if ok and type(kube) == "table" and type(kube.detect_runtime) == "function" then
+      return kube.detect_runtime(kind, ...)
+    end
+  end
+  host.raise("invalid", fmt("detect_runtime: unknown runtime %q (docker or kubernetes)", tostring(kind)))
+end
+
+-- For the sandbox's `docker` table.
+M.docker = { ps = M.ps, inspect = M.inspect, restart = M.restart, logs = M.logs }
+
+-- The runbook globals this module contributes (rbl.std collects them).
+function M.globals()
+  return { docker_exec = M.docker_exec, detect_runtime = M.detect_runtime,
+           docker = { ps = M.ps, inspect = M.inspect, restart = M.restart, logs = M.logs } }
+end
+
+return M

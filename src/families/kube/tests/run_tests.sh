@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# The Kubernetes primitives end to end: the real `rbl run` and `rbl rollback` against the API
+# stand-in (tests/kube). Checks exit codes, messages, object state (read back with kubectl),
+# the stand-in's request log (what was and was not sent) and every audit chain.
+# usage: run_tests.sh path/to/rbl      (KEEP=1 keeps the work directory)
+set -uo pipefail
+
+RBL=$(realpath "${1:?usage: run_tests.sh path/to/rbl}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+RB=$HERE/runbooks
+W=$(mktemp -d /tmp/rbl-kube-test.XXXXXX)
+cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$W"; }
+trap cleanup EXIT
+# shellcheck source=../../../../tests/kube/lib.sh
+source "$HERE/../../../../tests/kube/lib.sh"
+kube_ensure_deps || exit 1
+
+pass=0
+fail=0
+CHAINS=()
+ok() { echo "ok - $*"; pass=$((pass + 1)); }
+bad() { echo "not ok - $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+show() { sed 's/^/    # /' "$1" | head -n 20; }
+
+PKI=$W/pki
+kube_mkcerts "$PKI" >/dev/null 2>&1 || { echo "cannot make test certificates"; exit 1; }
+BASIC=$HERE/../../../../tests/kube/fixtures/basic.yaml
+EXTRA=$HERE/fixtures/extra.yaml
+NS7=/api/v1/namespaces/prod-tenant-7
+
+start() {
+  kube_standin_start --fixtures "$BASIC" --fixtures "$EXTRA" --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" \
+    --client-ca "$PKI/ca.crt" --token t0k3n-alice=alice:sre --token t0k3n-bob=bob:sre "$@" || exit 1
+  KC=$W/kc-$KUBE_STANDIN_PORT
+  kube_write_kubeconfig "$KC" "$KUBE_STANDIN_URL" --ca "$PKI/ca.crt" --token t0k3n-alice
+  export KUBECONFIG=$KC
+}
+kc() { kubectl --kubeconfig "$KC" "$@"; }
+
+cat >"$W/config.lua" <<'EOF'
+return { tenants = { ["prod-tenant-7"] = {}, ["prod-tenant-8"] = {} }, kube = { timeout = 3 } }
+EOF
+
+# run NAME RUNBOOK [rbl run options...]: sets RC; output in $W/NAME.out, report, chain $W/NAME.jsonl
+run() {
+  local name=$1 rb=$2
+  shift 2
+  "$RBL" run "$RB/$rb" --tenant prod-tenant-7 --incident "$name" --config "$W/config.lua" \
+    --audit "$W/$name.jsonl" --report "$W/$name.report.json" "$@" >"$W/$name.out" 2>&1
+  RC=$?
+  CHAINS+=("$W/$name.jsonl")
+}
+expect_rc() { # expect_rc WANT NAME
+  if [ "$RC" = "$1" ]; then ok "$2 (exit $RC)"; else bad "$2: exit $RC, want $1"; show "$W/$3.out"; fi
+}
+has() { grep -q -- "$2" "$W/$1.out"; }
+lines() { wc -l <"$KUBE_STANDIN_LOG"; }
+# new requests since line N matching a jq filter
+newreq() { tail -n +"$(($1 + 1))" "$KUBE_STANDIN_LOG" | jq -c "select($2)" | wc -l; }
+state() { # state NAME: the ConfigMap data and the Deployment's replicas and env, for comparisons
+  { kc get cm db-pool-config -n prod-tenant-7 -o json | jq -S '{data, labels: .metadata.labels}'
+    kc get deploy api -n prod-tenant-7 -o json | jq -S '{r: .spec.replicas, env: .spec.template.spec.containers[0].env}'
+  } >"$W/state.$1"
+}
+
+echo "# primitives"
+start
+run prims prims.lua
+expect_rc 0 "every primitive against the stand-in" prims
+check "the merge patch was sent as merge-patch+json" \
+  test "$(newreq 0 '.method=="PATCH" and .content_type=="application/merge-patch+json"')" -ge 2
+check "strategic and json patches used their content types" \
+  test "$(newreq 0 '.content_type=="application/strategic-merge-patch+json" or .content_type=="application/json-patch+json"')" -ge 3
+check "the kind resolved through discovery (aggregated)" test "$(newreq 0 '.path=="/apis"')" -ge 1
+check "scale went through the scale subresource" test "$(newreq 0 '.method=="PATCH" and (.path|endswith("/deployments/api/scale"))')" = 1
+
+echo "# tenant scope: refused, nothing sent"
+for what in other_ns_get other_ns_patch other_ns_list cluster_write other_namespace_object tenant_label exec_sub token_sub \
+  can_i_other nul bad_ns '../prod-tenant-8' 'a%2Fb' 'x?watch=true' 'x#frag' 'a/b' '..' '.' 'x y' '%2e%2e'; do
+  n=$(lines)
+  run "scope-$(echo "$what" | tr -c 'a-z0-9\n' '_')" scope_patch.lua --param "what=$what"
+  name="scope-$(echo "$what" | tr -c 'a-z0-9\n' '_')"
+  if [ "$RC" = 3 ] && [ "$(newreq "$n" '.method!="GET" or (.path|test("^/(api|apis|api/v1/namespaces)$")|not)')" = 0 ] &&
+    grep -q '"kind":"refused"' "$W/$name.jsonl"; then
+    ok "refused $what before any request (exit 3, audited)"
+  else
+    bad "scope $what: exit $RC"
+    show "$W/$name.out"
+    tail -n +"$((n + 1))" "$KUBE_STANDIN_LOG" | kube_log_requests true | sed 's/^/    # /' | tail -3
+  fi
+done
+check "no request ever reached prod-tenant-8, kube-system, clusterroles or a dangerous subresource" \
+  test "$(newreq 0 '(.path|test("prod-tenant-8|kube-system|clusterroles|/exec|/token|%"))')" = 0
+kube_standin_stop
+
+echo "# API errors, conflicts"
+F=()
+for s in e401:401 e403:403 e500:500 ehang:hang etrunc:truncate; do F+=(--fail "GET $NS7/configmaps/${s%%:*} ${s#*:}"); done
+for s in e409:409 e409json:409 e422:422; do F+=(--fail "PATCH $NS7/configmaps/${s%%:*} ${s#*:}"); done
+start "${F[@]}" --fail "PATCH $NS7/configmaps/conflict-once 409 1"
+run errors errors.lua
+expect_rc 0 "401, 403, 404, 409, 422, 500, timeout: clear messages naming kind, name, namespace, status" errors
+n=$(lines)
+run trunc get_one.lua --param name=etrunc
+if [ "$RC" = 1 ] && grep -q 'configmaps "etrunc" in namespace "prod-tenant-7"' "$W/trunc.out"; then ok "truncated body: clear error"; else bad "truncated body: exit $RC"; show "$W/trunc.out"; fi
+check "merge patch retried 409s 3 times, then gave up" test "$(newreq 0 '.method=="PATCH" and (.path|endswith("/e409"))')" = 4
+check "json patch with a test op was not retried" test "$(newreq 0 '.method=="PATCH" and (.path|endswith("/e409json"))')" = 1
+run conflict conflict_once.lua
+expect_rc 0 "a 409 once: re-read and retried" conflict
+check "conflict: two PATCHes, the second applied" test "$(newreq 0 '.method=="PATCH" and (.path|endswith("/conflict-once")) and .status==200')" = 1
+check "conflict: the audit result says attempts=2" grep -q '"attempts":2' "$W/conflict.jsonl"
+check "conflict: object patched" test "$(kc get cm conflict-once -n prod-tenant-7 -o jsonpath='{.data.k}')" = retried
+kube_standin_stop
+
+echo "# dry run"
+start
+state before
+n=$(lines)
+run dry dryrun.lua --dry-run
+expect_rc 0 "dry run" dry
+state after
+check "dry run: objects unchanged" cmp -s "$W/state.before" "$W/state.after"
+check "dry run: every write carried dryRun=All" test "$(newreq "$n" '.method=="PATCH" and (.query|test("dryRun=All")|not)')" = 0
+check "dry run: writes were sent" test "$(newreq "$n" '.method=="PATCH"')" = 2
+check "dry run: report says dry_run" test "$(jq .dry_run "$W/dry.report.json")" = true
+check "dry run: audit results say dry_run" test "$(grep '"kind":"result"' "$W/dry.jsonl" | grep -c '"dry_run":true')" = 2
+
+echo "# rollback"
+run auto rollback_auto.lua
+expect_rc 1 "run that patches then fails" auto
+state afterauto
+check "auto rollback restored ConfigMap, env and replicas" cmp -s "$W/state.before" "$W/state.afterauto"
+check "report: the changing step is rolled_back" \
+  test "$(jq -r '.execution_trace[] | select(.name=="change") | .status' "$W/auto.report.json")" = rolled_back
+run change change.lua
+expect_rc 0 "a successful run of reversible changes" change
+state changed
+check "the run changed the objects" bash -c "! cmp -s '$W/state.before' '$W/state.changed'"
+"$RBL" rollback "$W/change.jsonl" --config "$W/config.lua" >"$W/rb1.out" 2>&1
+RC=$?
+expect_rc 0 "rbl rollback" rb1
+state rolledback
+check "rbl rollback restored every object" cmp -s "$W/state.before" "$W/state.rolledback"
+n=$(lines)
+"$RBL" rollback "$W/change.jsonl" --config "$W/config.lua" >"$W/rb2.out" 2>&1
+RC=$?
+expect_rc 0 "second rbl rollback" rb2
+check "second rbl rollback sends no write" test "$(newreq "$n" '.method!="GET"')" = 0
+check "second rbl rollback says nothing to undo" has rb2 "nothing to undo"
+
+run change2 change.lua
+expect_rc 0 "another change run" change2
+kc patch cm db-pool-config -n prod-tenant-7 --type merge -p '{"data":{"max_connections":"800"}}' >/dev/null
+n=$(lines)
+"$RBL" rollback "$W/change2.jsonl" --config "$W/config.lua" >"$W/rb3.out" 2>&1
+RC=$?
+expect_rc 1 "rollback of an object changed since" rb3
+check "changed-since: refused clearly" has rb3 "changed since the patch"
+check "changed-since: the ConfigMap keeps the later change" \
+  test "$(kc get cm db-pool-config -n prod-tenant-7 -o jsonpath='{.data.max_connections}')" = 800
+check "changed-since: the ConfigMap was not written" test "$(newreq "$n" '.method=="PATCH" and (.path|endswith("/db-pool-config"))')" = 0
+"$RBL" rollback "$W/change2.jsonl" --force --config "$W/config.lua" >"$W/rb4.out" 2>&1
+RC=$?
+expect_rc 0 "rbl rollback --force" rb4
+state forced
+check "--force restored the before-state" cmp -s "$W/state.before" "$W/state.forced"
+n=$(lines)
+"$RBL" rollback "$W/change2.jsonl" --dry-run --config "$W/config.lua" >"$W/rb5.out" 2>&1
+RC=$?
+expect_rc 0 "rbl rollback --dry-run after everything was undone" rb5
+check "rollback --dry-run sends no write" test "$(newreq "$n" '.method!="GET"')" = 0
+CHAINS+=("$W/change.jsonl" "$W/change2.jsonl")
+kube_standin_stop
+
+echo "# cluster access"
+start
+URL=$KUBE_STANDIN_URL
+authrun() { # authrun NAME KUBECONFIG [env...]
+  local name=$1 k=$2
+  shift 2
+  local kenv=(KUBECONFIG="$k")
+  [ -n "$k" ] || kenv=(-u KUBECONFIG)
+  env "${kenv[@]}" "$@" "$RBL" run "$RB/get_one.lua" --tenant prod-tenant-7 --incident "$name" \
+    --config "$W/config.lua" --audit "$W/$name.jsonl" --report "$W/$name.report.json" >"$W/$name.out" 2>&1
+  RC=$?
+  CHAINS+=("$W/$name.jsonl")
+}
+kube_write_kubeconfig "$W/kc-otherca" "$URL" --ca "$PKI/other-ca.crt" --token t0k3n-alice
+n=$(lines)
+authrun otherca "$W/kc-otherca"
+expect_rc 1 "a CA that does not match fails" otherca
+check "CA mismatch: the message names the TLS failure" grep -qiE 'certificate|ssl|tls' "$W/otherca.out"
+check "CA mismatch: no request reached the server" test "$(lines)" = "$n"
+
+kube_write_kubeconfig "$W/kc-cert" "$URL" --ca "$PKI/ca.crt" --client-cert "$PKI/client.crt" --client-key "$PKI/client.key"
+n=$(lines)
+authrun cert "$W/kc-cert"
+expect_rc 0 "client certificate files" cert
+check "client certificate: auth kind reported" has cert "auth=client_certificate"
+check "client certificate: the server saw alice" test "$(newreq "$n" '.user!="alice"')" = 0
+
+b64() { base64 -w0 <"$1"; }
+cat >"$W/kc-data" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "$URL", certificate-authority-data: $(b64 "$PKI/ca.crt")}
+users:
+- name: u
+  user: {client-certificate-data: $(b64 "$PKI/client.crt"), client-key-data: $(b64 "$PKI/client.key")}
+contexts:
+- {name: x, context: {cluster: c, user: u}}
+current-context: x
+EOF
+authrun certdata "$W/kc-data"
+expect_rc 0 "certificate-authority-data and client certificate/key data" certdata
+
+# KUBECONFIG merge: the first file wins per name and for current-context
+cat >"$W/kc-first" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: standin
+  user: {token: t0k3n-bob}
+current-context: standin
+EOF
+n=$(lines)
+authrun merged "$W/kc-first:$KC"
+expect_rc 0 "KUBECONFIG with two files merges them" merged
+check "merge: the first file's user won" test "$(newreq "$n" '.user!="bob"')" = 0
+
+cat >"$W/kc-ctx" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- {name: good, cluster: {server: "$URL", certificate-authority: $PKI/ca.crt}}
+- {name: bad, cluster: {server: "https://127.0.0.1:1"}}
+users:
+- {name: a, user: {token: t0k3n-alice}}
+contexts:
+- {name: broken, context: {cluster: bad, user: a}}
+- {name: standin, context: {cluster: good, user: a}}
+current-context: broken
+EOF
+cat >"$W/config-ctx.lua" <<EOF
+return { tenants = { ["prod-tenant-7"] = { namespaces = { "prod-tenant-7" } } }, kube = { kubeconfig = "$W/kc-ctx", context = "standin" } }
+EOF
+n=$(lines)
+"$RBL" run "$RB/get_one.lua" --tenant prod-tenant-7 --incident ctx --config "$W/config-ctx.lua" --audit "$W/ctx.jsonl" >"$W/ctx.out" 2>&1
+RC=$?
+CHAINS+=("$W/ctx.jsonl")
+expect_rc 0 "kubeconfig and context from the config" ctx
+check "namespaces from the config: no namespace lookup" test "$(newreq "$n" '.path=="/api/v1/namespaces"')" = 0
+
+printf 't0k3n-alice\n' >"$W/tokenfile"
+cat >"$W/kc-tokfile" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "$URL", certificate-authority: $PKI/ca.crt}}]
+users: [{name: u, user: {tokenFile: tokenfile}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+EOF
+n=$(lines)
+(sleep 1.2; printf 't0k3n-bob\n' >"$W/tokenfile.new" && mv "$W/tokenfile.new" "$W/tokenfile") &
+ROTATOR=$!
+env KUBECONFIG="$W/kc-tokfile" "$RBL" run "$RB/get_twice.lua" --tenant prod-tenant-7 --incident tokfile --param pause=1 \
+  --config "$W/config.lua" --audit "$W/tokfile.jsonl" >"$W/tokfile.out" 2>&1
+RC=$?
+wait "$ROTATOR"
+CHAINS+=("$W/tokfile.jsonl")
+expect_rc 0 "tokenFile (relative to the kubeconfig)" tokfile
+check "tokenFile: re-read after it rotated (alice, then bob)" \
+  test "$(newreq "$n" '(.path|endswith("/db-pool-config"))' | head -1)$(tail -n +"$((n + 1))" "$KUBE_STANDIN_LOG" | jq -r 'select(.path|endswith("/db-pool-config")) | .user' | uniq | tr '\n' ,)" = "3alice,bob,"
+
+mkplugin() { # mkplugin FILE API EXPIRY [status json...]
+  cat >"$1" <<EOF
+#!/bin/sh
+echo run >>"$1.count"
+case "\$KUBERNETES_EXEC_INFO" in *'"kind":"ExecCredential"'*) ;; *) echo "no exec info" >&2; exit 3 ;; esac
+case "\$KUBERNETES_EXEC_INFO" in *'"interactive":false'*) ;; *) echo "not marked non-interactive" >&2; exit 3 ;; esac
+[ "\$PLUGIN_ENV" = from-kubeconfig ] || { echo "env missing" >&2; exit 4; }
+printf '{"apiVersion":"%s","kind":"ExecCredential","status":{%s"expirationTimestamp":"%s"}}\n' "$2" '$4' "$3"
+EOF
+  chmod +x "$1"
+}
+plugin_kc() { # plugin_kc FILE PLUGIN API
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "$URL", certificate-authority: $PKI/ca.crt}}]
+users:
+- name: u
+  user:
+    exec:
+      apiVersion: $3
+      command: $2
+      args: [--flag]
+      env: [{name: PLUGIN_ENV, value: from-kubeconfig}]
+      interactiveMode: Never
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+EOF
+}
+mkplugin "$W/plugin1" client.authentication.k8s.io/v1 2099-01-01T00:00:00Z '"token":"t0k3n-alice",'
+plugin_kc "$W/kc-exec1" "$W/plugin1" client.authentication.k8s.io/v1
+env KUBECONFIG="$W/kc-exec1" "$RBL" run "$RB/get_twice.lua" --tenant prod-tenant-7 --incident exec1 \
+  --config "$W/config.lua" --audit "$W/exec1.jsonl" >"$W/exec1.out" 2>&1
+RC=$?
+CHAINS+=("$W/exec1.jsonl")
+expect_rc 0 "exec credential plugin (v1)" exec1
+check "exec plugin: run once, cached until expiry" test "$(wc -l <"$W/plugin1.count")" = 1
+mkplugin "$W/plugin2" client.authentication.k8s.io/v1beta1 2000-01-01T00:00:00Z '"token":"t0k3n-alice",'
+plugin_kc "$W/kc-exec2" "$W/plugin2" client.authentication.k8s.io/v1beta1
+authrun exec2 "$W/kc-exec2"
+expect_rc 0 "exec credential plugin (v1beta1), expired credential" exec2
+check "exec plugin: an expired credential is fetched again" test "$(wc -l <"$W/plugin2.count")" -ge 3
+CERT=$(awk 1 ORS='\\n' "$PKI/client.crt")
+KEY=$(awk 1 ORS='\\n' "$PKI/client.key")
+mkplugin "$W/plugin3" client.authentication.k8s.io/v1 2099-01-01T00:00:00Z "\"clientCertificateData\":\"$CERT\",\"clientKeyData\":\"$KEY\","
+plugin_kc "$W/kc-exec3" "$W/plugin3" client.authentication.k8s.io/v1
+n=$(lines)
+authrun exec3 "$W/kc-exec3"
+expect_rc 0 "exec plugin giving a client certificate" exec3
+check "exec plugin certificate: the server saw alice" test "$(newreq "$n" '.user!="alice"')" = 0
+check "exec plugin: the key never reached the audit" bash -c "! grep -q 'PRIVATE KEY' '$W/exec3.jsonl'"
+printf '#!/bin/sh\necho "token expired, log in again" >&2\nexit 1\n' >"$W/plugin4"
+chmod +x "$W/plugin4"
+plugin_kc "$W/kc-exec4" "$W/plugin4" client.authentication.k8s.io/v1
+authrun exec4 "$W/kc-exec4"
+expect_rc 1 "a failing exec plugin" exec4
+check "failing exec plugin: its message is shown" has exec4 "log in again"
+
+SA=$W/sa
+mkdir -p "$SA" "$W/nohome"
+printf 't0k3n-alice' >"$SA/token"
+cp "$PKI/ca.crt" "$SA/ca.crt"
+authrun incluster "" HOME="$W/nohome" RBL_SA_DIR="$SA" KUBERNETES_SERVICE_HOST=127.0.0.1 \
+  KUBERNETES_SERVICE_PORT="$KUBE_STANDIN_PORT"
+expect_rc 0 "in-cluster config (RBL_SA_DIR)" incluster
+check "in-cluster: auth kind reported" has incluster "auth=in_cluster"
+
+cat >"$W/kc-insecure" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "$URL", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t0k3n-alice}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+EOF
+authrun insecure "$W/kc-insecure"
+expect_rc 0 "insecure-skip-tls-verify when set" insecure
+check "insecure: warned" has insecure "WARNING: TLS verification"
+check "insecure: recorded in the audit" grep -q '"kind":"warning"' "$W/insecure.jsonl"
+check "the token never reached the audit" bash -c "! grep -q t0k3n-alice '$W/insecure.jsonl'"
+
+kube_write_kubeconfig "$W/kc-badtok" "$URL" --ca "$PKI/ca.crt" --token wrong-token
+authrun badtok "$W/kc-badtok"
+expect_rc 1 "a wrong token" badtok
+check "wrong token: HTTP 401 named" has badtok "HTTP 401"
+kube_standin_stop
+
+echo "# audit chains"
+for c in "${CHAINS[@]}"; do
+  [ -f "$c" ] || continue
+  if "$RBL" audit verify "$c" >/dev/null 2>&1; then ok "audit verify $(basename "$c")"; else bad "audit verify $(basename "$c")"; fi
+done
+
+echo "# $pass passed, $fail failed"
+[ "$fail" = 0 ]

@@ -1,2 +1,0 @@
-add_test(NAME isolation COMMAND bash ${CMAKE_SOURCE_DIR}/tests/isolation/run_tests.sh $<TARGET_FILE:rbl>)
-set_tests_properties(isolation PROPERTIES TIMEOUT 180)

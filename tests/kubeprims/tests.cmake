@@ -1,3 +1,0 @@
-# Kubernetes primitives end to end: the real `rbl run` / `rbl rollback` against the API stand-in (tests/kube).
-add_test(NAME kube_primitives COMMAND bash ${CMAKE_SOURCE_DIR}/tests/kubeprims/run_tests.sh ${CMAKE_BINARY_DIR}/rbl)
-set_tests_properties(kube_primitives PROPERTIES TIMEOUT 600)
