@@ -1,57 +1,59 @@
 -- Entry points the C host calls: prepare the runbook's globals, run it, check it.
 local host = require "rbl.host"
 local runbook = require "rbl.runbook"
-local std = require "rbl.std"
+local families = require "rbl.families"
 
 local M = {}
 
-local function coerce(v, like)
-  if type(like) == "number" then
-    local n = tonumber(v)
-    if n == nil then error(string.format("--param: '%s' is not a number", v), 0) end
-    return n
-  elseif type(like) == "boolean" then
-    if v == "true" or v == "1" or v == "yes" then return true end
-    if v == "false" or v == "0" or v == "no" then return false end
-    error(string.format("--param: '%s' is not a boolean", v), 0)
+-- What a family exported, as registry names: "name", and "t.f" for each member of a table
+-- of functions. A table the registry gives no members must hold data only (tenants, params).
+local function exported(k, v, members, out)
+  out[#out + 1] = k
+  if type(v) == "table" and (getmetatable(v) == nil or getmetatable(v) == "read-only") then
+    for mk, mv in pairs(v) do
+      if members[k] or type(mv) == "function" then out[#out + 1] = k .. "." .. tostring(mk) end
+    end
   end
-  return v
 end
 
-local function params_proxy(book, cli)
-  local proxy = {}
-  setmetatable(proxy, {
-    __index = function(_, k)
-      local defaults = book.meta.params or {}
-      local v = cli[k]
-      if v ~= nil then return coerce(v, defaults[k]) end
-      return defaults[k]
-    end,
-    __newindex = function(_, k) error("params are read-only (" .. tostring(k) .. ")", 2) end,
-    __pairs = function()
-      local all = {}
-      for k, v in pairs(book.meta.params or {}) do all[k] = v end
-      for k, v in pairs(cli) do all[k] = coerce(v, (book.meta.params or {})[k]) end
-      return next, all, nil
-    end,
-    __metatable = "read-only",
-  })
-  return host.protect(proxy)
+-- Builds the sandbox's globals from the families registry (src/families/families.c), and
+-- holds every family to its row: nothing unregistered, nothing registered missing.
+local function build_globals(book)
+  local g, want, members = {}, {}, {}
+  for _, f in ipairs(families) do
+    for _, n in ipairs(f.globals) do
+      want[n] = f.name
+      local t = n:match("^([^.]+)%.")
+      if t then members[t] = true end
+    end
+  end
+  for _, f in ipairs(families) do
+    local mod = require(f.module)
+    for k, v in pairs(mod.globals(book, g)) do
+      if g[k] ~= nil then error(string.format("rbl: family %s redefines global %s (bug in rbl)", f.name, k), 0) end
+      local names = {}
+      exported(k, v, members, names)
+      for _, n in ipairs(names) do
+        if want[n] ~= f.name then
+          error(string.format("rbl: family %s exports %s, which its registry row does not name (bug in rbl)", f.name, n), 0)
+        end
+        want[n] = nil
+      end
+      g[k] = v
+    end
+  end
+  for n, fam in pairs(want) do
+    if n ~= "tenant" then -- computed per task by the sandbox
+      error(string.format("rbl: family %s does not provide its registered name %s (bug in rbl)", fam, n), 0)
+    end
+  end
+  return g
 end
 
 -- -> book, extras (the globals the sandbox adds to the standard allow-list)
 function M.prepare(default_id)
-  local info = host.info()
   local book = runbook.new_book(default_id)
-  local g = std.build(book)
-  g.runbook, g.step = book.runbook, book.step
-  local ts = {}
-  for i, t in ipairs(host.tenants()) do ts[i] = t end
-  g.tenants = ts
-  g.incident = info.incident
-  g.params = params_proxy(book, info.cli_params or {})
-  g.dry_run = info.dry_run and true or false
-  return book, g
+  return book, build_globals(book)
 end
 
 function M.main(book, chunk)

@@ -1,11 +1,10 @@
--- The runbook's globals: the primitives and helpers the sandbox receives (see docs/runbook-language.md).
+-- The core family's globals: the DSL, fan-out, log, sleep, secrets, json (docs/runbook-language.md).
 local host = require "rbl.host"
 local prim = require "rbl.prim"
 local json = require "rbl.json"
-local proc = require "rbl.proc"
 
 local M = {}
-local select, type, tostring, error, pairs, ipairs = select, type, tostring, error, pairs, ipairs
+local select, type, tostring, error, pairs, ipairs, next = select, type, tostring, error, pairs, ipairs, next
 
 local function fmt(f, ...)
   if select("#", ...) == 0 then return tostring(f) end
@@ -25,42 +24,58 @@ local function gather(fns, opts, what)
         if #parts >= 5 then break end
       end
     end
-    local err = { code = type(first) == "table" and first.code or "failed",
-      message = string.format("%s: %d of %d failed: %s", what, nerr, #fns, table.concat(parts, "; ")),
-      errors = errors, results = results }
-    error(setmetatable(err, { __tostring = function(e) return e.code .. ": " .. e.message end }), 0)
+    local code = type(first) == "table" and type(first.code) == "string" and first.code or "failed"
+    error(host.error(code, string.format("%s: %d of %d failed: %s", what, nerr, #fns, table.concat(parts, "; ")),
+      { errors = errors, results = results }), 0)
   end
   return results
 end
 
-local function concurrency_of(opts)
+local function concurrency_of(what, opts)
   if opts == nil then return nil end
-  if type(opts) ~= "table" then error("options must be a table", 3) end
+  if type(opts) ~= "table" then host.raise("invalid", what .. ": options must be a table") end
   local c = opts.concurrency
   if c ~= nil and (math.type(c) ~= "integer" or c < 1) then
-    error("concurrency must be a positive integer", 3)
+    host.raise("invalid", what .. ": concurrency must be a positive integer")
   end
   return c
 end
 
-local function resolve_program(name, allow)
-  local path
-  if name:find("/", 1, true) then path = name
-  else
-    for dir in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
-      local p = dir .. "/" .. name
-      local f = io.open(p, "rb")
-      if f then f:close(); path = p; break end
-    end
+local function coerce(v, like)
+  if type(like) == "number" then
+    local n = tonumber(v)
+    if n == nil then error(string.format("--param: '%s' is not a number", v), 0) end
+    return n
+  elseif type(like) == "boolean" then
+    if v == "true" or v == "1" or v == "yes" then return true end
+    if v == "false" or v == "0" or v == "no" then return false end
+    error(string.format("--param: '%s' is not a boolean", v), 0)
   end
-  if not path then return nil end
-  for _, a in ipairs(allow) do
-    if a == path or a == name then return path end
-  end
-  return nil, path
+  return v
 end
 
-function M.build(book)
+local function params_proxy(book, cli)
+  local proxy = {}
+  setmetatable(proxy, {
+    __index = function(_, k)
+      local defaults = book.meta.params or {}
+      local v = cli[k]
+      if v ~= nil then return coerce(v, defaults[k]) end
+      return defaults[k]
+    end,
+    __newindex = function(_, k) host.raise("invalid", "params are read-only (" .. tostring(k) .. ")") end,
+    __pairs = function()
+      local all = {}
+      for k, v in pairs(book.meta.params or {}) do all[k] = v end
+      for k, v in pairs(cli) do all[k] = coerce(v, (book.meta.params or {})[k]) end
+      return next, all, nil
+    end,
+    __metatable = "read-only",
+  })
+  return host.protect(proxy)
+end
+
+function M.globals(book)
   local g = {}
   local cfg = host.config() or {}
 
@@ -72,30 +87,30 @@ function M.build(book)
   end
 
   g.sleep = prim.define("sleep", { effect = function(call, s)
-    if type(s) ~= "number" then error("sleep: seconds must be a number", 0) end
+    if type(s) ~= "number" then host.raise("invalid", "sleep: seconds must be a number") end
     host.sleep(call, s)
   end })
 
   g.parallel = function(...)
     local fns = { ... }
     for i = 1, select("#", ...) do
-      if type(fns[i]) ~= "function" then error("parallel: argument " .. i .. " is not a function", 2) end
+      if type(fns[i]) ~= "function" then host.raise("invalid", "parallel: argument " .. i .. " is not a function") end
     end
     return gather(fns, nil, "parallel")
   end
 
   g.each = function(list, fn, opts)
-    if type(list) ~= "table" then error("each: list must be a table", 2) end
-    if type(fn) ~= "function" then error("each: fn must be a function", 2) end
-    local c = concurrency_of(opts)
+    if type(list) ~= "table" then host.raise("invalid", "each: list must be a table") end
+    if type(fn) ~= "function" then host.raise("invalid", "each: fn must be a function") end
+    local c = concurrency_of("each", opts)
     local fns, n = {}, #list
     for i = 1, n do local v = list[i]; fns[i] = function() return fn(v, i) end end
     return gather(fns, { concurrency = c }, "each")
   end
 
   g.each_tenant = function(fn, opts)
-    if type(fn) ~= "function" then error("each_tenant: fn must be a function", 2) end
-    local c = concurrency_of(opts)
+    if type(fn) ~= "function" then host.raise("invalid", "each_tenant: fn must be a function") end
+    local c = concurrency_of("each_tenant", opts)
     local ts, fns = host.tenants(), {}
     for i = 1, #ts do local t = ts[i]; fns[i] = function() return fn(t) end end
     local res = gather(fns, { concurrency = c, tenants = ts }, "each_tenant")
@@ -104,55 +119,9 @@ function M.build(book)
     return by
   end
 
-  local allow = (cfg.exec and cfg.exec.allow) or {}
-  g.exec = prim.define("exec", {
-    scope = function(call, argv, opts)
-      if type(argv) ~= "table" or type(argv[1]) ~= "string" then
-        host.raise("invalid", "exec: argv must be a table of strings, program first")
-      end
-      if argv[1]:find("\0", 1, true) then
-        host.refuse(call, "exec: program name contains a NUL byte")
-      end
-      for i = 1, #argv do
-        local a = argv[i]
-        if type(a) ~= "string" and type(a) ~= "number" and tostring(a) ~= "[redacted]" then
-          host.raise("invalid", "exec: argv[" .. i .. "] is not a string")
-        end
-        if type(a) == "string" and a:find("\0", 1, true) then
-          host.raise("invalid", "exec: argv[" .. i .. "] contains a NUL byte")
-        end
-      end
-      local env = type(opts) == "table" and opts.env or nil
-      if env ~= nil then
-        if type(env) ~= "table" then host.raise("invalid", "exec: env must be a table") end
-        for k in pairs(env) do
-          if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
-            host.raise("invalid", "exec: env name " .. tostring(k) .. " is not a valid variable name")
-          end
-          if k:match("^LD_") or k == "BASH_ENV" or k == "ENV" or k == "PATH" or k == "IFS" then
-            host.refuse(call, "exec: setting " .. k .. " would change which code the program runs")
-          end
-        end
-      end
-      local path, found = resolve_program(argv[1], allow)
-      if not path then
-        host.refuse(call, string.format("program %q is not on the exec allow list%s", argv[1],
-          found and (" (resolved to " .. found .. ")") or ""))
-      end
-      return { program = path }
-    end,
-    effect = function(call, argv, opts)
-      local path = resolve_program(argv[1], allow)
-      local r = proc.spawn(call, path, argv, opts or {})
-      return r, { exit_code = r.exit_code, duration_ms = r.duration_ms,
-        stdout_bytes = #r.stdout, stderr_bytes = #r.stderr, stdout = r.stdout:sub(1, 512),
-        stderr = r.stderr:sub(1, 512), truncated = r.truncated }
-    end,
-  })
-
   g.secret = function(name)
     if type(name) ~= "string" or not name:match("^[%w_]+$") then
-      error("secret: name must be letters, digits and _", 2)
+      host.raise("invalid", "secret: name must be letters, digits and _")
     end
     local v
     local files = cfg.secrets or {}
@@ -172,15 +141,21 @@ function M.build(book)
   g.json = { encode = json.encode, decode = json.decode, null = json.null,
     array = json.array, object = json.object }
 
-  -- Optional modules contributed by other files: each returns a table of globals.
-  for _, modname in ipairs({ "rbl.drift_prims", "rbl.docker", "rbl.kube", "rbl.isolation" }) do
-    local ok, mod = pcall(require, modname)
-    if ok and type(mod) == "table" and mod.globals then
-      for k, v in pairs(mod.globals(book, g)) do g[k] = v end
-    elseif not ok and not tostring(mod):find("not found", 1, true) then
-      error(mod, 0)
-    end
+  -- Each runtime family answers for itself; the name is one global.
+  g.detect_runtime = function(kind, ...)
+    if kind == nil or kind == "docker" then return require("rbl.docker").detect(...) end
+    if kind == "kubernetes" then return require("rbl.kube").detect(...) end
+    host.raise("invalid", string.format("detect_runtime: unknown runtime %q (docker or kubernetes)", tostring(kind)))
   end
+
+  local info = host.info()
+  g.runbook, g.step = book.runbook, book.step
+  local ts = {}
+  for i, t in ipairs(host.tenants()) do ts[i] = t end
+  g.tenants = ts
+  g.incident = info.incident
+  g.params = params_proxy(book, info.cli_params or {})
+  g.dry_run = info.dry_run and true or false
   return g
 end
 

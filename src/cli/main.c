@@ -1,6 +1,7 @@
 /* rbl: the command line. Parses flags, prints help, dispatches to the commands. */
 #include "audit.h"
 #include "cli.h"
+#include "families.h"
 #include "rbl.h"
 
 #include <signal.h>
@@ -21,8 +22,8 @@ static const char *const usage_main =
     "  repl --tenant T         run primitives one line at a time\n"
     "  audit verify|show PATH  verify or show an audit chain\n"
     "  rollback PATH           undo the reversible changes an audit chain recorded\n"
-    "  version                 print the version\n"
-    "  help COMMAND            help for one command\n";
+    "  version                 print the version (also --version, -V)\n"
+    "  help COMMAND            help for one command; `rbl help errors` lists the error codes\n";
 
 static const char *const usage_run =
     "usage: rbl run FILE --tenant T [--tenant T2 | --tenant 'glob-*']... [options]\n"
@@ -47,10 +48,13 @@ static const char *const usage_run =
 
 static const char *const usage_check =
     "usage: rbl check FILE...\n"
+    "       rbl check --list-globals\n"
     "\n"
     "Loads each runbook without side effects: syntax errors as file:line, then the\n"
     "structure (runbook{}, duplicate or unknown step fields, steps without run).\n"
     "Top-level code is evaluated in a sandbox where every primitive is inert.\n"
+    "--list-globals prints every name a runbook can reach, with its family and doc page\n"
+    "(NAME, FAMILY, DOC; tab-separated), from the families registry.\n"
     "exit status: 0 all fine, 2 at least one file has an error\n";
 
 static const char *const usage_repl =
@@ -75,6 +79,12 @@ static int is_help(const char *a) {
   return !strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help");
 }
 
+static void print_error(int code, const char *name, const char *prose, void *ud) {
+  (void)code;
+  (void)ud;
+  printf("%-12s %s\n", name, prose);
+}
+
 static int help(const char *cmd) {
   if (!cmd)
     fputs(usage_main, stdout);
@@ -88,7 +98,10 @@ static int help(const char *cmd) {
     fputs(usage_rollback, stdout);
   else if (!strcmp(cmd, "audit"))
     fputs(usage_audit, stdout);
-  else if (!strcmp(cmd, "version"))
+  else if (!strcmp(cmd, "errors")) {
+    printf("The error codes a failing primitive raises ({code = NAME, message = ...}):\n");
+    rbl_err_each(print_error, NULL);
+  } else if (!strcmp(cmd, "version"))
     fputs("usage: rbl version\n", stdout);
   else {
     fprintf(stderr, "rbl: no help for unknown command '%s'\n", cmd);
@@ -175,7 +188,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
-  if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+  if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
     printf("rbl %s\n", RBL_VERSION);
     return 0;
   }
@@ -189,6 +202,10 @@ int main(int argc, char **argv) {
     return want_file ? rbl_cmd_run(&o) : rbl_cmd_repl(&o);
   }
   if (!strcmp(cmd, "check")) {
+    if (argc == 3 && !strcmp(argv[2], "--list-globals")) {
+      rbl_families_print();
+      return 0;
+    }
     if (argc < 3) return bad_usage("check", "missing %s", "FILE");
     if (is_help(argv[2]) && strcmp(argv[2], "help")) return help("check");
     return rbl_cmd_check(argc - 2, argv + 2);

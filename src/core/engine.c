@@ -187,12 +187,20 @@ static int err_tostring(lua_State *L) {
   return 1;
 }
 
+/* The one error object: {code = <a name of the vocabulary in src/core/errors.c>, message}. */
 void rbl__push_error(lua_State *L, const char *code, const char *msg) {
   lua_createtable(L, 0, 2);
-  lua_pushstring(L, code);
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, msg);
-  lua_setfield(L, -2, "message");
+  if (rbl_err_from_name(code) == 0) { /* never a name the docs do not list */
+    lua_pushfstring(L, "%s (bug in rbl: unknown error code '%s')", msg, code);
+    lua_setfield(L, -2, "message");
+    lua_pushliteral(L, "failed");
+    lua_setfield(L, -2, "code");
+  } else {
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+  }
   if (luaL_newmetatable(L, "rbl.error")) {
     lua_pushcfunction(L, err_tostring);
     lua_setfield(L, -2, "__tostring");

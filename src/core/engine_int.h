@@ -60,6 +60,7 @@ struct rbl_engine {
   int interrupted;
   struct rbl_http *http;
   struct rbl_audit *audit;
+  struct rbl_gate *gate; /* the tenant gate (gate.c): created on first use, freed with the engine */
   rbl_task *main_task;
   int main_done;
   int main_status; /* LUA_OK or error status of the main task */

@@ -353,6 +353,9 @@ int rbl_host_call_check_http(lua_State *L, int idx, const char *method) {
   return rbl__call_check_http(L, idx, method);
 }
 
+const char *rbl_host_call_tenant(lua_State *L, int idx) { return check_call(L, idx)->tenant; }
+const char *rbl_host_call_prim(lua_State *L, int idx) { return check_call(L, idx)->prim; }
+
 static int l_call_tenant(lua_State *L) {
   rbl_call *c = check_call(L, 1);
   if (!c->tenant)
@@ -467,6 +470,26 @@ static int l_raise(lua_State *L) {
   return rbl_raise(L, luaL_checkstring(L, 1), "%s", luaL_checkstring(L, 2));
 }
 
+/* host.error(code, message [, fields]) -> the error object, not raised; fields (a table the
+ * host built) add to it, e.g. the gathered errors of a fan-out. */
+static int l_error(lua_State *L) {
+  rbl__push_error(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+  if (lua_istable(L, 3)) {
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "code") &&
+          strcmp(lua_tostring(L, -2), "message")) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+  }
+  return 1;
+}
+
 static int l_tenant(lua_State *L) {
   const char *t = rbl_task_tenant(L);
   if (!t)
@@ -486,6 +509,18 @@ static int l_info(lua_State *L) { return l_registry(L, "rbl.info"); }
 
 static int l_dry_run(lua_State *L) {
   lua_pushboolean(L, rbl_engine_of(L)->dry_run);
+  return 1;
+}
+
+/* host.mutant_no_lua_scope(): true only in a test build (cmake -DRBL_MUTANT_NO_LUA_SCOPE=ON) whose
+ * host-Lua scope checks are no-ops, so that tests/gate/run_mutation.sh can show the gate alone
+ * refuses every cross-tenant case. Never true in a normal build. */
+static int l_mutant_no_lua_scope(lua_State *L) {
+#ifdef RBL_MUTANT_NO_LUA_SCOPE
+  lua_pushboolean(L, 1);
+#else
+  lua_pushboolean(L, 0);
+#endif
   return 1;
 }
 
@@ -536,6 +571,7 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"result", l_result},
                                       {"refuse", l_refuse},
                                       {"raise", l_raise},
+                                      {"error", l_error},
                                       {"tenant", l_tenant},
                                       {"tenants", l_tenants},
                                       {"config", l_config},
@@ -555,6 +591,7 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"protect", l_protect},
                                       {"check_mode", l_check_mode},
                                       {"color", l_color},
+                                      {"mutant_no_lua_scope", l_mutant_no_lua_scope},
                                       {NULL, NULL}};
 
 int luaopen_rbl_host(lua_State *L) {

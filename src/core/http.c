@@ -13,16 +13,7 @@
 #include "engine.h"
 #include "rbl.h"
 
-#if defined(__has_include)
-#if __has_include("host.h")
 #include "host.h"
-#define RBL_HAVE_HOST_H 1
-#endif
-#endif
-#ifndef RBL_HAVE_HOST_H
-/* TODO: remove once src/core/host.h declares it. Raises unless the call may send `method`. */
-int rbl_host_call_check_http(lua_State *L, int idx, const char *method);
-#endif
 
 #define POOL_MAX             16 /* idle easy handles kept for reuse */
 #define DEFAULT_MAX_RESPONSE (64u << 20)
@@ -650,20 +641,6 @@ typedef struct lreq {
   rbl_http_resp resp;
 } lreq;
 
-static const char *code_name(int err) {
-  switch (err) {
-  case RBL_ECONNECT: return "unavailable";
-  case RBL_ETIMEDOUT: return "timeout";
-  case RBL_EDENIED: return "denied";
-  case RBL_ETLS: return "tls";
-  case RBL_ETOOBIG: return "too_big";
-  case RBL_ECANCELED: return "canceled";
-  case RBL_EINVAL: return "invalid";
-  case RBL_EPROTO: return "protocol";
-  default: return "failed";
-  }
-}
-
 static void lreq_free(lreq *r) {
   free(r->resp.body);
   free(r->resp.headers);
@@ -717,7 +694,7 @@ static int l_push(lua_State *L, void *ud) {
   lreq *r = ud;
   if (r->resp.err != 0) {
     char msg[sizeof r->resp.errmsg];
-    const char *code = code_name(r->resp.err);
+    const char *code = rbl_err_name(r->resp.err);
     memcpy(msg, r->resp.errmsg, sizeof msg);
     lreq_free(r);
     return rbl_raise(L, code, "%s", msg);
@@ -841,8 +818,8 @@ static int l_request(lua_State *L) {
   int rc = rbl_http_start(h, &req, l_on_done, r, &r->op);
   if (rc != 0) {
     free(r);
-    return rbl_raise(L, code_name(rc), "%s %s: cannot start request (%s)", req.method,
-                     req.unix_socket ? req.unix_socket : req.url, code_name(rc));
+    return rbl_raise(L, rbl_err_name(rc), "%s %s: cannot start request (%s)", req.method,
+                     req.unix_socket ? req.unix_socket : req.url, rbl_err_name(rc));
   }
   r->wait = rbl_wait_new(L, l_push, l_cancel, r);
   return rbl_wait_yield(L, r->wait);

@@ -1,13 +1,11 @@
 /* Every rbl module, C and embedded Lua, preloaded into a state from one table (linit's pattern). */
 #include "engine_int.h"
+#include "families.h"
 #include "http.h"
 #include "json.h"
 #include "host.h"
 #include "proc.h"
 #include "strpat.h"
-#include "drift.h"
-#include "docker.h"
-#include "kube.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -18,9 +16,7 @@ static const luaL_Reg c_modules[] = {{"rbl.host", luaopen_rbl_host},
                                      {"rbl.proc", luaopen_rbl_proc},
                                      {"rbl.http", luaopen_rbl_http},
                                      {"rbl.strpat", luaopen_rbl_strpat},
-                                     {"rbl.drift.c", luaopen_rbl_drift_c},
-                                     {"rbl.docker.c", luaopen_rbl_docker_c},
-                                     {"rbl.kube.c", luaopen_rbl_kube_c},
+                                     {"rbl.families", luaopen_rbl_families},
                                      {NULL, NULL}};
 
 struct rbl_embedded {
@@ -55,6 +51,13 @@ void rbl__open_modules(lua_State *L) {
   for (const luaL_Reg *r = c_modules; r->name; r++) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, -2, r->name);
+  }
+  for (const rbl_family *f = rbl_families; f->name; f++) {
+    if (!f->open_c) continue;
+    const char *key = lua_pushfstring(L, "rbl.%s.c", f->name);
+    lua_pushcfunction(L, f->open_c);
+    lua_setfield(L, -3, key);
+    lua_pop(L, 1); /* the name */
   }
   for (const struct rbl_embedded *m = rbl_embedded_lua; m->name; m++) {
     lua_pushlightuserdata(L, (void *)m);

@@ -1,4 +1,4 @@
-/* Shared definitions for every rbl module: error codes and small helpers. */
+/* Shared definitions for every rbl module: the error vocabulary (src/core/errors.c). */
 #ifndef RBL_H
 #define RBL_H
 
@@ -27,10 +27,20 @@ enum {
   RBL_EROFS = -14,   /* read-only file system */
   RBL_ECONFLICT = -15,
   RBL_EREFUSED = -16, /* tenant scope or sandbox refusal */
+  RBL_EFAILED = -17,  /* the action failed; the message says how */
+  RBL_EKILLED = -18,  /* the run was stopped (refusal, limit, audit failure, Ctrl-C twice) */
+  RBL_ECHECK = -19,   /* a primitive is not evaluated under rbl check */
+  RBL_EUNAVAIL = -20, /* the endpoint answered that it cannot serve now (5xx, 429) */
 };
 
-/* Short stable name of a code ("timeout", "io", ...). */
+/* The one error vocabulary, as libuv pairs uv_err_name() with uv_strerror(): every code has a
+ * stable name (what runbooks and the audit see: "timeout", "not_found", ...) and prose. */
+const char *rbl_err_name(int code);
 const char *rbl_strerror(int code);
+/* The code of a stable name, or 0 when the name is not in the vocabulary. */
+int rbl_err_from_name(const char *name);
+/* Calls fn for each code in the vocabulary (docs, `rbl help errors`). */
+void rbl_err_each(void (*fn)(int code, const char *name, const char *prose, void *ud), void *ud);
 
 /* The code for an errno value (ENOSPC -> RBL_ENOSPC, ...). */
 int rbl_from_errno(int e);

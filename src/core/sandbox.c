@@ -598,7 +598,7 @@ static void make_readonly(lua_State *L, int depth) {
 
 /* ---- building the environment ---- */
 
-const char *const rbl_sandbox_globals[] = {
+static const char *const base_globals[] = {
     "_G",           "_VERSION", "assert", "collectgarbage", "coroutine", "error",
     "getmetatable", "ipairs",   "load",   "math",           "next",      "os",
     "pairs",        "pcall",    "print",  "rawequal",       "rawget",    "rawlen",
@@ -635,6 +635,32 @@ static const char *const utf8_names[] = {"char", "charpattern", "codepoint", "co
 static const char *const os_names[] = {"clock", "date", "difftime", "time", NULL};
 static const char *const co_names[] = {"close", "isyieldable", "running", "status", "yield", NULL};
 
+void rbl_sandbox_each_name(void (*fn)(const char *name, void *ud), void *ud) {
+  static const struct {
+    const char *lib;
+    const char *const *names;
+  } libs[] = {{"string", string_names}, {"table", table_names}, {"math", math_names},
+              {"utf8", utf8_names},     {"os", os_names},       {"coroutine", co_names}};
+  static const char *const string_pat[] = {"find", "match", "gmatch", "gsub", NULL};
+  static const char *const co_wrapped[] = {"create", "wrap", "resume", NULL};
+  for (const char *const *n = base_globals; *n; n++)
+    fn(*n, ud);
+  char buf[64];
+  for (size_t i = 0; i < sizeof libs / sizeof *libs; i++) {
+    for (const char *const *n = libs[i].names; *n; n++) {
+      snprintf(buf, sizeof buf, "%s.%s", libs[i].lib, *n);
+      fn(buf, ud);
+    }
+    const char *const *more = !strcmp(libs[i].lib, "string")      ? string_pat
+                              : !strcmp(libs[i].lib, "coroutine") ? co_wrapped
+                                                                  : NULL;
+    for (; more && *more; more++) {
+      snprintf(buf, sizeof buf, "%s.%s", libs[i].lib, *more);
+      fn(buf, ud);
+    }
+  }
+}
+
 /* upvalue 1: G (read-only names), 2: U (the runbook's own globals). */
 static int env_newindex(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "tenant"))
@@ -659,6 +685,29 @@ static int g_index(lua_State *L) {
     return 1;
   }
   return 0;
+}
+
+/* pairs(_G): the read-only globals (G, upvalue 1) and the runbook's own (U, upvalue 2), as one
+ * snapshot, so what a runbook can reach is also what it can list. */
+static int env_pairs(lua_State *L) {
+  lua_newtable(L);
+  for (int up = 1; up <= 2; up++) {
+    lua_pushnil(L);
+    while (lua_next(L, lua_upvalueindex(up))) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
+  const char *t = rbl_task_tenant(L);
+  if (t) {
+    lua_pushstring(L, t);
+    lua_setfield(L, -2, "tenant");
+  }
+  lua_getglobal(L, "next");
+  lua_insert(L, -2);
+  lua_pushnil(L);
+  return 3;
 }
 
 static void push_lib(lua_State *L, int G, const char *name, const char *const *names) {
@@ -736,13 +785,17 @@ void rbl_sandbox_push_env(lua_State *L) {
   lua_setmetatable(L, U);
   lua_newtable(L); /* E */
   int E = lua_gettop(L);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushvalue(L, U);
   lua_setfield(L, -2, "__index");
   lua_pushvalue(L, G);
   lua_pushvalue(L, U);
   lua_pushcclosure(L, env_newindex, 2);
   lua_setfield(L, -2, "__newindex");
+  lua_pushvalue(L, G);
+  lua_pushvalue(L, U);
+  lua_pushcclosure(L, env_pairs, 2);
+  lua_setfield(L, -2, "__pairs");
   lua_pushliteral(L, "sandbox");
   lua_setfield(L, -2, "__metatable");
   lua_setmetatable(L, E);

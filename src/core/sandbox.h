@@ -16,7 +16,8 @@ int rbl_sandbox_load(lua_State *L, const char *buf, size_t len, const char *chun
 /* Installs the process-wide pieces (string metatable lock, pattern budget); once per state. */
 void rbl_sandbox_init(lua_State *L);
 
-/* The exact list of names a runbook's environment holds, for docs and the escape suite. */
-extern const char *const rbl_sandbox_globals[];
+/* Calls fn for every name of the Lua standard library the sandbox gives a runbook, members
+ * as "lib.name" (the families add the rest: src/families/families.c). */
+void rbl_sandbox_each_name(void (*fn)(const char *name, void *ud), void *ud);
 
 #endif

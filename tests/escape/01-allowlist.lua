@@ -1,7 +1,8 @@
 -- expect: exit=0 stdout~"^WALK-END$"
--- Walks the environment: pairs over _G/_ENV (a proxy: yields nothing), every library table
--- recursively, and a probe of every name a full Lua 5.4 has. run.sh diffs the ENV lines
--- against allowlist.txt.
+-- Walks the environment: pairs over _G/_ENV (every global, the read-only ones included),
+-- every table reachable from them recursively (through the read-only proxies' __pairs), and a
+-- probe of every name a full Lua 5.4 has. run.sh diffs the ENV lines against the families
+-- registry (`rbl check --list-globals`).
 local names, seen = {}, {}
 local function add(n) if not seen[n] then seen[n] = true; names[#names + 1] = n end end
 local function walk(prefix, t, depth)
@@ -9,11 +10,13 @@ local function walk(prefix, t, depth)
   for k, v in pairs(t) do
     local n = prefix .. tostring(k)
     add(n)
-    if type(v) == "table" and n ~= "_G" then walk(n .. ".", v, depth + 1) end
+    -- tenants and params are data (the run's tenant names and parameters), not capabilities
+    if type(v) == "table" and n ~= "_G" and n ~= "tenants" and n ~= "params" then walk(n .. ".", v, depth + 1) end
   end
 end
 walk("", _G, 0)
 walk("", _ENV, 0)
+assert(seen.exec and seen.log and seen.step, "pairs(_G) must list the read-only globals")
 local probe = { "_G", "_VERSION", "_ENV", "assert", "collectgarbage", "dofile", "error", "getmetatable",
   "ipairs", "load", "loadfile", "loadstring", "next", "pairs", "pcall", "print", "rawequal", "rawget",
   "rawlen", "rawset", "require", "select", "setmetatable", "tonumber", "tostring", "type", "warn",

@@ -1,4 +1,4 @@
--- Docker Engine API primitives: docker_exec, docker.ps/inspect/restart/logs, detect_runtime("docker").
+-- The docker family: docker_exec, docker.ps/inspect/restart/logs, and detect_runtime("docker").
 -- Every container reference is resolved to a full id and its tenant label checked in scope();
 -- effects then address the container by that full id only (see src/families/docker/docker.md).
 local host = require "rbl.host"
@@ -427,23 +427,12 @@ local docker_detect = prim.define("detect_runtime", {
   end,
 })
 
-function M.detect_runtime(kind, ...)
-  if kind == nil or kind == "docker" then return docker_detect("docker", ...) end
-  if kind == "kubernetes" then
-    local ok, kube = pcall(require, "rbl.kube")
-    if ok and type(kube) == "table" and type(kube.detect_runtime) == "function" then
-      return kube.detect_runtime(kind, ...)
-    end
-  end
-  host.raise("invalid", fmt("detect_runtime: unknown runtime %q (docker or kubernetes)", tostring(kind)))
-end
-
--- For the sandbox's `docker` table.
-M.docker = { ps = M.ps, inspect = M.inspect, restart = M.restart, logs = M.logs }
+-- detect_runtime("docker") (the core family's detect_runtime dispatches here).
+function M.detect(...) return docker_detect("docker", ...) end
 
 -- The runbook globals this module contributes (rbl.std collects them).
 function M.globals()
-  return { docker_exec = M.docker_exec, detect_runtime = M.detect_runtime,
+  return { docker_exec = M.docker_exec,
            docker = { ps = M.ps, inspect = M.inspect, restart = M.restart, logs = M.logs } }
 end
 

@@ -155,10 +155,10 @@ static void iac_load(lua_State *L, char **buf, size_t *len) {
   if (rc == RBL_EREFUSED || (rc == RBL_EINVAL && rel[0] == '/')) {
     rbl_refuse(L, "iac", "%s", err + 5); /* drop "iac: ": rbl_refuse prefixes the primitive */
   } else if (rc) {
-    rbl_raise(L, rbl_strerror(rc), "%s", err);
+    rbl_raise(L, rbl_err_name(rc), "%s", err);
   }
   if ((rc = rbl_iac_read_file(real, buf, len, err, sizeof err)) != 0)
-    rbl_raise(L, rbl_strerror(rc), "iac: %s: %s", rel, err);
+    rbl_raise(L, rbl_err_name(rc), "iac: %s: %s", rel, err);
 }
 
 /* 1-based line and column of offset off in buf. */

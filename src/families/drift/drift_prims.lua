@@ -16,7 +16,8 @@ function M.globals(book)
       if type(actual) ~= "table" or type(expected) ~= "table" then
         host.raise("invalid", "drift_compare: actual and expected must be tables")
       end
-      local d = drift.compare(actual, expected, opts)
+      local ok, d = pcall(drift.compare, actual, expected, opts)
+      if not ok then host.raise("invalid", tostring(d)) end -- the pure library raises plain text
       local items = d:report()
       book.note_drift(items)
       local critical = 0

@@ -89,7 +89,7 @@ end
 function M.globals(book, g)
   local out = {}
   out.verify_isolation = function(opts)
-    if opts ~= nil and type(opts) ~= "table" then error("verify_isolation: options must be a table", 2) end
+    if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", "verify_isolation: options must be a table") end
     opts = opts or {}
     local checks, findings, skipped = {}, {}, {}
     local weight = { critical = 3, warning = 1 }

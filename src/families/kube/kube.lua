@@ -803,7 +803,10 @@ M.can_i = prim.define("kube.can_i", {
     end
     if opts.name ~= nil then check_segment(call, "kube.can_i", "name", opts.name); attrs.name = opts.name end
     local nss, tenant = tenant_namespaces(call, "kube.can_i")
-    if not e or e.namespaced then
+    if opts.cluster == true and opts.namespace ~= nil then
+      host.raise("invalid", "kube.can_i: cluster = true asks a cluster-wide question; namespace does not apply")
+    end
+    if opts.cluster ~= true and (not e or e.namespaced) then
       local ns = opts.namespace or nss[1]
       if ns then
         check_namespace(call, "kube.can_i", ns)
@@ -897,21 +900,14 @@ local detect = prim.define("detect_runtime", {
   end,
 })
 
--- Called by rbl.docker's detect_runtime for "kubernetes" (and used directly without it).
-function M.detect_runtime(kind, ...)
-  if kind == "kubernetes" then return detect("kubernetes", ...) end
-  host.raise("invalid", fmt("detect_runtime: unknown runtime %q (docker or kubernetes)", tostring(kind)))
-end
-M.detect_kubernetes = function(...) return detect("kubernetes", ...) end
+-- detect_runtime("kubernetes") (the core family's detect_runtime dispatches here).
+function M.detect(...) return detect("kubernetes", ...) end
 
 function M.globals(book)
   local g = {
     kube = { get = M.get, list = M.list, rollout_restart = M.rollout_restart, scale = M.scale, can_i = M.can_i },
     kube_patch = M.patch,
-    detect_runtime_kubernetes = M.detect_kubernetes,
   }
-  local d = package.loaded["rbl.docker"]
-  if not (type(d) == "table" and type(d.detect_runtime) == "function") then g.detect_runtime = M.detect_runtime end
   return g
 end
 
