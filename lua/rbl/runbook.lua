@@ -44,6 +44,19 @@ function M.new_book(default_id)
     for _, it in ipairs(items) do cur.drift_detected[#cur.drift_detected + 1] = it end
   end
 
+  -- A notification sent (or not) by notify() or the run's on_end summary (src/families/notify).
+  function book.note_notification(n)
+    book.notifications = book.notifications or {}
+    book.notifications[#book.notifications + 1] = n
+    if n.type == "slack" then book.slack_sent = book.slack_sent or n.sent == true end
+    local cur = not n.on_end and (book.current or book.top) or nil
+    if cur then
+      cur.notifications = cur.notifications or {}
+      cur.notifications[#cur.notifications + 1] = n
+      if n.type == "slack" then cur.slack_notification_sent = cur.slack_notification_sent or n.sent == true end
+    end
+  end
+
   function book.note_isolation(res)
     local cur = book.current or book.top
     cur.isolation = { score = res.score, findings = res.findings, skipped = res.skipped }
@@ -258,6 +271,8 @@ function M.main(book, chunk)
   end
   if host.interrupted() then book.interrupted = true end
   book.outcome = outcome
+  -- config notify.on_end: the run's summary; its failure never changes the outcome.
+  if book.on_end then pcall(book.on_end, book, outcome) end
   return outcome
 end
 
@@ -268,7 +283,7 @@ function M.report(book, info, killed_msg)
     local t = { step = e.step, name = e.name, action = e.action, status = e.status,
       duration_ms = e.duration_ms or 0, detail = e.detail, drift_detected = e.drift_detected,
       logs = e.logs, error_code = e.error_code, isolation = e.isolation, rollback = e.rollback, rollback_detail = e.rollback_detail,
-      rollback_ms = e.rollback_ms }
+      rollback_ms = e.rollback_ms, notifications = e.notifications, slack_notification_sent = e.slack_notification_sent }
     if killed_msg and e.status == "pending" then t.status, t.detail = "failed", killed_msg end
     trace[#trace + 1] = t
   end
@@ -286,6 +301,7 @@ function M.report(book, info, killed_msg)
     stopped_reason = killed_msg, interrupted = book.interrupted or nil,
     total_execution_time_ms = math.floor(host.now_ms() - info.t0_ms + 0.5),
     human_intervention_required = human and true or false, dry_run = info.dry_run,
+    notifications = book.notifications, slack_notification_sent = book.slack_sent,
   }
 end
 

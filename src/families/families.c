@@ -5,6 +5,7 @@
 #include "docker.h"
 #include "drift.h"
 #include "kube.h"
+#include "notify.h"
 #include "sandbox.h"
 
 #include <lauxlib.h>
@@ -24,6 +25,7 @@ const rbl_family rbl_families[] = {
     {"drift", "rbl.drift_prims", luaopen_rbl_drift_c, "src/families/drift/drift.md",
      "drift_compare iac iac.terraform iac.manifest iac.json iac.yaml"},
     {"isolation", "rbl.isolation", NULL, "src/families/isolation/isolation.md", "verify_isolation"},
+    {"notify", "rbl.notify", luaopen_rbl_notify_c, "src/families/notify/notify.md", "notify"},
     {NULL, NULL, NULL, NULL, NULL}};
 
 /* Pushes the space-separated words of s as a list. */
