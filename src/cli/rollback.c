@@ -1,14 +1,13 @@
 /* rbl rollback: undo the reversible changes an audit chain recorded, newest first, as an
  * audited run on the chain (the logic is lua/rbl/rollback_main.lua). */
 #include "cli.h"
+#include "session.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg);
 
 static int usage(const char *fmt, const char *arg) {
   fputs("rbl: rollback: ", stderr);

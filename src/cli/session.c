@@ -1,0 +1,358 @@
+/* The setup every command that runs Lua shares: the run's identity, the engine, the info table,
+ * the audit chain and its run_start record, loading the runbook, and driving a run to its end. */
+#include "audit.h"
+#include "cli.h"
+#include "engine_int.h"
+#include "json.h"
+#include "rbl.h"
+#include "sandbox.h"
+#include "session.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int rbl__fail(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("rbl: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return code;
+}
+
+char *rbl__read_file(const char *path, size_t cap, size_t *len, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  char *buf = malloc(cap + 1);
+  size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+  int rerr = ferror(f);
+  fclose(f);
+  if (!buf || rerr || n > cap) {
+    snprintf(err, errlen, "%s: %s", path,
+             !buf   ? "out of memory"
+             : rerr ? "read error"
+                    : "file too large");
+    free(buf);
+    return NULL;
+  }
+  buf[n] = 0;
+  *len = n;
+  return buf;
+}
+
+void rbl__sha256_hex(const char *data, size_t len, char out[72]) {
+  unsigned char md[32];
+  unsigned int n = 0;
+  EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+  strcpy(out, "sha256:");
+  for (unsigned i = 0; i < n; i++)
+    snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+}
+
+int rbl__sha256_file(const char *path, char out[72]) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return -1;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned char buf[65536], dig[32];
+  unsigned int n = 0;
+  size_t got;
+  EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+  while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+    EVP_DigestUpdate(md, buf, got);
+  int bad = ferror(f);
+  fclose(f);
+  EVP_DigestFinal_ex(md, dig, &n);
+  EVP_MD_CTX_free(md);
+  strcpy(out, "sha256:");
+  for (unsigned i = 0; i < n; i++)
+    snprintf(out + 7 + 2 * i, 3, "%02x", dig[i]);
+  return bad ? -1 : 0;
+}
+
+static int valid_id(const char *s, int maxlen) {
+  int n = 0;
+  if (!s[0] || s[0] == '.' || s[0] == '-') return 0;
+  for (; *s; s++, n++) {
+    char c = *s;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_' || c == '.'))
+      return 0;
+  }
+  return n <= maxlen;
+}
+
+void rbl__gen_run_id(char out[40]) {
+  unsigned char r[8];
+  if (RAND_bytes(r, sizeof r) != 1) {
+    uint64_t x = uv_hrtime() ^ (uint64_t)getpid();
+    memcpy(r, &x, sizeof r);
+  }
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  char ts[20];
+  strftime(ts, sizeof ts, "%Y%m%dT%H%M%SZ", &tm);
+  snprintf(out, 40, "run-%s-%02x%02x%02x%02x", ts, r[0], r[1], r[2], r[3]);
+}
+
+static void iso_now(char out[32]) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int mkdir_parent(const char *path) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash || slash == dir) return 0;
+  *slash = 0;
+  for (char *p = dir + 1; *p; p++) {
+    if (*p == '/') {
+      *p = 0;
+      if (mkdir(dir, 0750) != 0 && errno != EEXIST) return -1;
+      *p = '/';
+    }
+  }
+  if (mkdir(dir, 0750) != 0 && errno != EEXIST) return -1;
+  return 0;
+}
+
+void rbl__push_info(run_ctx *c) {
+  lua_State *L = c->e->L;
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, c->incident);
+  lua_setfield(L, -2, "incident");
+  lua_pushstring(L, c->run_id);
+  lua_setfield(L, -2, "run");
+  lua_pushstring(L, c->started);
+  lua_setfield(L, -2, "started_at");
+  lua_pushnumber(L, (double)uv_hrtime() / 1e6);
+  lua_setfield(L, -2, "t0_ms");
+  lua_pushboolean(L, c->o->dry_run);
+  lua_setfield(L, -2, "dry_run");
+  lua_pushstring(L, c->default_id);
+  lua_setfield(L, -2, "default_id");
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.tenants");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "tenants");
+  /* tenant_label: the one tenant, or the list joined with commas */
+  char label[4096] = "";
+  size_t used = 0;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    used += (size_t)snprintf(label + used, used < sizeof label ? sizeof label - used : 0, "%s%s",
+                             i > 1 ? "," : "", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (used >= sizeof label) break;
+  }
+  lua_pushstring(L, label);
+  lua_setfield(L, -3, "tenant_label");
+  lua_pop(L, 1);
+  lua_createtable(L, 0, c->o->nparams);
+  for (int i = 0; i < c->o->nparams; i++) {
+    const char *kv = c->o->params[i], *eq = strchr(kv, '=');
+    lua_pushlstring(L, kv, (size_t)(eq - kv));
+    lua_pushstring(L, eq + 1);
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "cli_params");
+  lua_setfield(L, LUA_REGISTRYINDEX, "rbl.info");
+}
+
+int rbl__open_audit(run_ctx *c) {
+  rbl_run_opts *o = c->o;
+  if (o->audit_path)
+    snprintf(c->audit_path, sizeof c->audit_path, "%s", o->audit_path);
+  else
+    snprintf(c->audit_path, sizeof c->audit_path, "audit/%s.jsonl", c->incident);
+  if (mkdir_parent(c->audit_path) != 0)
+    return rbl__fail(4, "audit: cannot create the directory of %s: %s", c->audit_path,
+                     strerror(errno));
+  rbl_audit_opts ao = {.path = c->audit_path,
+                       .incident = c->incident,
+                       .run = c->run_id,
+                       .hmac_key_file = o->audit_key,
+                       .sign_key_file = o->sign_key};
+  char err[512];
+  int rc = rbl_audit_open(&c->e->audit, &ao, err, sizeof err);
+  if (rc != 0) return rbl__fail(rc == RBL_EINVAL || rc == RBL_EDENIED ? 2 : 4, "%s", err);
+  return 0;
+}
+
+cJSON *rbl__run_start_record(run_ctx *c) {
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddStringToObject(r, "kind", "run_start");
+  lua_State *L = c->e->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.tenants");
+  char err[64];
+  cJSON_AddItemToObject(r, "tenants", rbl_json_from_lua(L, -1, 0, err, sizeof err));
+  lua_pop(L, 1);
+  cJSON *rb = cJSON_AddObjectToObject(r, "runbook");
+  cJSON_AddStringToObject(rb, "id", c->default_id);
+  char real[4096];
+  cJSON_AddStringToObject(rb, "path", realpath(c->o->file, real) ? real : c->o->file);
+  cJSON_AddStringToObject(rb, "sha256", c->sha);
+  cJSON_AddStringToObject(r, "rbl_version", RBL_VERSION);
+  char host[256] = "?";
+  gethostname(host, sizeof host - 1);
+  cJSON_AddStringToObject(r, "host", host);
+  struct passwd *pw = getpwuid(getuid());
+  cJSON_AddStringToObject(r, "user", pw ? pw->pw_name : "?");
+  cJSON *argv = cJSON_AddArrayToObject(r, "argv");
+  cJSON_AddItemToArray(argv, cJSON_CreateString("rbl"));
+  cJSON_AddItemToArray(argv, cJSON_CreateString(c->cmd ? c->cmd : "run"));
+  for (int i = 0; i < c->o->argc; i++)
+    cJSON_AddItemToArray(argv, cJSON_CreateString(c->o->argv[i]));
+  cJSON_AddBoolToObject(r, "dry_run", c->o->dry_run);
+  cJSON_AddStringToObject(r, "started_at", c->started);
+  return r;
+}
+
+/* Builds the book, the sandbox env and the chunk; leaves runbook.main, book, chunk on the stack. */
+int rbl__load_runbook(run_ctx *c) {
+  lua_State *L = c->e->L;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "rbl.entry");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return rbl__fail(2, "internal: %s", lua_tostring(L, -1));
+  lua_getfield(L, -1, "prepare");
+  lua_pushstring(L, c->default_id);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) /* -> book, extras */
+    return rbl__fail(2, "internal: %s", luaL_tolstring(L, -1, NULL));
+  rbl_sandbox_push_env(L); /* extras -> env */
+  char chunk[4200];
+  snprintf(chunk, sizeof chunk, "@%s", c->o->file);
+  if (rbl_sandbox_load(L, c->src, c->srclen, chunk, -1) != LUA_OK)
+    return rbl__fail(2, "%s", lua_tostring(L, -1));
+  lua_remove(L, -2); /* env */
+  /* stack: entry, book, chunk */
+  lua_getfield(L, -3, "main");
+  lua_insert(L, -3); /* entry, main, book, chunk */
+  lua_remove(L, -4);
+  return 0;
+}
+
+rbl_engine *rbl__setup_engine(rbl_run_opts *o) {
+  rbl_limits lim;
+  rbl__default_limits(&lim);
+  rbl_engine *e = rbl__engine_new(&lim);
+  if (!e) return NULL;
+  lua_State *L = e->L;
+  luaL_openlibs(L);
+  rbl__open_modules(L);
+  rbl_sandbox_init(L);
+  e->dry_run = o->dry_run;
+  e->quiet = o->quiet;
+  e->color = isatty(2) && !getenv("NO_COLOR");
+  return e;
+}
+
+int rbl__exit_code_for(rbl_engine *e, const char *outcome) {
+  if (e->killed == RBL_KILL_AUDIT) return 4;
+  if (e->killed) return 3;
+  return outcome && !strcmp(outcome, "resolved") ? 0 : 1;
+}
+
+void rbl__default_id_of(const char *file, char out[128]) {
+  const char *base = strrchr(file, '/');
+  base = base ? base + 1 : file;
+  snprintf(out, 128, "%s", base);
+  char *dot = strrchr(out, '.');
+  if (dot && dot != out) *dot = 0;
+}
+
+char *rbl__dir_of(const char *file) {
+  char real[4096];
+  if (!realpath(file, real)) return strdup(".");
+  char *slash = strrchr(real, '/');
+  if (slash == real)
+    slash[1] = 0;
+  else if (slash)
+    *slash = 0;
+  return strdup(real);
+}
+
+/* The setup every run shares: engine, config and limits, tenants, the info table. On failure
+ * returns the exit status (c->e is NULL when even the engine could not be made). */
+/* The run's identity: its id, the incident (validated: it names the chain file) and the start
+ * time. Returns 0, or the exit status after printing why. */
+int rbl__init_identity(run_ctx *c) {
+  rbl__gen_run_id(c->run_id);
+  const char *inc = c->o->incident;
+  if (inc && !valid_id(inc, 128))
+    return rbl__fail(2, "--incident '%s': use letters, digits, '.', '_' and '-' (at most 128)",
+                     inc);
+  snprintf(c->incident, sizeof c->incident, "%s", inc ? inc : c->run_id);
+  iso_now(c->started);
+  return 0;
+}
+
+int rbl__prepare_run(run_ctx *c) {
+  rbl_engine *e = c->e = rbl__setup_engine(c->o);
+  if (!e) return rbl__fail(2, "out of memory");
+  e->runbook_dir = rbl__dir_of(c->o->file);
+  int rc = rbl__load_config(e, c->o->config_path);
+  if (!rc) rbl__apply_limits(e);
+  if (!rc) rc = rbl__resolve_tenants(e, c->o);
+  if (!rc) rbl__push_info(c);
+  return rc;
+}
+
+/* Drives a prepared run to its end: stack [main, book, arg] and an open audit chain. Writes
+ * run_start, runs main(book, arg) as the main task, writes the report and run_end, closes the
+ * chain and frees the engine. Returns the exit status. */
+int rbl__drive_run(run_ctx *c) {
+  rbl_engine *e = c->e;
+  rbl_run_opts *o = c->o;
+  rbl__audit(e, rbl__run_start_record(c));
+  if (!e->killed && rbl_audit_sync(e->audit) != 0)
+    rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
+  rbl__progress(e, "rbl: %s  tenant %s  incident %s%s", c->default_id,
+                e->root.tenant ? e->root.tenant : "(several)", c->incident,
+                o->dry_run ? "  [dry run]" : "");
+  lua_State *L = e->L;
+  lua_pushvalue(L, -2); /* keep the book below: main, book, chunk, book */
+  lua_insert(L, -4);
+  const char *outcome = NULL;
+  char outbuf[32] = "";
+  if (!e->killed) {
+    int st = rbl__engine_run(e, 2);
+    if (st == LUA_OK && lua_tostring(L, -1)) {
+      snprintf(outbuf, sizeof outbuf, "%s", lua_tostring(L, -1));
+      outcome = outbuf;
+    } else if (!e->killed)
+      rbl__fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
+  }
+  lua_settop(L, 1);
+  e->ended = 1;
+  const char *killed = e->killed ? e->kill_msg : NULL;
+  if (killed) rbl__fail(0, "run stopped: %s", killed);
+  rbl__write_report(c, killed);
+  int code = rbl__exit_code_for(e, outcome);
+  if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
+    rbl__fail(0, "audit: %s", rbl_audit_error(e->audit));
+    code = 4;
+  }
+  e->audit = NULL;
+  rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
+  rbl__engine_free(e);
+  return code;
+}

@@ -1,0 +1,60 @@
+/* What the commands that run Lua share (run, check, repl, rollback): the run's context and the
+ * setup steps, each in the file that owns it (rbl__ prefix). */
+#ifndef RBL_SESSION_H
+#define RBL_SESSION_H
+
+#include "cli.h"
+#include "engine_int.h"
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#define RUNBOOK_MAX (4u << 20)
+
+typedef struct run_ctx {
+  rbl_run_opts *o;
+  rbl_engine *e;
+  char run_id[40];
+  char incident[160];
+  char started[32];
+  char sha[72];
+  char *src;
+  size_t srclen;
+  char default_id[128];
+  char audit_path[4096];
+  const char *cmd; /* the subcommand the run_start record names; NULL: "run" */
+} run_ctx;
+
+/* session.c: identity, engine, audit chain, run_start, loading, driving a run to its end. */
+int rbl__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *rbl__read_file(const char *path, size_t cap, size_t *len, char *err, size_t errlen);
+void rbl__sha256_hex(const char *data, size_t len, char out[72]);
+int rbl__sha256_file(const char *path, char out[72]);
+void rbl__gen_run_id(char out[40]);
+void rbl__default_id_of(const char *file, char out[128]);
+char *rbl__dir_of(const char *file);
+int rbl__init_identity(run_ctx *c);
+rbl_engine *rbl__setup_engine(rbl_run_opts *o);
+int rbl__prepare_run(run_ctx *c);
+void rbl__push_info(run_ctx *c);
+int rbl__open_audit(run_ctx *c);
+cJSON *rbl__run_start_record(run_ctx *c);
+int rbl__load_runbook(run_ctx *c);
+int rbl__exit_code_for(rbl_engine *e, const char *outcome);
+int rbl__drive_run(run_ctx *c);
+/* run.c: a host module's main(book, arg) run as a run (rbl rollback). */
+int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg);
+
+/* config.c: the config file and the limits it sets. */
+int rbl__load_config(rbl_engine *e, const char *path);
+void rbl__apply_limits(rbl_engine *e);
+
+/* tenants.c: --tenant names and globs against the tenants the config knows. */
+int rbl__resolve_tenants(rbl_engine *e, rbl_run_opts *o);
+
+/* report.c: the report and the run_end record. */
+int rbl__write_report(run_ctx *c, const char *killed);
+
+void rbl__open_modules(lua_State *L);
+
+#endif
