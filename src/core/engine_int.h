@@ -78,7 +78,6 @@ struct rbl_engine {
   int64_t next_call;
   char **secrets; /* values to mask wherever text leaves the process; owned */
   size_t nsecrets;
-  char *progress_step; /* for the live progress line */
 };
 
 rbl_task *rbl__task_of(lua_State *L);
@@ -99,7 +98,6 @@ void rbl__mask_json(rbl_engine *e, cJSON *j);
 /* Appends an audit record (kind + fields in rec, taken); kills the run (exit 4) on failure. */
 int rbl__audit(rbl_engine *e, cJSON *rec);
 void rbl__progress(rbl_engine *e, const char *fmt, ...);
-int rbl__call_check_http(lua_State *L, int idx, const char *method);
 
 /* Lifecycle, for main.c. */
 rbl_engine *rbl__engine_new(const rbl_limits *lim);

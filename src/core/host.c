@@ -342,15 +342,11 @@ static int l_refuse(lua_State *L) {
   return rbl_refuse(L, prim, "%s", luaL_checkstring(L, 2));
 }
 
-int rbl__call_check_http(lua_State *L, int idx, const char *method) {
+int rbl_host_call_check_http(lua_State *L, int idx, const char *method) {
   rbl_call *c = check_call(L, idx);
   if (c->state == CALL_DURABLE) return 0;
   if (c->state == CALL_SCOPE && (!strcmp(method, "GET") || !strcmp(method, "HEAD"))) return 0;
   return luaL_error(L, "%s: %s request before the intent is durable (bug in rbl)", c->prim, method);
-}
-
-int rbl_host_call_check_http(lua_State *L, int idx, const char *method) {
-  return rbl__call_check_http(L, idx, method);
 }
 
 const char *rbl_host_call_tenant(lua_State *L, int idx) { return check_call(L, idx)->tenant; }

@@ -36,16 +36,6 @@ static int load_embedded(lua_State *L) {
   return 1;
 }
 
-/* Source of an embedded module, for rbl check and the docs (NULL when unknown). */
-const char *rbl__embedded_source(const char *name, size_t *len) {
-  for (const struct rbl_embedded *m = rbl_embedded_lua; m->name; m++)
-    if (!strcmp(m->name, name)) {
-      *len = m->len;
-      return m->src;
-    }
-  return NULL;
-}
-
 void rbl__open_modules(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *r = c_modules; r->name; r++) {
