@@ -45,8 +45,8 @@ int rbl__load_config(rbl_engine *e, const char *path) {
      * the environment's own-globals table by iterating with the generic pairs. */
     lua_pop(L, 1);
     lua_newtable(L);
-    static const char *const keys[] = {"tenants", "exec",    "limits",     "labels", "docker",
-                                       "kube",    "secrets", "namespaces", NULL};
+    static const char *const keys[] = {"tenants", "exec", "limits", "labels", "docker", "kube",
+                                       "secrets", "prom", "notify", "serve",  NULL};
     for (const char *const *k = keys; *k; k++) {
       lua_getfield(L, -2, *k);
       lua_setfield(L, -2, *k);

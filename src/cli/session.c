@@ -344,7 +344,11 @@ int rbl__drive_run(run_ctx *c) {
   lua_settop(L, 1);
   e->ended = 1;
   const char *killed = e->killed ? e->kill_msg : NULL;
-  if (killed) rbl__fail(0, "run stopped: %s", killed);
+  if (killed) { /* the reason may quote a request: masked like every text that leaves */
+    char *m = rbl__mask(e, killed, strlen(killed), NULL);
+    rbl__fail(0, "run stopped: %s", m ? m : killed);
+    free(m);
+  }
   rbl__write_report(c, killed);
   int code = rbl__exit_code_for(e, outcome);
   if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
