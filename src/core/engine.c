@@ -1,6 +1,7 @@
 /* The engine: the libuv loop, the Lua state, tasks (coroutines) and the waits that park them. */
 #include "engine_int.h"
 #include "audit.h"
+#include "gate.h"
 #include "http.h"
 #include "rbl.h"
 
@@ -649,6 +650,8 @@ void rbl__engine_free(rbl_engine *e) {
   if (e->http) rbl_http_close(e->http);
   e->http = NULL;
   lua_close(e->L); /* finalizers run here; primitives refuse (ended) */
+  rbl_gate_free(e->gate);
+  e->gate = NULL;
   while (e->all) {
     rbl_task *t = e->all;
     e->all = t->next_all;

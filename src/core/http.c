@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "gate.h"
 #include "rbl.h"
 
 #include "host.h"
@@ -639,6 +640,8 @@ typedef struct lreq {
   rbl_http_op *op; /* NULL once the callback ran */
   rbl_wait *wait;
   rbl_http_resp resp;
+  rbl_gate_ticket ticket; /* what the gate checks in the answer */
+  char prim[40];          /* the calling primitive, for a refusal of the answer */
 } lreq;
 
 static void lreq_free(lreq *r) {
@@ -698,6 +701,15 @@ static int l_push(lua_State *L, void *ud) {
     memcpy(msg, r->resp.errmsg, sizeof msg);
     lreq_free(r);
     return rbl_raise(L, code, "%s", msg);
+  }
+  /* the gate sees the answer before host Lua does: it learns from it, and may refuse it */
+  char why[1024];
+  if (rbl_gate_answer(rbl_gate_of(L), &r->ticket, r->resp.status, r->resp.body, r->resp.body_len,
+                      why, sizeof why) != 0) {
+    char prim[sizeof r->prim];
+    memcpy(prim, r->prim, sizeof prim);
+    lreq_free(r);
+    return rbl_refuse(L, prim, "%s", why);
   }
   lua_createtable(L, 0, 5);
   lua_pushinteger(L, r->resp.status);
@@ -795,7 +807,8 @@ static int l_request(lua_State *L) {
   req.method = opt_string(L, 2, "method", NULL);
   if (!req.method) req.method = "GET";
   rbl_host_call_check_http(L, 1, req.method);
-  req.url = opt_string(L, 2, "url", NULL);
+  size_t url_len = 0;
+  req.url = opt_string(L, 2, "url", &url_len);
   luaL_argcheck(L, req.url != NULL, 2, "url required");
   req.unix_socket = opt_string(L, 2, "unix_socket", NULL);
   req.body = opt_string(L, 2, "body", &req.body_len);
@@ -811,10 +824,26 @@ static int l_request(lua_State *L) {
   req.headers = hv;
   read_tls(L, 2, &req);
 
+  /* the gate: nothing leaves unless it classifies the request and its rules allow it */
+  rbl_gate_ticket ticket;
+  char why[1024];
+  const char *prim = rbl_host_call_prim(L, 1);
+  rbl_gate_req greq = {.method = req.method,
+                       .url = req.url,
+                       .url_len = url_len,
+                       .unix_socket = req.unix_socket,
+                       .body = req.body,
+                       .body_len = req.body_len,
+                       .tenant = rbl_host_call_tenant(L, 1)};
+  if (rbl_gate_http(rbl_gate_of(L), &greq, &ticket, why, sizeof why) != 0)
+    return rbl_refuse(L, prim, "%s", why);
+
   rbl_http *h = rbl_engine_http(rbl_engine_of(L));
   if (!h) return rbl_raise(L, "failed", "http: no client for this engine");
   lreq *r = calloc(1, sizeof *r);
   if (!r) return luaL_error(L, "not enough memory");
+  r->ticket = ticket;
+  snprintf(r->prim, sizeof r->prim, "%s", prim);
   int rc = rbl_http_start(h, &req, l_on_done, r, &r->op);
   if (rc != 0) {
     free(r);
@@ -825,8 +854,20 @@ static int l_request(lua_State *L) {
   return rbl_wait_yield(L, r->wait);
 }
 
+/* http.bind_endpoint(class, value): binds the "kube" API server base URL (or the "kube-plugin"
+ * credential plugin path) in the gate, once per run; a different second binding is refused. */
+static int l_bind_endpoint(lua_State *L) {
+  const char *cls = luaL_checkstring(L, 1);
+  const char *value = luaL_checkstring(L, 2);
+  char why[1024];
+  if (rbl_gate_bind(rbl_gate_of(L), cls, value, why, sizeof why) != 0)
+    return rbl_refuse(L, !strncmp(cls, "kube", 4) ? "kube" : cls, "%s", why);
+  return 0;
+}
+
 static const luaL_Reg http_funcs[] = {
     {"request", l_request},
+    {"bind_endpoint", l_bind_endpoint},
     {NULL, NULL},
 };
 

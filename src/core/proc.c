@@ -1,6 +1,7 @@
 /* rbl.proc: the exec effect. uv_spawn, argv never through a shell, a process group killed on
  * timeout. */
 #include "engine_int.h"
+#include "gate.h"
 #include "host.h"
 #include "proc.h"
 
@@ -211,6 +212,9 @@ static char **string_vector(lua_State *L, int idx, int is_env) {
 }
 
 int rbl_proc_spawn(lua_State *L, const rbl_proc_spec *spec) {
+  char why[1024];
+  if (rbl_gate_spawn(rbl_gate_of(L), spec->gate_class, spec->path, why, sizeof why) != 0)
+    return rbl_refuse(L, spec->prim ? spec->prim : spec->what, "%s", why);
   proc_op *op = calloc(1, sizeof *op);
   if (!op) return luaL_error(L, "out of memory");
   op->bout.limit = op->berr.limit = spec->output_cap;
@@ -292,6 +296,8 @@ static int l_spawn(lua_State *L) {
   }
   char **env = string_vector(L, lua_gettop(L), 1);
   rbl_proc_spec spec = {.what = "exec",
+                        .prim = rbl_host_call_prim(L, 1),
+                        .gate_class = RBL_GATE_EXEC,
                         .path = path,
                         .argv = argv,
                         .env = env,

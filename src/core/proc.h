@@ -15,9 +15,13 @@ typedef struct rbl_proc_spec {
   size_t stdin_len;
   double timeout;    /* seconds; 0 = none. Past it the process group is killed */
   size_t output_cap; /* bytes kept per stream; beyond: dropped, truncated = true */
+  int gate_class;    /* what the gate checks: RBL_GATE_EXEC (0: the exec allow list) or
+                        RBL_GATE_KUBE_PLUGIN (the kubeconfig's bound credential plugin) */
+  const char *prim;  /* names a refusal in the audit; NULL: what */
 } rbl_proc_spec;
 
-/* Starts the process in its own process group and parks the calling task; resumes it with
+/* Asks the gate first (a refusal kills the run, nothing is spawned). Then starts the process in
+ * its own process group and parks the calling task; resumes it with
  * {exit_code, stdout, stderr, duration_ms, truncated, signal}, or raises "timeout". Cancelling
  * the task kills the group. Use as `return rbl_proc_spawn(L, &spec);`. */
 int rbl_proc_spawn(lua_State *L, const rbl_proc_spec *spec);

@@ -1,6 +1,7 @@
 /* rbl.kube.c: YAML, file, base64 and time helpers for kubeconfig loading, and the exec
  * credential plugin runner (uv_spawn, yields; not an audited exec: it only fetches a token). */
 #include "kube.h"
+#include "gate.h"
 #include "proc.h"
 #include "engine.h"
 #include "json.h"
@@ -216,6 +217,8 @@ static int kubec_spawn(lua_State *L) {
   const char **argv = ks_vector(L, 2, 0);
   const char **env = ks_vector(L, 3, 1);
   rbl_proc_spec spec = {.what = "credential plugin",
+                        .prim = "kube",
+                        .gate_class = RBL_GATE_KUBE_PLUGIN,
                         .path = path,
                         .argv = (char *const *)argv,
                         .env = (char *const *)env,
@@ -224,12 +227,22 @@ static int kubec_spawn(lua_State *L) {
   return rbl_proc_spawn(L, &spec);
 }
 
+/* kubec.bind_plugin(path): binds, once per run, the credential plugin the kubeconfig names; the
+ * gate spawns no other plugin (a different second binding is refused). */
+static int kubec_bind_plugin(lua_State *L) {
+  char why[1024];
+  if (rbl_gate_bind(rbl_gate_of(L), "kube-plugin", luaL_checkstring(L, 1), why, sizeof why) != 0)
+    return rbl_refuse(L, "kube", "%s", why);
+  return 0;
+}
+
 static const luaL_Reg kubec_funcs[] = {{"parse_yaml", kubec_parse_yaml},
                                        {"read_file", kubec_read_file},
                                        {"stat", kubec_stat},
                                        {"b64decode", kubec_b64decode},
                                        {"parse_time", kubec_parse_time},
                                        {"spawn", kubec_spawn},
+                                       {"bind_plugin", kubec_bind_plugin},
                                        {NULL, NULL}};
 
 int luaopen_rbl_kube_c(lua_State *L) {

@@ -148,6 +148,7 @@ local function exec_source(spec, base, cluster)
         config = cluster.extensions and json.null or nil }
     end
     envt.KUBERNETES_EXEC_INFO = json.encode(req)
+    kubec.bind_plugin(path) -- the gate spawns this plugin and no other for the run
     local r = kubec.spawn(path, argv, envt, { timeout = 60 })
     local who = "kube: exec plugin " .. spec.command
     if r.exit_code ~= 0 then

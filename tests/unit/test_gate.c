@@ -1,0 +1,717 @@
+/* Tests for src/core/gate.c: the decision functions driven directly, with adversarial requests
+ * and crafted answers (no Lua state, no network). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gate.h"
+
+#define SOCK "/var/run/docker.sock"
+#define KUBE "https://10.0.0.1:6443"
+#define DV   "http://docker/v1.41"
+#define IDA  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define IDB  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define IDC  "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+#define EXA  "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+
+static char why[1024];
+
+static rbl_gate *gate(void) {
+  rbl_gate *g = rbl_gate_new();
+  assert_non_null(g);
+  rbl_gate_set(g, "docker.host", "unix://" SOCK);
+  rbl_gate_add_tenant(g, "prod-tenant-7", 0, NULL, 0);
+  rbl_gate_add_tenant(g, "prod-tenant-77", 0, NULL, 0);
+  const char *nss[] = {"team-b", "team-b-jobs"};
+  rbl_gate_add_tenant(g, "tb", 1, nss, 2);
+  assert_int_equal(rbl_gate_bind(g, "kube", KUBE "/", why, sizeof why), 0);
+  return g;
+}
+
+/* One request: 0 allowed, -1 refused; *t receives the ticket. */
+static int req_t(rbl_gate *g, const char *method, const char *url, size_t len, const char *sock,
+                 const char *body, const char *tenant, rbl_gate_ticket *t) {
+  rbl_gate_req r = {.method = method,
+                    .url = url,
+                    .url_len = len,
+                    .unix_socket = sock,
+                    .body = body,
+                    .body_len = body ? strlen(body) : 0,
+                    .tenant = tenant};
+  why[0] = 0;
+  return rbl_gate_http(g, &r, t, why, sizeof why);
+}
+
+static int dreq(rbl_gate *g, const char *method, const char *path, const char *tenant) {
+  char url[2048];
+  rbl_gate_ticket t;
+  snprintf(url, sizeof url, "http://docker%s", path);
+  return req_t(g, method, url, strlen(url), SOCK, NULL, tenant, &t);
+}
+
+static int kreq(rbl_gate *g, const char *method, const char *path, const char *body,
+                const char *tenant) {
+  char url[2048];
+  rbl_gate_ticket t;
+  snprintf(url, sizeof url, KUBE "%s", path);
+  return req_t(g, method, url, strlen(url), NULL, body, tenant, &t);
+}
+
+/* A request and its answer: the ticket of the request goes with the answer. */
+static int exchange(rbl_gate *g, const char *method, const char *url, const char *sock,
+                    const char *tenant, long status, const char *answer) {
+  rbl_gate_ticket t;
+  if (req_t(g, method, url, strlen(url), sock, NULL, tenant, &t) != 0) return -2;
+  return rbl_gate_answer(g, &t, status, answer, strlen(answer), why, sizeof why);
+}
+
+static char *inspect_answer(const char *id, const char *label) {
+  static char b[512];
+  if (label)
+    snprintf(b, sizeof b, "{\"Id\":\"%s\",\"Config\":{\"Labels\":{\"rbl.tenant\":\"%s\"}}}", id,
+             label);
+  else
+    snprintf(b, sizeof b, "{\"Id\":\"%s\",\"Config\":{\"Labels\":{}}}", id);
+  return b;
+}
+
+/* Teaches the gate that tenant owns id (a resolution read answered by the "daemon"). */
+static void learn_ctr(rbl_gate *g, const char *ref, const char *id, const char *tenant) {
+  char url[256];
+  snprintf(url, sizeof url, DV "/containers/%s/json", ref);
+  assert_int_equal(exchange(g, "GET", url, SOCK, tenant, 200, inspect_answer(id, tenant)), 0);
+}
+
+static const char *DISCOVERY =
+    "{\"kind\":\"APIGroupDiscoveryList\",\"items\":[{\"metadata\":{},\"versions\":[{\"version\":"
+    "\"v1\",\"resources\":["
+    "{\"resource\":\"configmaps\",\"scope\":\"Namespaced\"},"
+    "{\"resource\":\"pods\",\"scope\":\"Namespaced\",\"subresources\":[{\"subresource\":\"log\"},"
+    "{\"subresource\":\"exec\"},{\"subresource\":\"status\"}]},"
+    "{\"resource\":\"serviceaccounts\",\"scope\":\"Namespaced\",\"subresources\":[{"
+    "\"subresource\":\"token\"}]},"
+    "{\"resource\":\"namespaces\",\"scope\":\"Cluster\"},"
+    "{\"resource\":\"nodes\",\"scope\":\"Cluster\"}]}]}]}";
+static const char *APIS_DISCOVERY =
+    "{\"kind\":\"APIGroupDiscoveryList\",\"items\":["
+    "{\"metadata\":{\"name\":\"apps\"},\"versions\":[{\"version\":\"v1\",\"resources\":["
+    "{\"resource\":\"deployments\",\"scope\":\"Namespaced\",\"subresources\":[{\"subresource\":"
+    "\"scale\"}]}]}]},"
+    "{\"metadata\":{\"name\":\"rbac.authorization.k8s.io\"},\"versions\":[{\"version\":\"v1\","
+    "\"resources\":[{\"resource\":\"clusterroles\",\"scope\":\"Cluster\"}]}]}]}";
+static const char *NAMESPACES =
+    "{\"items\":[{\"metadata\":{\"name\":\"prod-tenant-7\",\"labels\":{\"rbl.io/tenant\":"
+    "\"prod-tenant-7\"}}},{\"metadata\":{\"name\":\"prod-tenant-7-jobs\",\"labels\":{\"rbl.io/"
+    "tenant\":\"prod-tenant-7\"}}},{\"metadata\":{\"name\":\"prod-tenant-77\",\"labels\":{\"rbl."
+    "io/tenant\":\"prod-tenant-77\"}}},{\"metadata\":{\"name\":\"stolen\",\"labels\":{}}}]}";
+
+/* A gate that has seen discovery and prod-tenant-7's namespaces. */
+static rbl_gate *kgate(void) {
+  rbl_gate *g = gate();
+  assert_int_equal(exchange(g, "GET", KUBE "/api", NULL, NULL, 200, DISCOVERY), 0);
+  assert_int_equal(exchange(g, "GET", KUBE "/apis", NULL, NULL, 200, APIS_DISCOVERY), 0);
+  assert_int_equal(exchange(g, "GET",
+                            KUBE "/api/v1/namespaces?labelSelector=rbl.io%2Ftenant%3Dprod-tenant-7",
+                            NULL, "prod-tenant-7", 200, NAMESPACES),
+                   0);
+  return g;
+}
+
+/* ---- endpoints ---- */
+
+static void test_endpoints(void **st) {
+  rbl_gate *g = gate();
+  rbl_gate_ticket t;
+  assert_int_equal(dreq(g, "GET", "/_ping", NULL), 0);
+  assert_int_equal(dreq(g, "GET", "/v1.41/version", NULL), 0);
+  assert_int_equal(dreq(g, "GET", "/info", NULL), 0);
+  /* another unix socket, another host, a URL prefix trick */
+  const char *u = "http://docker/_ping";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), "/tmp/evil.sock", NULL, NULL, &t), -1);
+  assert_non_null(strstr(why, "cannot classify"));
+  u = "https://evil.example/api";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, "prod-tenant-7", &t), -1);
+  assert_non_null(strstr(why, "cannot classify"));
+  u = "https://10.0.0.1:6443@evil.example/api";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, NULL, &t), -1);
+  u = "https://10.0.0.1:64430/api";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, NULL, &t), -1);
+  /* the kube server URL over the docker socket is not the kube class */
+  u = KUBE "/api";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), SOCK, NULL, NULL, &t), -1);
+  /* sealed bindings */
+  assert_int_equal(rbl_gate_bind(g, "kube", KUBE, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_bind(g, "kube", "https://evil.example", why, sizeof why), -1);
+  assert_int_equal(rbl_gate_bind(g, "prom", "https://x", why, sizeof why), -1);
+  /* prom is a TODO class: refused, named */
+  rbl_gate_set(g, "prom.url", "https://prom.example:9090");
+  u = "https://prom.example:9090/api/v1/query?query=up";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, "prod-tenant-7", &t), -1);
+  assert_non_null(strstr(why, "prom"));
+  rbl_gate_free(g);
+  /* an unbound kube class: nothing is kube */
+  g = rbl_gate_new();
+  u = KUBE "/api";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, NULL, &t), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube", "https://h:1/?x", why, sizeof why), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube", "https://user@h:1", why, sizeof why), -1);
+  rbl_gate_free(g);
+  /* a docker tcp endpoint */
+  g = rbl_gate_new();
+  rbl_gate_set(g, "docker.host", "tcp://127.0.0.1:2376");
+  u = "https://127.0.0.1:2376/_ping";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, NULL, &t), 0);
+  u = "http://127.0.0.1:2376/_ping";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, NULL, &t), 0);
+  u = "http://127.0.0.1:2377/_ping";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, NULL, &t), -1);
+  rbl_gate_free(g);
+}
+
+static void test_url_hygiene(void **st) {
+  rbl_gate *g = kgate();
+  rbl_gate_ticket t;
+  static const char *const bad[] = {
+      "/api/v1/namespaces/prod-tenant-7/configmaps/a%2Fb",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/a%2fb",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/%2e%2e",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/../../prod-tenant-8/configmaps/x",
+      "/api/v1/namespaces/../prod-tenant-8/configmaps/x",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/./x",
+      "/api/v1/namespaces/prod-tenant-7//configmaps/x",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/x/",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/x;y",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/x#frag",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/x y",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/x\\..\\y",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/x\x01",
+      "/api/v1/namespaces/prod-tenant-7/configmaps/\xc3\xa9",
+      "//api/v1/namespaces/prod-tenant-7/configmaps",
+      NULL};
+  for (int i = 0; bad[i]; i++) {
+    if (kreq(g, "GET", bad[i], NULL, "prod-tenant-7") != -1) fail_msg("allowed: %s", bad[i]);
+  }
+  /* an embedded NUL: the C string would stop early, the length does not */
+  const char nul[] = KUBE "/api/v1/namespaces/prod-tenant-7/configmaps/db\0pool";
+  assert_int_equal(req_t(g, "GET", nul, sizeof nul - 1, NULL, NULL, "prod-tenant-7", &t), -1);
+  assert_non_null(strstr(why, "NUL"));
+  /* docker paths too */
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/..%2Fx/json", "prod-tenant-7"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/%2e%2e/json", "prod-tenant-7"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers//json", "prod-tenant-7"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/x/json#y", "prod-tenant-7"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/../json", "prod-tenant-7"), -1);
+  rbl_gate_free(g);
+}
+
+/* ---- Docker ---- */
+
+static void test_docker_resolution(void **st) {
+  rbl_gate *g = gate();
+  rbl_gate_ticket t;
+  /* the resolution read is allowed for a clean reference, its answer decides */
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/web/json", "ta"), 0);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/web/json?size=1", "ta"), 0);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/web/json?size=1&size=1", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/web/json?x=1", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/.hidden/json", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/web/json", NULL), -1); /* no tenant */
+  /* an answer labelled for another tenant is refused and teaches nothing for ta */
+  const char *u = DV "/containers/web/json";
+  assert_int_equal(exchange(g, "GET", u, SOCK, "ta", 200, inspect_answer(IDB, "tb")), -1);
+  assert_non_null(strstr(why, "belongs to tenant tb, not ta"));
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDB "/exec", "ta"), -1);
+  /* unlabelled */
+  assert_int_equal(exchange(g, "GET", u, SOCK, "ta", 200, inspect_answer(IDC, NULL)), -1);
+  assert_non_null(strstr(why, "belongs to no tenant"));
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDC "/restart", "ta"), -1);
+  /* a label that only starts like the tenant */
+  assert_int_equal(exchange(g, "GET", u, SOCK, "ta", 200, inspect_answer(IDC, "ta2")), -1);
+  /* an answer for id A must not teach id B */
+  u = DV "/containers/" IDA "/json";
+  assert_int_equal(exchange(g, "GET", u, SOCK, "ta", 200, inspect_answer(IDB, "ta")), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDB "/exec", "ta"), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDA "/exec", "ta"), -1);
+  /* no valid id in the answer */
+  assert_int_equal(exchange(g, "GET", DV "/containers/web/json", SOCK, "ta", 200,
+                            "{\"Id\":\"AAAA\",\"Config\":{\"Labels\":{\"rbl.tenant\":\"ta\"}}}"),
+                   -1);
+  /* the daemon says the prefix is ambiguous */
+  assert_int_equal(exchange(g, "GET", DV "/containers/ab/json", SOCK, "ta", 500,
+                            "{\"message\":\"Multiple IDs found with provided prefix: ab\"}"),
+                   -1);
+  assert_non_null(strstr(why, "ambiguous"));
+  /* not found: nothing learned, nothing refused (host Lua reports it) */
+  assert_int_equal(
+      exchange(g, "GET", DV "/containers/nope/json", SOCK, "ta", 404, "{\"message\":\"No such\"}"),
+      0);
+  /* finally the tenant's own container: learned */
+  learn_ctr(g, "web", IDA, "ta");
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDA "/exec", "ta"), 0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDA "/restart?t=10", "ta"), 0);
+  assert_int_equal(
+      dreq(g, "GET", "/v1.41/containers/" IDA "/logs?stdout=1&stderr=1&tail=all", "ta"), 0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDA "/kill", "ta"), 0);
+  /* ... but not for another tenant, nor by name, prefix, or upper case */
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDA "/exec", "tb"), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/web/exec", "ta"), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/aaaaaaaaaaaa/exec", "ta"), -1);
+  assert_int_equal(
+      dreq(
+          g, "POST",
+          "/v1.41/containers/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/exec",
+          "ta"),
+      -1);
+  assert_int_equal(dreq(g, "DELETE", "/v1.41/containers/web", "ta"), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/create", "ta"), -1);
+  /* the answer for a full id ref names that id: allowed and learned */
+  u = DV "/containers/" IDC "/json";
+  assert_int_equal(exchange(g, "GET", u, SOCK, "tc", 200, inspect_answer(IDC, "tc")), 0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDC "/start", "tc"), 0);
+  /* anything else the daemon offers */
+  assert_int_equal(dreq(g, "POST", "/v1.41/images/create?fromImage=x", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/volumes", "ta"), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/_ping", NULL), -1);
+  (void)t;
+  rbl_gate_free(g);
+}
+
+static void test_docker_exec_ids(void **st) {
+  rbl_gate *g = gate();
+  learn_ctr(g, "web", IDA, "ta");
+  learn_ctr(g, "b", IDB, "tb");
+  /* an exec id never learned */
+  assert_int_equal(dreq(g, "POST", "/v1.41/exec/" EXA "/start", "ta"), -1);
+  /* a 200 is not the 201 the daemon sends for a created exec */
+  const char *ans = "{\"Id\":\"" EXA "\"}";
+  assert_int_equal(exchange(g, "POST", DV "/containers/" IDA "/exec", SOCK, "ta", 200, ans), 0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/exec/" EXA "/start", "ta"), -1);
+  assert_int_equal(exchange(g, "POST", DV "/containers/" IDA "/exec", SOCK, "ta", 201, ans), 0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/exec/" EXA "/start", "ta"), 0);
+  assert_int_equal(dreq(g, "GET", "/v1.41/exec/" EXA "/json", "ta"), 0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/exec/" EXA "/start", "tb"), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/exec/" EXA "/resize", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/exec/eeeeeeeeeeee/json", "ta"), -1);
+  /* tb's exec on tb's container does not open it for ta */
+  const char *exb = "{\"Id\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"}";
+  assert_int_equal(exchange(g, "POST", DV "/containers/" IDB "/exec", SOCK, "tb", 201, exb), 0);
+  assert_int_equal(
+      dreq(g, "POST",
+           "/v1.41/exec/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/start",
+           "ta"),
+      -1);
+  rbl_gate_free(g);
+}
+
+static void test_docker_list(void **st) {
+  rbl_gate *g = gate();
+  /* filters={"label":["rbl.tenant=ta"]} */
+  const char *ok = "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22rbl.tenant%3Dta%22%5D%7D";
+  assert_int_equal(dreq(g, "GET", ok, "ta"), 0);
+  char u[512];
+  snprintf(u, sizeof u, "%s&all=1&limit=5", ok);
+  assert_int_equal(dreq(g, "GET", u, "ta"), 0);
+  assert_int_equal(dreq(g, "GET", ok, "tb"), -1); /* the filter names another tenant */
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/json", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/json?all=1", "ta"), -1);
+  snprintf(u, sizeof u, "%s&filters=%%7B%%7D", ok); /* smuggled second filters */
+  assert_int_equal(dreq(g, "GET", u, "ta"), -1);
+  snprintf(u, sizeof u, "%s&since=x", ok);
+  assert_int_equal(dreq(g, "GET", u, "ta"), -1);
+  /* two entries for the label key, an existence-only entry, a prefix of the tenant */
+  assert_int_equal(
+      dreq(g, "GET",
+           "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22rbl.tenant%3Dta%22%2C%22rbl."
+           "tenant%3Dtb%22%5D%7D",
+           "ta"),
+      -1);
+  assert_int_equal(dreq(g, "GET",
+                        "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22rbl.tenant%22%5D%7D",
+                        "ta"),
+                   -1);
+  assert_int_equal(
+      dreq(g, "GET",
+           "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22rbl.tenant%3Dt%22%5D%7D", "ta"),
+      -1);
+  /* another filter key, duplicate JSON keys */
+  assert_int_equal(dreq(g, "GET",
+                        "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22rbl.tenant%3Dta%22%"
+                        "5D%2C%22name%22%3A%5B%22x%22%5D%7D",
+                        "ta"),
+                   -1);
+  assert_int_equal(dreq(g, "GET",
+                        "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22rbl.tenant%3Dta%22%"
+                        "5D%2C%22label%22%3A%5B%5D%7D",
+                        "ta"),
+                   -1);
+  /* learning from the list answer */
+  char url[600], ans[600];
+  snprintf(url, sizeof url, "http://docker%s", ok);
+  snprintf(ans, sizeof ans, "[{\"Id\":\"%s\",\"Labels\":{\"rbl.tenant\":\"ta\"}}]", IDA);
+  assert_int_equal(exchange(g, "GET", url, SOCK, "ta", 200, ans), 0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDA "/restart", "ta"), 0);
+  /* a list answer holding another tenant's container: refused, nothing learned for ta */
+  snprintf(ans, sizeof ans,
+           "[{\"Id\":\"%s\",\"Labels\":{\"rbl.tenant\":\"ta\"}},{\"Id\":\"%s\",\"Labels\":{\"rbl."
+           "tenant\":\"tb\"}}]",
+           IDC, IDB);
+  assert_int_equal(exchange(g, "GET", url, SOCK, "ta", 200, ans), -1);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDB "/restart", "ta"), -1);
+  rbl_gate_free(g);
+}
+
+static void test_docker_labels_config(void **st) {
+  rbl_gate *g = gate();
+  rbl_gate_set(g, "labels.docker", "corp/owner");
+  const char *u = DV "/containers/web/json";
+  /* the default key no longer counts */
+  assert_int_equal(exchange(g, "GET", u, SOCK, "ta", 200, inspect_answer(IDA, "ta")), -1);
+  assert_int_equal(exchange(g, "GET", u, SOCK, "ta", 200,
+                            "{\"Id\":\"" IDA "\",\"Config\":{\"Labels\":{\"corp/owner\":\"ta\"}}}"),
+                   0);
+  assert_int_equal(dreq(g, "POST", "/v1.41/containers/" IDA "/exec", "ta"), 0);
+  rbl_gate_free(g);
+}
+
+/* ---- Kubernetes ---- */
+
+static void test_kube_discovery_and_tenant_free(void **st) {
+  rbl_gate *g = gate();
+  assert_int_equal(kreq(g, "GET", "/version", NULL, NULL), 0);
+  assert_int_equal(kreq(g, "GET", "/api", NULL, NULL), 0);
+  assert_int_equal(kreq(g, "GET", "/apis", NULL, NULL), 0);
+  assert_int_equal(kreq(g, "GET", "/api/v1", NULL, NULL), 0);
+  assert_int_equal(kreq(g, "GET", "/apis/apps", NULL, NULL), 0);
+  assert_int_equal(kreq(g, "GET", "/apis/apps/v1", NULL, NULL), 0);
+  assert_int_equal(kreq(g, "GET", "/openapi/v2", NULL, NULL), 0);
+  assert_int_equal(kreq(g, "POST", "/api", NULL, NULL), -1);
+  /* before discovery nothing is classified */
+  assert_int_equal(kreq(g, "GET", "/api/v1/nodes", NULL, "prod-tenant-7"), -1);
+  assert_non_null(strstr(why, "cannot classify"));
+  /* a legacy APIResourceList teaches its own group only */
+  assert_int_equal(
+      exchange(g, "GET", KUBE "/apis/apps/v1", NULL, NULL, 200,
+               "{\"kind\":\"APIResourceList\",\"groupVersion\":\"batch/v1\",\"resources\":[{"
+               "\"name\":\"jobs\",\"namespaced\":true}]}"),
+      0);
+  assert_int_equal(kreq(g, "GET", "/apis/apps/v1/namespaces/team-b/jobs", NULL, "tb"), -1);
+  assert_int_equal(kreq(g, "GET", "/apis/batch/v1/namespaces/team-b/jobs", NULL, "tb"), -1);
+  assert_int_equal(
+      exchange(g, "GET", KUBE "/apis/batch/v1", NULL, NULL, 200,
+               "{\"kind\":\"APIResourceList\",\"groupVersion\":\"batch/v1\",\"resources\":["
+               "{\"name\":\"jobs\",\"namespaced\":true},{\"name\":\"jobs/status\",\"namespaced\":"
+               "true}]}"),
+      0);
+  assert_int_equal(kreq(g, "GET", "/apis/batch/v1/namespaces/team-b/jobs", NULL, "tb"), 0);
+  assert_int_equal(kreq(g, "GET", "/apis/batch/v1/namespaces/team-b/jobs/j/status", NULL, "tb"), 0);
+  assert_int_equal(kreq(g, "GET", "/apis/batch/v1/namespaces/team-b/jobs/j/other", NULL, "tb"), -1);
+  /* an unbound call may do the tenant-free reads only */
+  assert_int_equal(exchange(g, "GET", KUBE "/api", NULL, NULL, 200, DISCOVERY), 0);
+  assert_int_equal(kreq(g, "GET", "/api/v1/nodes", NULL, NULL), -1);
+  assert_int_equal(kreq(g, "GET", "/apis/batch/v1/namespaces/team-b/jobs", NULL, NULL), -1);
+  rbl_gate_free(g);
+}
+
+static void test_kube_namespaces(void **st) {
+  rbl_gate *g = kgate();
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/configmaps/x", NULL, "prod-tenant-7"), 0);
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7-jobs/configmaps", NULL, "prod-tenant-7"), 0);
+  /* a prefix is not ownership, either way round */
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant-77/configmaps/x", NULL, "prod-tenant-7"), -1);
+  assert_non_null(strstr(why, "does not belong to tenant prod-tenant-7"));
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/configmaps/x", NULL, "prod-tenant-77"), -1);
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant/configmaps/x", NULL, "prod-tenant-7"), -1);
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/kube-system/configmaps", NULL, "prod-tenant-7"), -1);
+  /* an unlabelled namespace in the answer taught nothing */
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/stolen/configmaps", NULL, "prod-tenant-7"),
+                   -1);
+  /* prod-tenant-77's namespace was in prod-tenant-7's answer: it taught nothing for 77 */
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant-77/configmaps", NULL, "prod-tenant-77"), -1);
+  /* the label read for another tenant's selector teaches nothing */
+  assert_int_equal(exchange(g, "GET",
+                            KUBE "/api/v1/namespaces?labelSelector=rbl.io%2Ftenant%3Dprod-tenant-8",
+                            NULL, "prod-tenant-7", 200,
+                            "{\"items\":[{\"metadata\":{\"name\":\"prod-tenant-8\",\"labels\":{"
+                            "\"rbl.io/tenant\":\"prod-tenant-8\"}}}]}"),
+                   0);
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant-8/configmaps", NULL, "prod-tenant-7"), -1);
+  /* a config list is authoritative: the label read adds nothing */
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/team-b/configmaps", NULL, "tb"), 0);
+  assert_int_equal(exchange(g, "GET", KUBE "/api/v1/namespaces?labelSelector=rbl.io/tenant=tb",
+                            NULL, "tb", 200,
+                            "{\"items\":[{\"metadata\":{\"name\":\"team-x\",\"labels\":{\"rbl.io/"
+                            "tenant\":\"tb\"}}}]}"),
+                   0);
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/team-x/configmaps", NULL, "tb"), -1);
+  /* the Namespace object itself */
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7", NULL, "prod-tenant-7"), 0);
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-8", NULL, "prod-tenant-7"), -1);
+  assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-8",
+                        "{\"metadata\":{\"labels\":{\"x\":\"y\"}}}", "prod-tenant-7"),
+                   -1);
+  assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7",
+                        "{\"metadata\":{\"labels\":{\"x\":\"y\"}}}", "prod-tenant-7"),
+                   0);
+  assert_int_equal(kreq(g, "DELETE", "/api/v1/namespaces/prod-tenant-7", NULL, "prod-tenant-7"),
+                   -1);
+  rbl_gate_free(g);
+}
+
+static void test_kube_tenant_label(void **st) {
+  rbl_gate *g = kgate();
+  static const char *const bad[] = {
+      "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":\"prod-tenant-8\"}}}",
+      "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":null}}}",
+      "{\"metadata\":{\"labels\":null}}",
+      "{\"metadata\":null}",
+      "{\"metadata\":{\"$patch\":\"replace\",\"labels\":{}}}",
+      "{\"metadata\":{\"labels\":{\"$patch\":\"replace\"}}}",
+      "{\"$patch\":\"replace\"}",
+      "[{\"op\":\"replace\",\"path\":\"/metadata/labels/rbl.io~1tenant\",\"value\":\"x\"}]",
+      "[{\"op\":\"remove\",\"path\":\"/metadata/labels\"}]",
+      "[{\"op\":\"copy\",\"from\":\"/metadata/labels\",\"path\":\"/metadata/annotations\"}]",
+      "[{\"op\":\"replace\",\"path\":\"\",\"value\":{}}]",
+      "not json",
+      NULL};
+  for (int i = 0; bad[i]; i++)
+    if (kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7", bad[i], "prod-tenant-7") != -1)
+      fail_msg("allowed: %s", bad[i]);
+  assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7",
+                        "[{\"op\":\"add\",\"path\":\"/metadata/labels/team\",\"value\":\"x\"}]",
+                        "prod-tenant-7"),
+                   0);
+  rbl_gate_set(g, "kube.allow_tenant_label_change", "1");
+  assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7", bad[0], "prod-tenant-7"),
+                   0);
+  rbl_gate_free(g);
+}
+
+static void test_kube_resources(void **st) {
+  rbl_gate *g = kgate();
+  const char *t7 = "prod-tenant-7";
+  /* namespaced resources across all namespaces */
+  assert_int_equal(kreq(g, "GET", "/api/v1/pods", NULL, t7), -1);
+  assert_non_null(strstr(why, "namespaced"));
+  assert_int_equal(kreq(g, "GET", "/apis/apps/v1/deployments", NULL, t7), -1);
+  /* unknown resources, versions, groups */
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/secrets", NULL, t7), -1);
+  assert_non_null(strstr(why, "cannot classify"));
+  assert_int_equal(kreq(g, "GET", "/apis/apps/v2/namespaces/prod-tenant-7/deployments", NULL, t7),
+                   -1);
+  assert_int_equal(kreq(g, "GET", "/apis/evil/v1/namespaces/prod-tenant-7/deployments", NULL, t7),
+                   -1);
+  /* a cluster-scoped resource addressed in a namespace */
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/nodes", NULL, t7), -1);
+  /* too deep */
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/pods/p/log/x", NULL, t7), -1);
+  /* subresources */
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/pods/p/log", NULL, t7), 0);
+  assert_int_equal(kreq(g, "POST", "/api/v1/namespaces/prod-tenant-7/pods/p/exec", NULL, t7), -1);
+  assert_non_null(strstr(why, "kube.allow_subresources"));
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/pods/p/attach", NULL, t7), -1);
+  assert_int_equal(
+      kreq(g, "POST", "/api/v1/namespaces/prod-tenant-7/serviceaccounts/s/token", NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/configmaps/c/b", NULL, t7), -1);
+  assert_int_equal(
+      kreq(g, "PATCH", "/apis/apps/v1/namespaces/prod-tenant-7/deployments/api/scale", "{}", t7),
+      0);
+  rbl_gate_add(g, "kube.allow_subresources", "exec");
+  assert_int_equal(kreq(g, "POST", "/api/v1/namespaces/prod-tenant-7/pods/p/exec", NULL, t7), 0);
+  assert_int_equal(kreq(g, "POST", "/api/v1/namespaces/prod-tenant-8/pods/p/exec", NULL, t7), -1);
+  /* cluster-scoped: reads yes, writes only when the config lists the resource */
+  assert_int_equal(kreq(g, "GET", "/api/v1/nodes", NULL, t7), 0);
+  assert_int_equal(kreq(g, "GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles/edit", NULL, t7),
+                   0);
+  assert_int_equal(
+      kreq(g, "PATCH", "/apis/rbac.authorization.k8s.io/v1/clusterroles/edit", "{}", t7), -1);
+  assert_non_null(strstr(why, "kube.allow_cluster_writes"));
+  assert_int_equal(kreq(g, "DELETE", "/api/v1/nodes/n1", NULL, t7), -1);
+  assert_int_equal(kreq(g, "POST", "/api/v1/namespaces", "{}", t7), -1);
+  rbl_gate_add(g, "kube.allow_cluster_writes", "nodes");
+  assert_int_equal(kreq(g, "PATCH", "/api/v1/nodes/n1", "{}", t7), 0);
+  assert_int_equal(
+      kreq(g, "PATCH", "/apis/rbac.authorization.k8s.io/v1/clusterroles/edit", "{}", t7), -1);
+  /* methods */
+  assert_int_equal(kreq(g, "TRACE", "/api/v1/nodes", NULL, t7), -1);
+  rbl_gate_free(g);
+}
+
+static void test_kube_query(void **st) {
+  rbl_gate *g = kgate();
+  const char *t7 = "prod-tenant-7";
+  const char *base = "/api/v1/namespaces/prod-tenant-7/configmaps";
+  char u[600];
+#define Q(q) (snprintf(u, sizeof u, "%s%s", base, q), u)
+  assert_int_equal(kreq(g, "GET", Q("?labelSelector=app%3Dx&limit=500&continue=abc"), NULL, t7), 0);
+  assert_int_equal(kreq(g, "GET", Q("?watch=true&resourceVersion=1&timeoutSeconds=5"), NULL, t7),
+                   0);
+  assert_int_equal(kreq(g, "GET", Q("?limit=1&limit=2"), NULL, t7), -1);
+  assert_non_null(strstr(why, "repeated"));
+  assert_int_equal(kreq(g, "GET", Q("?labelSelector=a&labelSelector=b"), NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", Q("?namespace=prod-tenant-8"), NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", Q("?fieldSelector=metadata.namespace%3Dprod-tenant-8"), NULL, t7),
+                   -1);
+  assert_int_equal(kreq(g, "GET", Q("?fieldSelector=metadata.name%3Dx"), NULL, t7), 0);
+  assert_int_equal(kreq(g, "GET", Q("?limit=1&&x"), NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", Q("?"), NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", Q("?lim%69t=1"), NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", Q("?limit=%zz"), NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", Q("?labelSelector=%00"), NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", Q("?dryRun=All"), NULL, t7), -1); /* a write parameter */
+  assert_int_equal(kreq(g, "PATCH",
+                        "/api/v1/namespaces/prod-tenant-7/configmaps/c?fieldManager="
+                        "rbl&dryRun=All",
+                        "{}", t7),
+                   0);
+  assert_int_equal(
+      kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7/configmaps/c?watch=true", "{}", t7), -1);
+  assert_int_equal(
+      kreq(g, "DELETE",
+           "/api/v1/namespaces/prod-tenant-7/configmaps/c?propagationPolicy=Foreground", NULL, t7),
+      0);
+  /* the namespace discovery read learns only with exactly the tenant's selector */
+  rbl_gate_free(g);
+  g = gate();
+  assert_int_equal(exchange(g, "GET", KUBE "/api", NULL, NULL, 200, DISCOVERY), 0);
+  assert_int_equal(exchange(g, "GET",
+                            KUBE "/api/v1/namespaces?labelSelector=rbl.io%2Ftenant%3Dprod-tenant-7"
+                                 "%2Cx%3Dy",
+                            NULL, "prod-tenant-7", 200, NAMESPACES),
+                   0);
+  assert_int_equal(kreq(g, "GET", base, NULL, t7), -1);
+  assert_int_equal(exchange(g, "GET", KUBE "/api/v1/namespaces?labelSelector=rbl.io/tenant", NULL,
+                            "prod-tenant-7", 200, NAMESPACES),
+                   0);
+  assert_int_equal(kreq(g, "GET", base, NULL, t7), -1);
+  assert_int_equal(exchange(g, "GET",
+                            KUBE "/api/v1/namespaces?labelSelector=rbl.io/tenant=prod-tenant-7",
+                            NULL, "prod-tenant-7", 200, NAMESPACES),
+                   0);
+  assert_int_equal(kreq(g, "GET", base, NULL, t7), 0);
+  rbl_gate_free(g);
+#undef Q
+}
+
+static void test_kube_can_i(void **st) {
+  rbl_gate *g = kgate();
+  const char *p = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", *t7 = "prod-tenant-7";
+  assert_int_equal(kreq(g, "POST", p,
+                        "{\"spec\":{\"resourceAttributes\":{\"verb\":\"get\",\"resource\":\"pods\","
+                        "\"namespace\":\"prod-tenant-7\"}}}",
+                        t7),
+                   0);
+  assert_int_equal(kreq(g, "POST", p,
+                        "{\"spec\":{\"resourceAttributes\":{\"verb\":\"get\",\"resource\":\"pods\","
+                        "\"namespace\":\"prod-tenant-8\"}}}",
+                        t7),
+                   -1);
+  assert_int_equal(kreq(g, "POST", p,
+                        "{\"spec\":{\"resourceAttributes\":{\"verb\":\"create\",\"resource\":"
+                        "\"clusterrolebindings\"}}}",
+                        t7),
+                   0);
+  assert_int_equal(kreq(g, "POST", p,
+                        "{\"spec\":{\"resourceAttributes\":{\"verb\":\"get\",\"namespace\":7}}}",
+                        t7),
+                   -1);
+  assert_int_equal(kreq(g, "POST", p, "[]", t7), -1);
+  assert_int_equal(kreq(g, "POST", p, NULL, t7), -1);
+  assert_int_equal(kreq(g, "POST", p, "{\"spec\":{}}", NULL), -1);
+  assert_int_equal(
+      kreq(g, "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", "{\"spec\":{}}", t7),
+      -1);
+  rbl_gate_free(g);
+}
+
+/* ---- spawning ---- */
+
+static void test_spawn(void **st) {
+  char dir[] = "/tmp/rbl-gate-test.XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char prog[300], link[300], other[300];
+  snprintf(prog, sizeof prog, "%s/tool", dir);
+  snprintf(link, sizeof link, "%s/tool-link", dir);
+  snprintf(other, sizeof other, "%s/other", dir);
+  FILE *f = fopen(prog, "w");
+  fputs("#!/bin/sh\n", f);
+  fclose(f);
+  f = fopen(other, "w");
+  fputs("#!/bin/sh\n", f);
+  fclose(f);
+  assert_int_equal(symlink(prog, link), 0);
+  rbl_gate *g = rbl_gate_new();
+  rbl_gate_set(g, "path", dir);
+  rbl_gate_add(g, "exec.allow", prog);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, prog, why, sizeof why), 0);
+  char dots[400];
+  snprintf(dots, sizeof dots, "%s/../%s/tool", dir, strrchr(dir, '/') + 1);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, dots, why, sizeof why), 0); /* same file */
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, other, why, sizeof why), -1);
+  assert_non_null(strstr(why, "not on the exec allow list"));
+  /* a symlink under another name is not the allowed program (multi-call binaries) */
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, link, why, sizeof why), -1);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, "tool", why, sizeof why), -1);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, "./tool", why, sizeof why), -1);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, "/bin/../bin/sh", why, sizeof why), -1);
+  /* a bare name: resolved through the fixed PATH and the process PATH */
+  rbl_gate_add(g, "exec.allow", "other");
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, other, why, sizeof why), 0);
+  rbl_gate_add(g, "exec.allow", "sh");
+  char sh[PATH_MAX];
+  assert_non_null(realpath("/bin/sh", sh));
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, "/bin/sh", why, sizeof why), 0);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, "/bin/dash-not-there", why, sizeof why), -1);
+  /* a relative allow entry never matches */
+  rbl_gate_add(g, "exec.allow", "./x/other");
+  /* the credential plugin class: only the one bound, exactly */
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_KUBE_PLUGIN, prog, why, sizeof why), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-plugin", "relative/plugin", why, sizeof why), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-plugin", other, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_bind(g, "kube-plugin", other, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_bind(g, "kube-plugin", prog, why, sizeof why), -1);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_KUBE_PLUGIN, other, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_KUBE_PLUGIN, prog, why, sizeof why), -1);
+  /* the plugin class is not the exec allow list, nor the other way round */
+  rbl_gate_free(g);
+  g = rbl_gate_new();
+  assert_int_equal(rbl_gate_spawn(g, RBL_GATE_EXEC, "/bin/sh", why, sizeof why), -1);
+  rbl_gate_free(g);
+  unlink(link);
+  unlink(prog);
+  unlink(other);
+  rmdir(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_endpoints),
+      cmocka_unit_test(test_url_hygiene),
+      cmocka_unit_test(test_docker_resolution),
+      cmocka_unit_test(test_docker_exec_ids),
+      cmocka_unit_test(test_docker_list),
+      cmocka_unit_test(test_docker_labels_config),
+      cmocka_unit_test(test_kube_discovery_and_tenant_free),
+      cmocka_unit_test(test_kube_namespaces),
+      cmocka_unit_test(test_kube_tenant_label),
+      cmocka_unit_test(test_kube_resources),
+      cmocka_unit_test(test_kube_query),
+      cmocka_unit_test(test_kube_can_i),
+      cmocka_unit_test(test_spawn),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
