@@ -57,6 +57,12 @@ function M.new_book(default_id)
     end
   end
 
+  -- prom.watch: the metric's first and latest value, for the step's trace entry.
+  function book.note_metric(baseline, current)
+    local cur = book.current or book.top
+    cur.baseline_metric, cur.current_metric = baseline, current
+  end
+
   function book.note_isolation(res)
     local cur = book.current or book.top
     cur.isolation = { score = res.score, findings = res.findings, skipped = res.skipped }
@@ -285,6 +291,7 @@ function M.report(book, info, killed_msg)
       logs = e.logs, error_code = e.error_code, isolation = e.isolation, rollback = e.rollback, rollback_detail = e.rollback_detail,
       rollback_ms = e.rollback_ms, notifications = e.notifications, slack_notification_sent = e.slack_notification_sent }
     if killed_msg and e.status == "pending" then t.status, t.detail = "failed", killed_msg end
+    t.baseline_metric, t.current_metric = e.baseline_metric, e.current_metric
     trace[#trace + 1] = t
   end
   local outcome = book.outcome or "failed"

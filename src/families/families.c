@@ -5,6 +5,7 @@
 #include "docker.h"
 #include "drift.h"
 #include "kube.h"
+#include "prom.h"
 #include "notify.h"
 #include "sandbox.h"
 
@@ -26,6 +27,8 @@ const rbl_family rbl_families[] = {
      "drift_compare iac iac.terraform iac.manifest iac.json iac.yaml"},
     {"isolation", "rbl.isolation", NULL, "src/families/isolation/isolation.md", "verify_isolation"},
     {"notify", "rbl.notify", luaopen_rbl_notify_c, "src/families/notify/notify.md", "notify"},
+    {"prom", "rbl.prom", luaopen_rbl_prom_c, "src/families/prom/prom.md",
+     "prom prom.query prom.range prom.tenants prom.watch wait_until"},
     {NULL, NULL, NULL, NULL, NULL}};
 
 /* Pushes the space-separated words of s as a list. */
