@@ -1,6 +1,8 @@
 /* The tenant gate (see gate.h and docs/gate.md): endpoint classes, Docker and Kubernetes request
  * rules, learning from answers, and the spawn allow lists. Per-run state; no globals. */
 #include "gate.h"
+#include "notify.h"
+#include "promql.h"
 #include "engine_int.h"
 
 #include <cjson/cJSON.h>
@@ -50,7 +52,11 @@ typedef struct kns {
 
 struct rbl_gate {
   char *label_docker, *label_kube, *prom_url, *path_env;
-  char *docker_socket;              /* unix endpoint, or NULL */
+  char *prom_label;    /* the tenant label of metrics (prom.tenant_label, default "tenant") */
+  int prom_unscoped;   /* prom.unscoped = true: a call bound to no tenant may query unscoped */
+  strlist run_tenants; /* the tenants this run is authorised for (--tenant), for prom sets */
+  lua_State *notify_L; /* the engine's state: notification destinations are read from it */
+  char *docker_socket; /* unix endpoint, or NULL */
   char *docker_http, *docker_https; /* tcp endpoint bases, or NULL */
   char *kube_base, *kube_plugin;    /* bound once */
   strlist exec_allow, allow_subs, allow_cw;
@@ -130,6 +136,8 @@ void rbl_gate_free(rbl_gate *g) {
   free(g->label_docker);
   free(g->label_kube);
   free(g->prom_url);
+  free(g->prom_label);
+  sl_free(&g->run_tenants);
   free(g->path_env);
   free(g->docker_socket);
   free(g->docker_http);
@@ -211,6 +219,11 @@ int rbl_gate_set(rbl_gate *g, const char *key, const char *value) {
   if (!strcmp(key, "labels.docker")) return set_str(&g->label_docker, value);
   if (!strcmp(key, "labels.kube")) return set_str(&g->label_kube, value);
   if (!strcmp(key, "prom.url")) return set_str(&g->prom_url, value);
+  if (!strcmp(key, "prom.tenant_label")) return set_str(&g->prom_label, value);
+  if (!strcmp(key, "prom.unscoped")) {
+    g->prom_unscoped = value && !strcmp(value, "1");
+    return 0;
+  }
   if (!strcmp(key, "path")) return set_str(&g->path_env, value);
   if (!strcmp(key, "kube.allow_tenant_label_change")) {
     g->allow_label_change = value && !strcmp(value, "1");
@@ -227,6 +240,7 @@ int rbl_gate_add(rbl_gate *g, const char *list, const char *value) {
   if (!strcmp(list, "exec.allow")) return sl_add(&g->exec_allow, value);
   if (!strcmp(list, "kube.allow_subresources")) return sl_add(&g->allow_subs, value);
   if (!strcmp(list, "kube.allow_cluster_writes")) return sl_add(&g->allow_cw, value);
+  if (!strcmp(list, "run.tenants")) return sl_add(&g->run_tenants, value);
   return -1;
 }
 
@@ -439,7 +453,8 @@ static int parse_rest(const char *rest, size_t len, parsed *out, char *why, size
       } else if (c == '+') {
         c = ' ';
       }
-      if (c < 0x20 || c == 0x7f)
+      /* a multi-line value (a PromQL query) keeps its tab and line breaks; nothing else */
+      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
         return refuse(why, wn, "a control character in query parameter %s", pr->key);
       *d++ = (char)c;
     }
@@ -879,6 +894,47 @@ static int kube_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_ga
   return 0;
 }
 
+/* ---- Prometheus: reads of the HTTP API, every query scoped (src/families/prom/promql.c) ---- */
+
+static int prom_rule(const rbl_gate *g, const rbl_gate_req *r, const parsed *p, char *why,
+                     size_t wn) {
+  static const char *const params[] = {"query", "time", "start", "end", "step", "timeout", NULL};
+  if (!is_read(r->method)) return refuse(why, wn, "prom: only reads are sent to Prometheus");
+  int q =
+      p->nseg == 3 && seq(p->segs[0].p, p->segs[0].n, "api") &&
+      seq(p->segs[1].p, p->segs[1].n, "v1") &&
+      (seq(p->segs[2].p, p->segs[2].n, "query") || seq(p->segs[2].p, p->segs[2].n, "query_range"));
+  int info = p->nseg == 4 && seq(p->segs[0].p, p->segs[0].n, "api") &&
+             seq(p->segs[1].p, p->segs[1].n, "v1") && seq(p->segs[2].p, p->segs[2].n, "status") &&
+             seq(p->segs[3].p, p->segs[3].n, "buildinfo");
+  if (!q && !info) return refuse(why, wn, "prom: not a query endpoint of the Prometheus API");
+  for (int i = 0; i < p->nparam; i++)
+    if (!in_list(params, p->params[i].key))
+      return refuse(why, wn, "prom: query parameter %s is not one rbl sends", p->params[i].key);
+  if (info) return p->nparam == 0 ? 0 : refuse(why, wn, "prom: parameters on buildinfo");
+  const char *expr = param_of(p, "query");
+  if (!expr) return refuse(why, wn, "prom: a query request without a query");
+  const char *label = g->prom_label ? g->prom_label : "tenant";
+  char w1[300] = "", w2[300] = "";
+  if (r->tenant) { /* exactly its own series: label="t", or the set {t} of prom.tenants */
+    const char *one[1] = {r->tenant};
+    if (rbl_promql_check(expr, label, r->tenant, w1, sizeof w1) == 0 ||
+        rbl_promql_check_set(expr, label, one, 1, w2, sizeof w2) == 0)
+      return 0;
+    return refuse(why, wn, "prom: the query is not scoped to tenant %s: %s", r->tenant, w1);
+  }
+  if (g->prom_unscoped)
+    return rbl_promql_parse(expr, w1, sizeof w1) == 0 ? 0 : refuse(why, wn, "prom: %s", w1);
+  if (g->run_tenants.n > 0 &&
+      rbl_promql_check_set(expr, label, (const char *const *)g->run_tenants.v, g->run_tenants.n, w1,
+                           sizeof w1) == 0)
+    return 0;
+  return refuse(why, wn,
+                "prom: a call bound to no tenant may only query the run's tenants as a set "
+                "(or the config sets prom.unscoped = true): %s",
+                w1);
+}
+
 /* ---- the request decision ---- */
 
 int rbl_gate_http(rbl_gate *g, const rbl_gate_req *r, rbl_gate_ticket *t, char *why, size_t wn) {
@@ -890,7 +946,7 @@ int rbl_gate_http(rbl_gate *g, const rbl_gate_req *r, rbl_gate_ticket *t, char *
   }
   if (url_hygiene(r->url, r->url_len, why, wn) != 0) return -1;
   const char *rest = NULL;
-  int cls = 0; /* 1 docker, 2 kube */
+  int cls = 0; /* 1 docker, 2 kube, 3 prom */
   if (r->unix_socket) {
     if (!g->docker_socket || strcmp(r->unix_socket, g->docker_socket) != 0)
       return refuse(why, wn,
@@ -910,12 +966,19 @@ int rbl_gate_http(rbl_gate *g, const rbl_gate_req *r, rbl_gate_ticket *t, char *
     if (k && d) return refuse(why, wn, "the URL matches both the Docker and Kubernetes endpoints");
     if (d) rest = drest;
     cls = k ? 2 : d ? 1 : 0;
-    /* TODO(prom, notify): endpoint classes other engineers add; until they have rules here a
-     * request to them is refused. prom: base URL from config prom.url. notify: the exact URLs
-     * of the configured channels. */
-    const char *prest;
-    if (!cls && has_base(r->url, r->url_len, g->prom_url, &prest))
-      return refuse(why, wn, "endpoint class prom has no rules in the gate yet (TODO)");
+    const char *prest = NULL;
+    if (!cls && has_base(r->url, r->url_len, g->prom_url, &prest)) {
+      rest = prest;
+      cls = 3;
+    }
+    /* notify: a POST to exactly a destination the config names (src/families/notify) */
+    if (!cls && g->notify_L) {
+      char *u = strndup(r->url, r->url_len);
+      char w[300];
+      int ok = u && rbl_notify_allowed(g->notify_L, r->method, u, w, sizeof w) == 0;
+      free(u);
+      if (ok) return 0;
+    }
     if (!cls) {
       int shown = (int)strcspn(r->url, "?");
       return refuse(why, wn, "cannot classify %s %.*s (no bound endpoint matches)", r->method,
@@ -924,7 +987,10 @@ int rbl_gate_http(rbl_gate *g, const rbl_gate_req *r, rbl_gate_ticket *t, char *
   }
   parsed p;
   int rc = parse_rest(rest, r->url_len - (size_t)(rest - r->url), &p, why, wn);
-  if (rc == 0) rc = cls == 1 ? docker_rule(g, r, &p, t, why, wn) : kube_rule(g, r, &p, t, why, wn);
+  if (rc == 0)
+    rc = cls == 1   ? docker_rule(g, r, &p, t, why, wn)
+         : cls == 2 ? kube_rule(g, r, &p, t, why, wn)
+                    : prom_rule(g, r, &p, why, wn);
   free(p.qbuf);
   if (rc != 0) t->learn = L_NONE;
   return rc;
@@ -1267,6 +1333,21 @@ rbl_gate *rbl_gate_of(lua_State *L) {
   cfg_string(L, g, cfg, "labels", "docker", "labels.docker");
   cfg_string(L, g, cfg, "labels", "kube", "labels.kube");
   cfg_string(L, g, cfg, "prom", "url", "prom.url");
+  cfg_string(L, g, cfg, "prom", "tenant_label", "prom.tenant_label");
+  raw_field(L, cfg, "prom");
+  if (raw_field(L, -1, "unscoped") == LUA_TBOOLEAN && lua_toboolean(L, -1))
+    rbl_gate_set(g, "prom.unscoped", "1");
+  lua_pop(L, 2);
+  /* the run's authorised tenants, as C resolved them from --tenant (src/cli/tenants.c) */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "rbl.tenants") == LUA_TTABLE) {
+    for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+      rbl_gate_add(g, "run.tenants", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  g->notify_L = e->L;
   cfg_list(L, g, cfg, "exec", "allow", "exec.allow");
   cfg_list(L, g, cfg, "kube", "allow_subresources", "kube.allow_subresources");
   cfg_list(L, g, cfg, "kube", "allow_cluster_writes", "kube.allow_cluster_writes");

@@ -5,7 +5,6 @@
 # Retry-After in seconds and as an HTTP date, 503 twice), required = true / false failures,
 # on_end (when = "failed" / "always"), secrets absent from chain, report and stderr, and
 # `rbl audit verify` on every chain.
-# Exit 77 (skipped) when the gate still refuses notification requests (not wired yet).
 set -uo pipefail
 RBL=$(realpath "${1:-build/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -77,11 +76,6 @@ step "tell" { run = function()
 end }
 LUA
 run payloads "$W/payloads.lua" INC-PAY
-if [[ "$(rc payloads)" == 3 ]] && grep -q "cannot classify\|no rules in the gate" "$W/payloads.err"; then
-  echo "SKIP  the gate refuses notification requests (rbl_notify_allowed not wired into src/core/gate.c yet):"
-  sed -n '1,3p' "$W/payloads.err" | SP="$SLACK_SECRET_PATH" python3 -c 'import os,sys; [print("      " + l.rstrip().replace(os.environ["SP"], "[redacted]")) for l in sys.stdin]'
-  exit 77
-fi
 check "payload run resolved (exit 0)" '[[ "$(rc payloads)" == 0 ]] || { cat "$W/payloads.err"; false; }'
 RUN_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$W/payloads.report.json")
 check "slack payload is exactly the documented incoming-webhook JSON" 'recv "$SLACK_SECRET_PATH" <<"PY"

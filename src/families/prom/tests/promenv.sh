@@ -27,7 +27,9 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$gport"]
 YML
-  prometheus-pushgateway --web.listen-address="127.0.0.1:$gport" >"$W/pushgateway.log" 2>&1 &
+  # Debian's default persists to /var/lib/prometheus: keep everything in $W
+  prometheus-pushgateway --web.listen-address="127.0.0.1:$gport" --persistence.file="$W/pushgateway.data" \
+    >"$W/pushgateway.log" 2>&1 &
   PUSH_PID=$!
   prometheus --config.file="$W/prometheus.yml" --storage.tsdb.path="$W/tsdb" \
     --web.listen-address="127.0.0.1:$pport" --query.lookback-delta=5s >"$W/prometheus.log" 2>&1 &

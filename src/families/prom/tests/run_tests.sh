@@ -3,7 +3,7 @@
 # prometheus-pushgateway, started here on loopback with temporary config and storage. Series of
 # tenants t1 and t2 are pushed with curl; runbooks query them as t1. Prometheus's query log
 # (query_log_file) shows every query it received, which proves what was and was never sent.
-# usage: run_tests.sh path/to/rbl        (exit 77: skipped, the gate refuses prom requests)
+# usage: run_tests.sh path/to/rbl
 set -uo pipefail
 
 RBL=$(realpath "${1:?usage: run_tests.sh path/to/rbl}")
@@ -66,14 +66,6 @@ errhas() { grep -qF -- "$2" "$W/$1.err" || { echo "    $1: stderr lacks: $2"; se
 # jq over a run's report
 rep() { local name=$1; shift; jq -e "$@" "$W/$name.json" >/dev/null || { echo "    $name: report fails: $*"; return 1; }; }
 qlog_has() { grep -qF -- "$1" "$PROM_QUERY_LOG"; }
-
-# The gate may not know the prom endpoint yet: then every prom request is refused (exit 3).
-"$RBL" run "$RB/query.lua" --yes --tenant t1 --config "$W/config.lua" --audit "$W/probe.jsonl" \
-  >"$W/probe.out" 2>"$W/probe.err"
-if grep -qF "endpoint class prom has no rules in the gate" "$W/probe.err"; then
-  echo "SKIP: the tenant gate refuses prom requests (no prom rules in src/core/gate.c yet)"
-  exit 77
-fi
 
 # ---- query, range, scalars ----
 run query 0 query.lua
