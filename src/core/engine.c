@@ -179,6 +179,16 @@ static void durable_remove(rbl_engine *e, rbl_wait *w) {
     }
 }
 
+int rbl__raw_field(lua_State *L, int idx, const char *k) {
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) {
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_pushstring(L, k);
+  return lua_rawget(L, idx);
+}
+
 /* ---- errors ---- */
 
 static int err_tostring(lua_State *L) {

@@ -88,6 +88,9 @@ void rbl__durable_wait(rbl_engine *e, rbl_wait *w);
 int rbl__spawn_group(lua_State *L); /* host.run_all */
 int rbl__interrupt_check(lua_State *L);
 void rbl__sandbox_hook(lua_State *co);
+/* Pushes t[k] of the table at idx with raw access (no metamethod of a config or runbook runs),
+ * or nil when idx is not a table; returns the pushed value's type. */
+int rbl__raw_field(lua_State *L, int idx, const char *k);
 /* Marks the table at idx read-only for the sandbox's rawset and setmetatable. */
 void rbl__protect(lua_State *L, int idx);
 

@@ -1241,29 +1241,26 @@ int rbl_gate_spawn(rbl_gate *g, int cls, const char *path, char *why, size_t wn)
 
 /* ---- the engine's gate, configured from rbl.config (raw reads: no metamethod runs) ---- */
 
-/* Pushes t[k] (raw) for the table at idx, or nil when idx is not a table. */
-static int raw_field(lua_State *L, int idx, const char *k) {
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx)) {
-    lua_pushnil(L);
-    return LUA_TNIL;
-  }
-  lua_pushstring(L, k);
-  return lua_rawget(L, idx);
+/* config[sect][k] == true sets the gate's flag key to "1". */
+static void cfg_flag(lua_State *L, rbl_gate *g, int cfg, const char *sect, const char *k,
+                     const char *key) {
+  rbl__raw_field(L, cfg, sect);
+  if (rbl__raw_field(L, -1, k) == LUA_TBOOLEAN && lua_toboolean(L, -1)) rbl_gate_set(g, key, "1");
+  lua_pop(L, 2);
 }
 
 static void cfg_string(lua_State *L, rbl_gate *g, int cfg, const char *sect, const char *k,
                        const char *key) {
-  raw_field(L, cfg, sect);
-  if (raw_field(L, -1, k) == LUA_TSTRING && lua_rawlen(L, -1) > 0)
+  rbl__raw_field(L, cfg, sect);
+  if (rbl__raw_field(L, -1, k) == LUA_TSTRING && lua_rawlen(L, -1) > 0)
     rbl_gate_set(g, key, lua_tostring(L, -1));
   lua_pop(L, 2);
 }
 
 static void cfg_list(lua_State *L, rbl_gate *g, int cfg, const char *sect, const char *k,
                      const char *key) {
-  raw_field(L, cfg, sect);
-  if (raw_field(L, -1, k) == LUA_TTABLE) {
+  rbl__raw_field(L, cfg, sect);
+  if (rbl__raw_field(L, -1, k) == LUA_TTABLE) {
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
       if (lua_rawgeti(L, -1, i) == LUA_TSTRING) rbl_gate_add(g, key, lua_tostring(L, -1));
@@ -1289,7 +1286,7 @@ static void cfg_tenant(lua_State *L, rbl_gate *g, const char *name, int has_ns) 
 }
 
 static void cfg_tenants(lua_State *L, rbl_gate *g, int cfg) {
-  if (raw_field(L, cfg, "tenants") != LUA_TTABLE) {
+  if (rbl__raw_field(L, cfg, "tenants") != LUA_TTABLE) {
     lua_pop(L, 1);
     return;
   }
@@ -1302,7 +1299,7 @@ static void cfg_tenants(lua_State *L, rbl_gate *g, int cfg) {
       const char *name = lua_tostring(L, -2);
       int has = 0;
       if (lua_istable(L, -1)) {
-        if (raw_field(L, -1, "namespaces") == LUA_TTABLE)
+        if (rbl__raw_field(L, -1, "namespaces") == LUA_TTABLE)
           has = 1;
         else {
           lua_pop(L, 1);
@@ -1334,10 +1331,7 @@ rbl_gate *rbl_gate_of(lua_State *L) {
   cfg_string(L, g, cfg, "labels", "kube", "labels.kube");
   cfg_string(L, g, cfg, "prom", "url", "prom.url");
   cfg_string(L, g, cfg, "prom", "tenant_label", "prom.tenant_label");
-  raw_field(L, cfg, "prom");
-  if (raw_field(L, -1, "unscoped") == LUA_TBOOLEAN && lua_toboolean(L, -1))
-    rbl_gate_set(g, "prom.unscoped", "1");
-  lua_pop(L, 2);
+  cfg_flag(L, g, cfg, "prom", "unscoped", "prom.unscoped");
   /* the run's authorised tenants, as C resolved them from --tenant (src/cli/tenants.c) */
   if (lua_getfield(L, LUA_REGISTRYINDEX, "rbl.tenants") == LUA_TTABLE) {
     for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
@@ -1351,18 +1345,15 @@ rbl_gate *rbl_gate_of(lua_State *L) {
   cfg_list(L, g, cfg, "exec", "allow", "exec.allow");
   cfg_list(L, g, cfg, "kube", "allow_subresources", "kube.allow_subresources");
   cfg_list(L, g, cfg, "kube", "allow_cluster_writes", "kube.allow_cluster_writes");
-  raw_field(L, cfg, "kube");
-  if (raw_field(L, -1, "allow_tenant_label_change") == LUA_TBOOLEAN && lua_toboolean(L, -1))
-    rbl_gate_set(g, "kube.allow_tenant_label_change", "1");
-  lua_pop(L, 2);
+  cfg_flag(L, g, cfg, "kube", "allow_tenant_label_change", "kube.allow_tenant_label_change");
   cfg_tenants(L, g, cfg);
   /* the Docker endpoint as docker.lua computes it: $DOCKER_HOST, config docker.host, default */
   const char *dh = getenv("DOCKER_HOST");
   if (dh && *dh) {
     rbl_gate_set(g, "docker.host", dh);
   } else {
-    raw_field(L, cfg, "docker");
-    if (raw_field(L, -1, "host") == LUA_TSTRING)
+    rbl__raw_field(L, cfg, "docker");
+    if (rbl__raw_field(L, -1, "host") == LUA_TSTRING)
       rbl_gate_set(g, "docker.host", lua_tostring(L, -1));
     else
       rbl_gate_set(g, "docker.host", NULL);

@@ -635,30 +635,35 @@ static const char *const utf8_names[] = {"char", "charpattern", "codepoint", "co
 static const char *const os_names[] = {"clock", "date", "difftime", "time", NULL};
 static const char *const co_names[] = {"close", "isyieldable", "running", "status", "yield", NULL};
 
+/* The string functions that are rbl's budgeted patterns (strpat.c), not Lua's. */
+static const char *const string_pat_names[] = {"find", "match", "gmatch", "gsub", NULL};
+/* The coroutine functions the sandbox wraps (the kill and task rules). */
+static const luaL_Reg co_wrapped[] = {
+    {"create", sb_co_create}, {"wrap", sb_co_wrap}, {"resume", sb_co_resume}, {NULL, NULL}};
+
+static void each_member(const char *lib, const char *const *names, const luaL_Reg *funcs,
+                        void (*fn)(const char *name, void *ud), void *ud) {
+  char buf[64];
+  for (; names && *names; names++) {
+    snprintf(buf, sizeof buf, "%s.%s", lib, *names);
+    fn(buf, ud);
+  }
+  for (; funcs && funcs->name; funcs++) {
+    snprintf(buf, sizeof buf, "%s.%s", lib, funcs->name);
+    fn(buf, ud);
+  }
+}
+
 void rbl_sandbox_each_name(void (*fn)(const char *name, void *ud), void *ud) {
-  static const struct {
-    const char *lib;
-    const char *const *names;
-  } libs[] = {{"string", string_names}, {"table", table_names}, {"math", math_names},
-              {"utf8", utf8_names},     {"os", os_names},       {"coroutine", co_names}};
-  static const char *const string_pat[] = {"find", "match", "gmatch", "gsub", NULL};
-  static const char *const co_wrapped[] = {"create", "wrap", "resume", NULL};
   for (const char *const *n = base_globals; *n; n++)
     fn(*n, ud);
-  char buf[64];
-  for (size_t i = 0; i < sizeof libs / sizeof *libs; i++) {
-    for (const char *const *n = libs[i].names; *n; n++) {
-      snprintf(buf, sizeof buf, "%s.%s", libs[i].lib, *n);
-      fn(buf, ud);
-    }
-    const char *const *more = !strcmp(libs[i].lib, "string")      ? string_pat
-                              : !strcmp(libs[i].lib, "coroutine") ? co_wrapped
-                                                                  : NULL;
-    for (; more && *more; more++) {
-      snprintf(buf, sizeof buf, "%s.%s", libs[i].lib, *more);
-      fn(buf, ud);
-    }
-  }
+  each_member("string", string_names, NULL, fn, ud);
+  each_member("string", string_pat_names, NULL, fn, ud);
+  each_member("table", table_names, NULL, fn, ud);
+  each_member("math", math_names, NULL, fn, ud);
+  each_member("utf8", utf8_names, NULL, fn, ud);
+  each_member("os", os_names, NULL, fn, ud);
+  each_member("coroutine", co_names, co_wrapped, fn, ud);
 }
 
 /* upvalue 1: G (read-only names), 2: U (the runbook's own globals). */
@@ -718,12 +723,7 @@ static void push_lib(lua_State *L, int G, const char *name, const char *const *n
 
 static void push_coroutine_lib(lua_State *L, int G) {
   copy_fields(L, "coroutine", co_names);
-  lua_pushcfunction(L, sb_co_create);
-  lua_setfield(L, -2, "create");
-  lua_pushcfunction(L, sb_co_wrap);
-  lua_setfield(L, -2, "wrap");
-  lua_pushcfunction(L, sb_co_resume);
-  lua_setfield(L, -2, "resume");
+  luaL_setfuncs(L, co_wrapped, 0);
   lua_getfield(L, -1, "close");
   lua_pushcclosure(L, sb_co_close, 1);
   lua_setfield(L, -2, "close");
@@ -843,8 +843,7 @@ void rbl_sandbox_init(lua_State *L) {
   /* One string table for the sandbox and for string methods: budgeted patterns, no dump. */
   copy_fields(L, "string", string_names);
   luaL_requiref(L, "rbl.strpat", luaopen_rbl_strpat, 0);
-  static const char *const pat[] = {"find", "match", "gmatch", "gsub", NULL};
-  for (const char *const *n = pat; *n; n++) {
+  for (const char *const *n = string_pat_names; *n; n++) {
     lua_getfield(L, -1, *n);
     lua_setfield(L, -3, *n);
   }

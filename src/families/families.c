@@ -31,19 +31,14 @@ const rbl_family rbl_families[] = {
      "prom prom.query prom.range prom.tenants prom.watch wait_until"},
     {NULL, NULL, NULL, NULL, NULL}};
 
-/* Pushes the space-separated words of s as a list. */
-static void push_words(lua_State *L, const char *s) {
-  lua_newtable(L);
-  lua_Integer n = 0;
-  while (*s) {
-    size_t len = strcspn(s, " ");
-    if (len > 0) {
-      lua_pushlstring(L, s, len);
-      lua_rawseti(L, -2, ++n);
-    }
-    s += len;
-    s += strspn(s, " ");
-  }
+/* The next space-separated word of *s (its length in *len), or NULL at the end. */
+static const char *next_word(const char **s, size_t *len) {
+  *s += strspn(*s, " ");
+  if (!**s) return NULL;
+  const char *w = *s;
+  *len = strcspn(w, " ");
+  *s += *len;
+  return w;
 }
 
 int luaopen_rbl_families(lua_State *L) {
@@ -57,9 +52,13 @@ int luaopen_rbl_families(lua_State *L) {
     lua_setfield(L, -2, "module");
     lua_pushstring(L, f->doc);
     lua_setfield(L, -2, "doc");
-    lua_pushboolean(L, f->open_c != NULL);
-    lua_setfield(L, -2, "has_c");
-    push_words(L, f->globals);
+    lua_newtable(L);
+    const char *s = f->globals, *w;
+    size_t len;
+    for (lua_Integer n = 1; (w = next_word(&s, &len)) != NULL; n++) {
+      lua_pushlstring(L, w, len);
+      lua_rawseti(L, -2, n);
+    }
     lua_setfield(L, -2, "globals");
     lua_rawseti(L, -2, ++i);
   }
@@ -74,12 +73,9 @@ static void print_base(const char *name, void *ud) {
 void rbl_families_print(void) {
   rbl_sandbox_each_name(print_base, NULL);
   for (const rbl_family *f = rbl_families; f->name; f++) {
-    const char *s = f->globals;
-    while (*s) {
-      size_t len = strcspn(s, " ");
-      if (len > 0) printf("%.*s\t%s\t%s\n", (int)len, s, f->name, f->doc);
-      s += len;
-      s += strspn(s, " ");
-    }
+    const char *s = f->globals, *w;
+    size_t len;
+    while ((w = next_word(&s, &len)) != NULL)
+      printf("%.*s\t%s\t%s\n", (int)len, w, f->name, f->doc);
   }
 }

@@ -15,7 +15,7 @@ typedef struct rbl_family {
 /* The registry, ended by a row whose name is NULL. */
 extern const rbl_family rbl_families[];
 
-/* rbl.families (host Lua): {{name =, doc =, globals = {...}}, ...} in registry order. */
+/* rbl.families (host Lua): {{name =, module =, doc =, globals = {...}}, ...} in registry order. */
 int luaopen_rbl_families(lua_State *L);
 
 /* Prints "NAME\tFAMILY\tDOC" for every name a runbook can reach: the sandbox's part of the

@@ -22,17 +22,6 @@ static int valid_secret_name(const char *s) {
   return 1;
 }
 
-/* Pushes t[k] of the table at idx (raw), or nil when idx is not a table. */
-static int raw_field(lua_State *L, int idx, const char *k) {
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx)) {
-    lua_pushnil(L);
-    return LUA_TNIL;
-  }
-  lua_pushstring(L, k);
-  return lua_rawget(L, idx);
-}
-
 static char *read_secret_file(const char *path, size_t *len, char *why, size_t whylen,
                               const char *name) {
   FILE *f = fopen(path, "rb");
@@ -63,8 +52,8 @@ char *rbl_notify_secret(lua_State *L, const char *name, size_t *len, char *why, 
   int top = lua_gettop(L);
   luaL_checkstack(L, 4, "notify");
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.config");
-  raw_field(L, -1, "secrets");
-  raw_field(L, -1, name);
+  rbl__raw_field(L, -1, "secrets");
+  rbl__raw_field(L, -1, name);
   char *v = NULL;
   if (lua_type(L, -1) == LUA_TSTRING) {
     char *path = strdup(lua_tostring(L, -1));
@@ -105,19 +94,19 @@ int rbl_notify_hmac_hex(const char *key, size_t keylen, const char *msg, size_t 
 static int channel_matches(lua_State *L, const char *url) {
   int ch = lua_gettop(L);
   int match = 0;
-  if (raw_field(L, ch, "url") == LUA_TSTRING) {
+  if (rbl__raw_field(L, ch, "url") == LUA_TSTRING) {
     match = !strcmp(lua_tostring(L, -1), url);
     lua_settop(L, ch);
     return match;
   }
   lua_settop(L, ch);
-  raw_field(L, ch, "type");
+  rbl__raw_field(L, ch, "type");
   const char *type = lua_tostring(L, -1);
   if (lua_type(L, -1) != LUA_TSTRING) type = "";
   if (!strcmp(type, "pagerduty")) {
     match = !strcmp(url, RBL_NOTIFY_PAGERDUTY_URL);
   } else if (!strcmp(type, "slack") || !strcmp(type, "webhook")) {
-    if (raw_field(L, ch, "webhook") == LUA_TSTRING) {
+    if (rbl__raw_field(L, ch, "webhook") == LUA_TSTRING) {
       char why[160];
       size_t len = 0;
       char *v = rbl_notify_secret(L, lua_tostring(L, -1), &len, why, sizeof why);
@@ -142,8 +131,8 @@ int rbl_notify_allowed(lua_State *L, const char *method, const char *url, char *
   int top = lua_gettop(L);
   luaL_checkstack(L, 8, "notify");
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.config");
-  raw_field(L, -1, "notify");
-  raw_field(L, -1, "channels");
+  rbl__raw_field(L, -1, "notify");
+  rbl__raw_field(L, -1, "channels");
   int chans = lua_gettop(L);
   int found = 0;
   if (lua_istable(L, chans)) {
