@@ -426,5 +426,43 @@ class AuditFailure(unittest.TestCase):
             subprocess.run(["umount", d])
 
 
+
+class Errors(unittest.TestCase):
+    """One error vocabulary (docs/errors.md): misuse is a structured `invalid` naming the
+    primitive, a missing file is `not_found`, and the codes are those `rbl help errors` lists."""
+
+    def test_misuse_and_missing_file_codes(self):
+        r = run("""
+local function code(f, ...)
+  local ok, e = pcall(f, ...)
+  assert(not ok, "no error")
+  assert(type(e) == "table", "not a structured error: " .. tostring(e))
+  return e.code, e.message
+end
+local c, m = code(each, 1, print)
+assert(c == "invalid" and m:find("^each: "), c .. " " .. m)
+c, m = code(each_tenant, 42)
+assert(c == "invalid" and m:find("^each_tenant: "), c .. " " .. m)
+c, m = code(parallel, 1)
+assert(c == "invalid" and m:find("^parallel: "), c .. " " .. m)
+c, m = code(sleep, "x")
+assert(c == "invalid", c .. " " .. m)
+c, m = code(iac.json, "missing.json")
+assert(c == "not_found", "iac.json of a missing file: " .. c .. " " .. m)
+local ok, e = pcall(parallel, function() error({code = "timeout", message = "x"}) end)
+assert(not ok and e.code == "timeout" and type(e.errors) == "table" and tostring(e):find("^timeout: "), tostring(e))
+log("codes ok")
+""")
+        self.assertEqual(r.code, 0, r.err)
+        self.assertIn("codes ok", r.logs())
+        verify(self, r)
+
+    def test_help_errors_lists_the_documented_codes(self):
+        p = subprocess.run([RBL, "help", "errors"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0)
+        codes = {l.split()[0] for l in p.stdout.splitlines()[1:] if l.strip()}
+        for c in ("invalid", "refused", "not_found", "timeout", "tls", "killed", "check", "failed"):
+            self.assertIn(c, codes)
+
 if __name__ == "__main__":
     unittest.main(verbosity=1)

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "engine_int.h"
+#include "rbl.h"
 #include "sandbox.h"
 
 #include <lauxlib.h>
@@ -79,6 +80,27 @@ static void test_env_is_exactly_the_allow_list(void **state) {
     assert_true(rs != LUA_OK || lua_toboolean(e->L, -1));
   }
   rbl__engine_free(e);
+}
+
+/* The one error object: a vocabulary name is kept, any other becomes "failed" and says so. */
+static void test_error_codes_come_from_the_vocabulary(void **state) {
+  lua_State *L = luaL_newstate();
+  rbl__push_error(L, "not_found", "gone");
+  lua_getfield(L, -1, "code");
+  assert_string_equal(lua_tostring(L, -1), "not_found");
+  lua_settop(L, 0);
+  rbl__push_error(L, "not found", "gone"); /* the old, spaced spelling is not a code */
+  lua_getfield(L, -1, "code");
+  assert_string_equal(lua_tostring(L, -1), "failed");
+  lua_getfield(L, -2, "message");
+  assert_non_null(strstr(lua_tostring(L, -1), "bug in rbl: unknown error code 'not found'"));
+  lua_settop(L, 0);
+  assert_string_equal(rbl_err_name(RBL_ENOTFOUND), "not_found");
+  assert_int_equal(rbl_err_from_name("not_found"), RBL_ENOTFOUND);
+  assert_int_equal(rbl_err_from_name("nope"), 0);
+  for (int c = RBL_ENOMEM; c >= RBL_EUNAVAIL; c--) /* every code has a name that maps back */
+    assert_int_not_equal(rbl_err_from_name(rbl_err_name(c)), 0);
+  lua_close(L);
 }
 
 static void expect_error(const char *src, const char *needle) {
@@ -249,6 +271,7 @@ int main(void) {
       cmocka_unit_test(test_nested_cancel_reaches_grandchildren),
       cmocka_unit_test(test_deadlock_is_detected),
       cmocka_unit_test(test_waiting_inside_a_user_coroutine_is_refused),
+      cmocka_unit_test(test_error_codes_come_from_the_vocabulary),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
