@@ -43,6 +43,9 @@ check "host pid named" '[[ "$bad" == *"finding container.own_pid container iso-t
 check "docker socket mount named" '[[ "$bad" == *"finding container.no_docker_socket container iso-t8-bad"* ]]'
 check "missing default-deny named" '[[ "$bad" == *"finding networkpolicy.default_deny_ingress"* ]]'
 check "other tenant's containers never judged" '[[ "$good" != *"iso-t8-bad"* && "$bad" != *"iso-t7-good"* ]]'
+# the RBAC probes are cluster-wide questions: kube.can_i(..., {cluster = true}) names no namespace
+check "three cluster-wide RBAC probes, none scoped to a namespace" \
+  '[ "$(jq -c "select(.kind == \"intent\" and .prim == \"kube.can_i\") | .target.namespace" "$W/prod-tenant-7.jsonl" | sort | uniq -c | tr -s " ")" = " 3 null" ]'
 none=$(run prod-tenant-7 KUBECONFIG=/nonexistent DOCKER_HOST=unix:///nonexistent.sock)
 check "nothing reachable: score 0, both skipped" '[[ "$none" == *"score=0.000"* && "$none" == *"skipped docker"* && "$none" == *"skipped kubernetes"* ]]'
 for t in prod-tenant-7 prod-tenant-8; do
