@@ -457,6 +457,15 @@ log("codes ok")
         self.assertIn("codes ok", r.logs())
         verify(self, r)
 
+    def test_undocumented_docker_label_key_is_an_error_naming_the_right_one(self):
+        # docs/config.md documents labels.docker; the old docker.label must not be silently ignored
+        r = run('local ok, e = pcall(docker.ps)\nassert(not ok and e.code == "invalid", tostring(e))\n'
+                'assert(e.message:find("labels.docker", 1, true), e.message)\nlog("named")',
+                config='return { docker = { label = "my.tenant" } }')
+        self.assertEqual(r.code, 0, r.err)
+        self.assertIn("named", r.logs())
+        verify(self, r)
+
     def test_help_errors_lists_the_documented_codes(self):
         p = subprocess.run([RBL, "help", "errors"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0)
