@@ -6,6 +6,7 @@
 #include "engine_int.h"
 
 #include <cjson/cJSON.h>
+#include <fnmatch.h>
 #include <lauxlib.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -60,6 +61,10 @@ struct rbl_gate {
   char *docker_http, *docker_https; /* tcp endpoint bases, or NULL */
   char *kube_base, *kube_plugin;    /* bound once */
   strlist exec_allow, allow_subs, allow_cw;
+  strlist exec_env;  /* environment names every exec may set (beyond the base list) */
+  strlist prog_env;  /* "PROGRAM\nNAME": names one program may set */
+  strlist prog_argv; /* "PROGRAM\nGLOB\nGLOB...": a program with rules runs only with an argv
+                        matching one of them */
   int allow_label_change;
   tenant_cfg *tenants;
   size_t ntenants;
@@ -145,6 +150,9 @@ void rbl_gate_free(rbl_gate *g) {
   free(g->kube_base);
   free(g->kube_plugin);
   sl_free(&g->exec_allow);
+  sl_free(&g->exec_env);
+  sl_free(&g->prog_env);
+  sl_free(&g->prog_argv);
   sl_free(&g->allow_subs);
   sl_free(&g->allow_cw);
   for (size_t i = 0; i < g->ntenants; i++) {
@@ -238,6 +246,11 @@ int rbl_gate_set(rbl_gate *g, const char *key, const char *value) {
 
 int rbl_gate_add(rbl_gate *g, const char *list, const char *value) {
   if (!strcmp(list, "exec.allow")) return sl_add(&g->exec_allow, value);
+  if (!strcmp(list, "exec.env")) return sl_add(&g->exec_env, value);
+  if (!strcmp(list, "exec.program.env") && strchr(value, '\n'))
+    return sl_add(&g->prog_env, value);
+  if (!strcmp(list, "exec.program.argv") && strchr(value, '\n'))
+    return sl_add(&g->prog_argv, value);
   if (!strcmp(list, "kube.allow_subresources")) return sl_add(&g->allow_subs, value);
   if (!strcmp(list, "kube.allow_cluster_writes")) return sl_add(&g->allow_cw, value);
   if (!strcmp(list, "run.tenants")) return sl_add(&g->run_tenants, value);
@@ -1210,6 +1223,21 @@ static int same_program(const char *cand, const char *path, const char *rp) {
   return realpath(cand, rc) && !strcmp(rc, rp) && !strcmp(base_name(cand), base_name(path));
 }
 
+/* Does the allow-list entry a (an absolute path, or a bare name searched in the fixed PATH and
+ * then the process PATH) name the program at path (whose realpath is rp)? */
+static int entry_names(const rbl_gate *g, const char *a, const char *path, const char *rp) {
+  if (strchr(a, '/')) return a[0] == '/' && same_program(a, path, rp);
+  char dirs[8192];
+  snprintf(dirs, sizeof dirs, "%s:%s", FIXED_PATH, g->path_env ? g->path_env : "");
+  for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    char cand[PATH_MAX];
+    if (d[0] != '/') continue; /* relative PATH entries never count */
+    if ((size_t)snprintf(cand, sizeof cand, "%s/%s", d, a) >= sizeof cand) continue;
+    if (same_program(cand, path, rp)) return 1;
+  }
+  return 0;
+}
+
 int rbl_gate_spawn(rbl_gate *g, int cls, const char *path, char *why, size_t wn) {
   if (!path || path[0] != '/')
     return refuse(why, wn, "program %s is not an absolute path", path ? path : "(none)");
@@ -1221,22 +1249,84 @@ int rbl_gate_spawn(rbl_gate *g, int cls, const char *path, char *why, size_t wn)
                     g->kube_plugin ? g->kube_plugin : "none bound");
     return 0;
   }
-  for (size_t i = 0; i < g->exec_allow.n; i++) {
-    const char *a = g->exec_allow.v[i];
-    if (strchr(a, '/')) {
-      if (a[0] == '/' && same_program(a, path, rp)) return 0;
-      continue;
-    }
-    char dirs[8192];
-    snprintf(dirs, sizeof dirs, "%s:%s", FIXED_PATH, g->path_env ? g->path_env : "");
-    for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-      char cand[PATH_MAX];
-      if (d[0] != '/') continue; /* relative PATH entries never count */
-      if ((size_t)snprintf(cand, sizeof cand, "%s/%s", d, a) >= sizeof cand) continue;
-      if (same_program(cand, path, rp)) return 0;
-    }
-  }
+  for (size_t i = 0; i < g->exec_allow.n; i++)
+    if (entry_names(g, g->exec_allow.v[i], path, rp)) return 0;
   return refuse(why, wn, "program %s is not on the exec allow list", path);
+}
+
+/* Names every exec may set: locale, time zone, terminal. None of them makes a program load code.
+ */
+static const char *const BASE_ENV[] = {"LANG",        "LANGUAGE", "LC_ALL",     "LC_CTYPE",
+                                       "LC_COLLATE",  "LC_TIME",  "LC_NUMERIC", "LC_MONETARY",
+                                       "LC_MESSAGES", "TZ",       "TERM",       "NO_COLOR"};
+
+/* Does a "PROGRAM\n..." rule apply to the program at path? *rest points past the newline. */
+static int rule_for(const rbl_gate *g, const char *rule, const char *path, const char *rp,
+                    const char **rest) {
+  const char *nl = strchr(rule, '\n');
+  char prog[PATH_MAX];
+  if (!nl || (size_t)(nl - rule) >= sizeof prog) return 0;
+  memcpy(prog, rule, (size_t)(nl - rule));
+  prog[nl - rule] = 0;
+  *rest = nl + 1;
+  return entry_names(g, prog, path, rp);
+}
+
+/* One argv rule: newline-separated globs, one per argument after the program; a last glob "..."
+ * matches any remaining arguments (also none). */
+static int argv_matches(const char *globs, char *const *argv) {
+  size_t i = 1;
+  for (const char *p = globs; *globs;) { /* "" is the rule of no arguments */
+    const char *nl = strchr(p, '\n');
+    size_t n = nl ? (size_t)(nl - p) : strlen(p);
+    char glob[4096];
+    if (n >= sizeof glob) return 0;
+    memcpy(glob, p, n);
+    glob[n] = 0;
+    if (!nl && !strcmp(glob, "...")) return 1;
+    if (!argv[i] || fnmatch(glob, argv[i], 0) != 0) return 0;
+    i++;
+    if (!nl) break;
+    p = nl + 1;
+  }
+  return argv[i] == NULL;
+}
+
+int rbl_gate_spawn_exec(rbl_gate *g, const char *path, char *const *argv, char *const *env,
+                        char *why, size_t wn) {
+  if (rbl_gate_spawn(g, RBL_GATE_EXEC, path, why, wn) != 0) return -1;
+  char rp[PATH_MAX];
+  if (!realpath(path, rp)) return refuse(why, wn, "program %s cannot be resolved", path);
+  for (size_t k = 0; env && env[k]; k++) {
+    const char *eq = strchr(env[k], '=');
+    size_t n = eq ? (size_t)(eq - env[k]) : strlen(env[k]);
+    int ok = sl_has(&g->exec_env, env[k], n);
+    for (size_t i = 0; !ok && i < sizeof BASE_ENV / sizeof *BASE_ENV; i++)
+      ok = seq(env[k], n, BASE_ENV[i]);
+    for (size_t i = 0; !ok && i < g->prog_env.n; i++) {
+      const char *name;
+      ok = rule_for(g, g->prog_env.v[i], path, rp, &name) && seq(env[k], n, name);
+    }
+    if (!ok)
+      return refuse(why, wn,
+                    "exec %s: environment variable %.*s is not on the allow list (the child "
+                    "environment is PATH, LANG and allowed names only; to allow it, add it to "
+                    "exec.env, or to exec.programs[\"%s\"].env, in the config)",
+                    path, (int)(n > 200 ? 200 : n), env[k], path);
+  }
+  int rules = 0;
+  for (size_t i = 0; i < g->prog_argv.n; i++) {
+    const char *globs;
+    if (!rule_for(g, g->prog_argv.v[i], path, rp, &globs)) continue;
+    rules++;
+    if (argv && argv_matches(globs, argv)) return 0;
+  }
+  if (rules)
+    return refuse(why, wn,
+                  "exec %s: the arguments match none of the %d argv rule(s) the config gives "
+                  "for this program (exec.programs[\"%s\"].argv)",
+                  path, rules, path);
+  return 0;
 }
 
 /* ---- the engine's gate, configured from rbl.config (raw reads: no metamethod runs) ---- */
@@ -1268,6 +1358,66 @@ static void cfg_list(lua_State *L, rbl_gate *g, int cfg, const char *sect, const
     }
   }
   lua_pop(L, 2);
+}
+
+/* One argv rule (the table at the top of the stack) as "PROGRAM\nGLOB\nGLOB...". A glob that
+ * holds a newline cannot be encoded: the rule then becomes one no argv matches (refused, never
+ * widened). Returns a malloc'd string or NULL. */
+static char *cfg_argv_rule(lua_State *L, const char *prog) {
+  size_t cap = strlen(prog) + 2, len = 0;
+  char *r = malloc(cap);
+  if (!r) return NULL;
+  len = (size_t)sprintf(r, "%s\n", prog);
+  for (lua_Integer k = 1; lua_rawgeti(L, -1, k) == LUA_TSTRING; k++) {
+    size_t n;
+    const char *glob = lua_tolstring(L, -1, &n);
+    if (memchr(glob, '\n', n) || strlen(glob) != n) glob = "\n\n", n = 2; /* never matches */
+    char *t = realloc(r, cap = len + n + 2);
+    if (!t) {
+      free(r);
+      lua_pop(L, 1);
+      return NULL;
+    }
+    r = t;
+    if (k > 1) r[len++] = '\n';
+    memcpy(r + len, glob, n);
+    r[len += n] = 0;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1); /* what ended the rule */
+  return r;
+}
+
+/* exec.programs = { [PROGRAM] = { env = {NAME...}, argv = { {GLOB...}... } } } ->
+ * "exec.program.env" / "exec.program.argv" entries. */
+static void cfg_programs(lua_State *L, rbl_gate *g, int cfg) {
+  int top = lua_gettop(L);
+  rbl__raw_field(L, cfg, "exec");
+  if (rbl__raw_field(L, -1, "programs") == LUA_TTABLE) {
+    int progs = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, progs)) {
+      int spec = lua_gettop(L);
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, spec)) {
+        const char *prog = lua_tostring(L, -2);
+        if (rbl__raw_field(L, spec, "env") == LUA_TTABLE)
+          for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+            lua_pushfstring(L, "%s\n%s", prog, lua_tostring(L, -1));
+            rbl_gate_add(g, "exec.program.env", lua_tostring(L, -1));
+            lua_pop(L, 2);
+          }
+        lua_settop(L, spec);
+        if (rbl__raw_field(L, spec, "argv") == LUA_TTABLE)
+          for (lua_Integer i = 1; lua_rawgeti(L, spec + 1, i) == LUA_TTABLE; i++) {
+            char *rule = cfg_argv_rule(L, prog);
+            if (rule) rbl_gate_add(g, "exec.program.argv", rule);
+            free(rule);
+          }
+      }
+      lua_settop(L, spec - 1); /* keep the key */
+    }
+  }
+  lua_settop(L, top);
 }
 
 /* The namespaces list at the top of the stack -> a tenant with an authoritative list. */
@@ -1343,6 +1493,8 @@ rbl_gate *rbl_gate_of(lua_State *L) {
   lua_pop(L, 1);
   g->notify_L = e->L;
   cfg_list(L, g, cfg, "exec", "allow", "exec.allow");
+  cfg_list(L, g, cfg, "exec", "env", "exec.env");
+  cfg_programs(L, g, cfg);
   cfg_list(L, g, cfg, "kube", "allow_subresources", "kube.allow_subresources");
   cfg_list(L, g, cfg, "kube", "allow_cluster_writes", "kube.allow_cluster_writes");
   cfg_flag(L, g, cfg, "kube", "allow_tenant_label_change", "kube.allow_tenant_label_change");

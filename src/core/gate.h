@@ -44,7 +44,8 @@ void rbl_gate_free(rbl_gate *g);
 /* Configuration, before the first decision. rbl_gate_set keys: "labels.docker", "labels.kube",
  * "docker.host" (the raw endpoint: unix:///path, tcp://host:port, https://host:port), "prom.url",
  * "path" (the process PATH, searched after the fixed one for bare exec names),
- * "kube.allow_tenant_label_change" ("1"). rbl_gate_add lists: "exec.allow",
+ * "kube.allow_tenant_label_change" ("1"). rbl_gate_add lists: "exec.allow", "exec.env",
+ * "exec.program.env", "exec.program.argv" (see rbl_gate_spawn_exec),
  * "kube.allow_subresources", "kube.allow_cluster_writes". rbl_gate_add_tenant: a tenant, and when
  * has_ns its authoritative namespace list. All copy their strings. Return 0 or -1 (bad key). */
 int rbl_gate_set(rbl_gate *g, const char *key, const char *value);
@@ -65,6 +66,15 @@ int rbl_gate_answer(rbl_gate *g, const rbl_gate_ticket *t, long status, const ch
                     size_t len, char *why, size_t n);
 /* May this program be spawned (cls: RBL_GATE_EXEC or RBL_GATE_KUBE_PLUGIN)? */
 int rbl_gate_spawn(rbl_gate *g, int cls, const char *path, char *why, size_t n);
+
+/* May the runbook's exec start this program with this argv (argv[0] as given, NULL-terminated)
+ * and set these variables (env: the runbook's "NAME=VALUE" entries, NULL-terminated, or NULL)?
+ * The program check of rbl_gate_spawn, then: every name is in the base list (locale, TZ, TERM,
+ * NO_COLOR), in "exec.env" or in the program's "exec.program.env" ("PROGRAM\nNAME"); and when
+ * "exec.program.argv" holds rules for the program ("PROGRAM\nGLOB\nGLOB...", one glob per
+ * argument after the program, fnmatch(3); a last "..." matches the rest), argv matches one. */
+int rbl_gate_spawn_exec(rbl_gate *g, const char *path, char *const *argv, char *const *env,
+                        char *why, size_t n);
 
 /* The engine's gate, created and configured from the registry's rbl.config on first use. */
 rbl_gate *rbl_gate_of(lua_State *L);

@@ -213,7 +213,10 @@ static char **string_vector(lua_State *L, int idx, int is_env) {
 
 int rbl_proc_spawn(lua_State *L, const rbl_proc_spec *spec) {
   char why[1024];
-  if (rbl_gate_spawn(rbl_gate_of(L), spec->gate_class, spec->path, why, sizeof why) != 0)
+  rbl_gate *g = rbl_gate_of(L);
+  if (spec->gate_class == RBL_GATE_EXEC
+          ? rbl_gate_spawn_exec(g, spec->path, spec->argv, spec->user_env, why, sizeof why) != 0
+          : rbl_gate_spawn(g, spec->gate_class, spec->path, why, sizeof why) != 0)
     return rbl_refuse(L, spec->prim ? spec->prim : spec->what, "%s", why);
   proc_op *op = calloc(1, sizeof *op);
   if (!op) return luaL_error(L, "out of memory");
@@ -281,6 +284,7 @@ static int l_spawn(lua_State *L) {
   lua_getfield(L, 4, "env");
   int envidx = lua_gettop(L);
   char **argv = string_vector(L, 3, 0);
+  char **user_env = lua_istable(L, envidx) ? string_vector(L, envidx, 1) : NULL;
   lua_newtable(L);
   lua_pushstring(L, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   lua_setfield(L, -2, "PATH");
@@ -301,6 +305,7 @@ static int l_spawn(lua_State *L) {
                         .path = path,
                         .argv = argv,
                         .env = env,
+                        .user_env = user_env,
                         .cwd = cwd,
                         .stdin_data = indata,
                         .stdin_len = inlen,

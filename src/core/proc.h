@@ -9,7 +9,9 @@ typedef struct rbl_proc_spec {
   const char *what;       /* names the caller in errors: "exec", "credential plugin" */
   const char *path;       /* absolute program path; no shell */
   char *const *argv;      /* NULL-terminated; valid only during the call (copied by uv_spawn) */
-  char *const *env;       /* NULL-terminated KEY=VALUE */
+  char *const *env;       /* NULL-terminated KEY=VALUE: the child's whole environment */
+  char *const *user_env;  /* exec: the entries the runbook asked for (the gate checks their
+                             names against the allow list); NULL: none */
   const char *cwd;        /* or NULL */
   const char *stdin_data; /* or NULL: stdin at EOF */
   size_t stdin_len;

@@ -15,7 +15,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PER_ATTEMPT=${RBL_ESCAPE_TIMEOUT:-20}
 W=$(mktemp -d "${TMPDIR:-/tmp}/rbl-escape.XXXXXX")
 trap 'rm -rf "$W"' EXIT
-mkdir -p "$W/rb" "$W/outside" "$W/audit" "$W/out"
+mkdir -p "$W/rb" "$W/outside" "$W/audit" "$W/out" "$W/rb/pyinject"
+# a module directory an interpreter must never be pointed at (PYTHONPATH, PERL5LIB tests)
+printf 'import os\nopen("/tmp/rbl_escape_pwned", "w").close()\n' > "$W/rb/pyinject/sitecustomize.py"
+printf 'package strict; open(my $f, ">", "/tmp/rbl_escape_pwned"); sub import {} 1;\n' > "$W/rb/pyinject/strict.pm"
 cp "$HERE"/*.lua "$W/rb/"
 # fixtures: a bytecode module, a symlink out of the runbook dir, a canary outside it
 if command -v luac5.4 >/dev/null 2>&1; then

@@ -249,7 +249,7 @@ class Scripts(unittest.TestCase):
 
     def test_secret_never_leaves(self):
         env = dict(os.environ, DB_PASSWORD="hunter2-very-secret")
-        cfg = 'return { exec = { allow = { "/bin/sh" } } }'
+        cfg = 'return { exec = { allow = { "/bin/sh" }, env = { "P" } } }'
         r = run('local s = secret("DB_PASSWORD") local r = exec({"/bin/sh", "-c", "echo pw=$P"}, {env = {P = s}}) '
                 'print(r.stdout) log("%s %s", tostring(s), r.stdout) error(r.stdout)', config=cfg, env=env)
         self.assertEqual(r.code, 1)

@@ -697,6 +697,67 @@ static void test_spawn(void **st) {
   rmdir(dir);
 }
 
+/* exec's environment and argv: names from an allow list, argv rules per program */
+static void test_spawn_exec(void **st) {
+  (void)st;
+  rbl_gate *g = rbl_gate_new();
+  rbl_gate_add(g, "exec.allow", "/bin/sh");
+  rbl_gate_add(g, "exec.allow", "/bin/echo");
+  char *argv[] = {"sh", "-c", "true", NULL};
+  char *none[] = {NULL};
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, none, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, NULL, why, sizeof why), 0);
+  char *base[] = {"TZ=UTC", "LANG=C", "LC_ALL=C", "TERM=dumb", NULL};
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, base, why, sizeof why), 0);
+  /* every name that makes an interpreter or shell load code is refused unless allowed */
+  const char *bad[] = {"PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB", "PYTHONPATH", "PYTHONSTARTUP",
+                       "PYTHONINSPECT", "PYTHONHOME", "PYTHONWARNINGS", "BASH_ENV", "ENV",
+                       "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "LD_PRELOAD",
+                       "LD_LIBRARY_PATH", "PATH", "IFS", "NODE_OPTIONS", "RUBYOPT", "GCONV_PATH",
+                       "HOME", "TZX", "LANGX", "LC_ALLX"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char e[64];
+    snprintf(e, sizeof e, "%s=x", bad[i]);
+    char *env[] = {"TZ=UTC", e, NULL};
+    assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, env, why, sizeof why), -1);
+    assert_non_null(strstr(why, bad[i]));
+    assert_non_null(strstr(why, "not on the allow list"));
+  }
+  /* exec.env allows a name for every program; exec.program.env for one */
+  char *py[] = {"PYTHONPATH=/x", NULL};
+  rbl_gate_add(g, "exec.program.env", "/bin/echo\nPYTHONPATH");
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, py, why, sizeof why), -1);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/echo", argv, py, why, sizeof why), 0);
+  rbl_gate_add(g, "exec.env", "PYTHONPATH");
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, py, why, sizeof why), 0);
+  /* a prefix of an allowed name is not the name */
+  char *pre[] = {"PYTHON=1", NULL};
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, pre, why, sizeof why), -1);
+  /* argv rules: one glob per argument, "..." the rest; no rule for a program: any argv */
+  rbl_gate_add(g, "exec.program.argv", "/bin/sh\n/usr/local/bin/*.sh");
+  rbl_gate_add(g, "exec.program.argv", "/bin/sh\n-e\n...");
+  rbl_gate_add(g, "exec.program.argv", "/bin/sh\n");
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, NULL, why, sizeof why), -1);
+  assert_non_null(strstr(why, "match none of the 3 argv rule"));
+  char *a1[] = {"sh", "/usr/local/bin/restart.sh", NULL};
+  char *a2[] = {"sh", "/usr/local/bin/restart.sh", "extra", NULL};
+  char *a3[] = {"sh", "-e", NULL};
+  char *a4[] = {"sh", "-e", "x", "y", NULL};
+  char *a5[] = {"sh", NULL};
+  char *a6[] = {"sh", "-c", "...", NULL};
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", a1, NULL, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", a2, NULL, why, sizeof why), -1);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", a3, NULL, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", a4, NULL, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", a5, NULL, why, sizeof why), 0);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", a6, NULL, why, sizeof why), -1);
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/echo", argv, NULL, why, sizeof why), 0);
+  /* the program check still comes first */
+  assert_int_equal(rbl_gate_spawn_exec(g, "/bin/cat", a5, NULL, why, sizeof why), -1);
+  assert_non_null(strstr(why, "not on the exec allow list"));
+  rbl_gate_free(g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_endpoints),
@@ -712,6 +773,7 @@ int main(void) {
       cmocka_unit_test(test_kube_query),
       cmocka_unit_test(test_kube_can_i),
       cmocka_unit_test(test_spawn),
+      cmocka_unit_test(test_spawn_exec),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
