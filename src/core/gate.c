@@ -247,8 +247,7 @@ int rbl_gate_set(rbl_gate *g, const char *key, const char *value) {
 int rbl_gate_add(rbl_gate *g, const char *list, const char *value) {
   if (!strcmp(list, "exec.allow")) return sl_add(&g->exec_allow, value);
   if (!strcmp(list, "exec.env")) return sl_add(&g->exec_env, value);
-  if (!strcmp(list, "exec.program.env") && strchr(value, '\n'))
-    return sl_add(&g->prog_env, value);
+  if (!strcmp(list, "exec.program.env") && strchr(value, '\n')) return sl_add(&g->prog_env, value);
   if (!strcmp(list, "exec.program.argv") && strchr(value, '\n'))
     return sl_add(&g->prog_argv, value);
   if (!strcmp(list, "kube.allow_subresources")) return sl_add(&g->allow_subs, value);

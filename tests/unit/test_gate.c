@@ -710,11 +710,32 @@ static void test_spawn_exec(void **st) {
   char *base[] = {"TZ=UTC", "LANG=C", "LC_ALL=C", "TERM=dumb", NULL};
   assert_int_equal(rbl_gate_spawn_exec(g, "/bin/sh", argv, base, why, sizeof why), 0);
   /* every name that makes an interpreter or shell load code is refused unless allowed */
-  const char *bad[] = {"PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB", "PYTHONPATH", "PYTHONSTARTUP",
-                       "PYTHONINSPECT", "PYTHONHOME", "PYTHONWARNINGS", "BASH_ENV", "ENV",
-                       "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "LD_PRELOAD",
-                       "LD_LIBRARY_PATH", "PATH", "IFS", "NODE_OPTIONS", "RUBYOPT", "GCONV_PATH",
-                       "HOME", "TZX", "LANGX", "LC_ALLX"};
+  const char *bad[] = {"PERL5OPT",
+                       "PERL5LIB",
+                       "PERLLIB",
+                       "PERL5DB",
+                       "PYTHONPATH",
+                       "PYTHONSTARTUP",
+                       "PYTHONINSPECT",
+                       "PYTHONHOME",
+                       "PYTHONWARNINGS",
+                       "BASH_ENV",
+                       "ENV",
+                       "SHELLOPTS",
+                       "BASHOPTS",
+                       "PS4",
+                       "PROMPT_COMMAND",
+                       "LD_PRELOAD",
+                       "LD_LIBRARY_PATH",
+                       "PATH",
+                       "IFS",
+                       "NODE_OPTIONS",
+                       "RUBYOPT",
+                       "GCONV_PATH",
+                       "HOME",
+                       "TZX",
+                       "LANGX",
+                       "LC_ALLX"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char e[64];
     snprintf(e, sizeof e, "%s=x", bad[i]);
