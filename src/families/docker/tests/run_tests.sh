@@ -13,6 +13,12 @@ SOCK=/var/run/docker.sock
 bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
 
 W=$(mktemp -d /tmp/rbl-docker-test.XXXXXX)
+# The dockerd may be shared with other suites and other runs of this one: every tenant, container
+# name and cleanup label is unique to this run.
+RUN=$(date +%s)-$$
+TA=ta-$RUN
+TB=tb-$RUN
+P=rbl-$RUN
 chmod 755 "$W"
 PIDS=()
 pass=0
@@ -20,7 +26,7 @@ fail=0
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  docker ps -aq --filter label=rbl.test=docker | xargs -r docker rm -f >/dev/null 2>&1
+  docker ps -aq --filter label=rbl.test.run=$RUN | xargs -r docker rm -f >/dev/null 2>&1
   [ -n "${KEEP:-}" ] || rm -rf "$W"
 }
 trap cleanup EXIT
@@ -35,34 +41,34 @@ mk() {
   local opts=() cmd=(sleep 100000)
   while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
   [ "${1:-}" = -- ] && { shift; [ $# -gt 0 ] && cmd=("$@"); }
-  local lab=(--label rbl.test=docker)
+  local lab=(--label rbl.test=docker --label "rbl.test.run=$RUN")
   [ -n "$tenant" ] && lab+=(--label "rbl.tenant=$tenant")
   docker run -d --name "$name" "${lab[@]}" "${opts[@]}" "$IMG" "${cmd[@]}" >/dev/null
 }
 cid() { docker inspect -f '{{.Id}}' "$1"; }
 
-docker ps -aq --filter label=rbl.test=docker | xargs -r docker rm -f >/dev/null 2>&1
-mk rbl-ta-web ta --label role=web
-mk rbl-ta-logger ta -- sh -c 'echo hello-out; echo hello-err >&2; exec sleep 100000'
-mk rbl-ta-tty ta -t -- sh -c 'echo tty-line; exec sleep 100000'
-docker create --name rbl-ta-stopped --label rbl.test=docker --label rbl.tenant=ta "$IMG" true >/dev/null
-for i in $(seq 1 10); do mk "rbl-ta-f$i" ta; done
-mk rbl-tb-web tb --label role=web
-mk rbl-nolabel ""
-TA_WEB=$(cid rbl-ta-web)
-TB_WEB=$(cid rbl-tb-web)
-NOLABEL=$(cid rbl-nolabel)
-TA_COUNT=$(docker ps -q --filter label=rbl.tenant=ta | wc -l) # 13, plus any other container of "ta"
-TB_STARTED=$(docker inspect -f '{{.State.StartedAt}}' rbl-tb-web)
+docker ps -aq --filter label=rbl.test.run=$RUN | xargs -r docker rm -f >/dev/null 2>&1
+mk $P-ta-web "$TA" --label role=web
+mk $P-ta-logger "$TA" -- sh -c 'echo hello-out; echo hello-err >&2; exec sleep 100000'
+mk $P-ta-tty "$TA" -t -- sh -c 'echo tty-line; exec sleep 100000'
+docker create --name $P-ta-stopped --label rbl.test=docker --label "rbl.test.run=$RUN" --label "rbl.tenant=$TA" "$IMG" true >/dev/null
+for i in $(seq 1 10); do mk "$P-ta-f$i" "$TA"; done
+mk $P-tb-web "$TB" --label role=web
+mk $P-nolabel ""
+TA_WEB=$(cid $P-ta-web)
+TB_WEB=$(cid $P-tb-web)
+NOLABEL=$(cid $P-nolabel)
+TA_COUNT=$(docker ps -q --filter label=rbl.tenant=$TA | wc -l) # 13, plus any other container of "ta"
+TB_STARTED=$(docker inspect -f '{{.State.StartedAt}}' $P-tb-web)
 
-cat >"$W/config.lua" <<'EOF'
-return { tenants = { "ta", "tb" }, exec = { allow = { "sha256sum" } } }
+cat >"$W/config.lua" <<EOF
+return { tenants = { "$TA", "$TB" }, exec = { allow = { "sha256sum" } } }
 EOF
 
 # run NAME WANT_EXIT RUNBOOK [rbl run options...]: runs as tenant ta
 run() {
   local name=$1 want=$2 rb=$3; shift 3
-  "$RBL" run "$HERE/$rb" --tenant ta --config "$W/config.lua" --incident "$name" \
+  "$RBL" run "$HERE/$rb" --tenant "$TA" --config "$W/config.lua" --incident "$name" \
     --audit "$W/$name.jsonl" --report "$W/$name.json" "$@" >"$W/$name.out" 2>"$W/$name.err"
   local rc=$?
   if [ "$rc" = "$want" ]; then ok "$name: exit $rc"
@@ -99,46 +105,46 @@ exec_events() { # SINCE UNTIL CONTAINER_ID: exec_create events the daemon logged
 }
 
 echo "# primitives"
-run exec_basic 0 exec_basic.lua --param c=rbl-ta-web --param stopped=rbl-ta-stopped
+run exec_basic 0 exec_basic.lua --param c=$P-ta-web --param stopped=$P-ta-stopped
 check "exec_basic: report resolved, chain head" report_is exec_basic resolved
 check "exec_basic: audit verifies" verify exec_basic
-run exec_binary 0 exec_binary.lua --param c=rbl-ta-web
-run lifecycle 0 lifecycle.lua --param c=rbl-ta-web --param logger=rbl-ta-logger --param tty=rbl-ta-tty --param count=$TA_COUNT
+run exec_binary 0 exec_binary.lua --param c=$P-ta-web
+run lifecycle 0 lifecycle.lua --param c=$P-ta-web --param logger=$P-ta-logger --param tty=$P-ta-tty --param count=$TA_COUNT
 check "lifecycle: report resolved" report_is lifecycle resolved
 
 echo "# 50-way fan-out"
 t0=$(date +%s%N)
-run fanout 0 fanout.lua --param prefix=rbl-ta-f --param n=10
+run fanout 0 fanout.lua --param prefix=$P-ta-f --param n=10
 echo "# fan-out of 50 docker_exec took $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
 echo "# cross-tenant attempts (tenant ta against tb's and unlabelled containers)"
 T0=$(date +%s)
-run xt_name 3 cross_tenant.lua --param target=rbl-tb-web
-check "xt_name: message names owner and tenant" errhas xt_name "container rbl-tb-web belongs to tenant tb, not ta"
-check "xt_name: audit has the refusal, no intent" audit_refused xt_name "belongs to tenant tb, not ta"
+run xt_name 3 cross_tenant.lua --param target=$P-tb-web
+check "xt_name: message names owner and tenant" errhas xt_name "container $P-tb-web belongs to tenant $TB, not $TA"
+check "xt_name: audit has the refusal, no intent" audit_refused xt_name "belongs to tenant $TB, not $TA"
 check "xt_name: audit verifies" verify xt_name
 run xt_full_id 3 cross_tenant.lua --param "target=$TB_WEB"
-check "xt_full_id: refused" errhas xt_full_id "belongs to tenant tb, not ta"
+check "xt_full_id: refused" errhas xt_full_id "belongs to tenant $TB, not $TA"
 run xt_prefix 3 cross_tenant.lua --param "target=${TB_WEB:0:12}"
-check "xt_prefix: refused" errhas xt_prefix "belongs to tenant tb, not ta"
+check "xt_prefix: refused" errhas xt_prefix "belongs to tenant $TB, not $TA"
 run xt_short_prefix 3 cross_tenant.lua --param "target=${TB_WEB:0:5}"
-run xt_nolabel 3 cross_tenant.lua --param target=rbl-nolabel
+run xt_nolabel 3 cross_tenant.lua --param target=$P-nolabel
 check "xt_nolabel: refused (no label)" errhas xt_nolabel "belongs to no tenant"
-run xt_restart 3 cross_tenant.lua --param target=rbl-tb-web --param prim=restart
+run xt_restart 3 cross_tenant.lua --param target=$P-tb-web --param prim=restart
 run xt_logs 3 cross_tenant.lua --param "target=$TB_WEB" --param prim=logs
 run xt_inspect 3 cross_tenant.lua --param "target=${TB_WEB:0:12}" --param prim=inspect
 
 # a name that equals a prefix of another tenant's container id: the daemon resolves exact
 # names first, and rbl checks the label of what the daemon resolved
-mk "${TB_WEB:0:10}" ta
+mk "${TB_WEB:0:10}" "$TA"
 TA_SHADOW=$(cid "${TB_WEB:0:10}")
 run shadow_own 0 exec_one.lua --param "c=${TB_WEB:0:10}" --param cmd=hostname
 check "shadow_own: ran in ta's container named like tb's id prefix" \
   grep -qF "stdout=$(docker inspect -f '{{.Config.Hostname}}' "$TA_SHADOW")" "$W/shadow_own.err"
-mk "${TA_WEB:0:10}" tb
+mk "${TA_WEB:0:10}" "$TB"
 TB_SHADOW=$(cid "${TA_WEB:0:10}")
 run shadow_other 3 cross_tenant.lua --param "target=${TA_WEB:0:10}"
-check "shadow_other: the daemon resolved the name to tb's container: refused" errhas shadow_other "belongs to tenant tb, not ta"
+check "shadow_other: the daemon resolved the name to tb's container: refused" errhas shadow_other "belongs to tenant $TB, not $TA"
 
 # an ambiguous id prefix: one hex digit shared by two ids of the daemon
 AMB=$(docker ps -aq --no-trunc | cut -c1 | sort | uniq -d | head -1)
@@ -155,33 +161,33 @@ for c in "$TB_WEB" "$NOLABEL" "$TB_SHADOW"; do
 done
 n=$(exec_events "$T0" "$T1" "$TA_SHADOW")
 check "daemon events: the tenant's own exec is seen ($n, control)" [ "$n" -ge 1 ]
-check "tb's container was not restarted" [ "$(docker inspect -f '{{.State.StartedAt}}' rbl-tb-web)" = "$TB_STARTED" ]
-check "tb's container has no /tmp/pwned" docker exec rbl-tb-web sh -c '[ ! -e /tmp/pwned ]'
+check "tb's container was not restarted" [ "$(docker inspect -f '{{.State.StartedAt}}' $P-tb-web)" = "$TB_STARTED" ]
+check "tb's container has no /tmp/pwned" docker exec $P-tb-web sh -c '[ ! -e /tmp/pwned ]'
 
 echo "# references rejected before any request (through a logging proxy)"
 python3 "$HERE/proxy.py" "$W/log.sock" "$SOCK" --log "$W/log-proxy.log" & PIDS+=($!)
 for _ in $(seq 50); do [ -S "$W/log.sock" ] && break; sleep 0.1; done
 i=0
-for ref in "../rbl-tb-web" "rbl-ta-web/../../rbl-tb-web" "a/b" "$(printf 'x%.0s' $(seq 1 200))" $'rbl-ta-web\x01'; do
+for ref in "../$P-tb-web" "$P-ta-web/../../$P-tb-web" "a/b" "$(printf 'x%.0s' $(seq 1 200))" "$P-ta-web"$'\x01'; do
   i=$((i + 1))
   DOCKER_HOST="unix://$W/log.sock" run "badref$i" 3 cross_tenant.lua --param "target=$ref"
 done
 check "bad refs: no container request reached the daemon" bash -c "! grep -q /containers/ '$W/log-proxy.log' 2>/dev/null"
-DOCKER_HOST="unix://$W/log.sock" run via_proxy 0 exec_one.lua --param c=rbl-ta-web
+DOCKER_HOST="unix://$W/log.sock" run via_proxy 0 exec_one.lua --param c=$P-ta-web
 check "effects address the full id only (proxy log)" \
   grep -qE "^POST /v[0-9.]+/containers/$TA_WEB/exec$" "$W/log-proxy.log"
 check "the API version is negotiated once per run" [ "$(grep -c '^GET /_ping' "$W/log-proxy.log")" = 1 ]
 
 echo "# race: the container is replaced by another tenant's between scope and effect"
-mk rbl-race ta
-RACE_OLD=$(cid rbl-race)
+mk $P-race "$TA"
+RACE_OLD=$(cid $P-race)
 python3 "$HERE/proxy.py" "$W/race.sock" "$SOCK" --log "$W/race.log" \
   --on "^POST /v[0-9.]+/containers/[0-9a-f]{64}/exec$" \
-  --run "docker rm -f rbl-race >/dev/null && docker run -d --name rbl-race --label rbl.test=docker --label rbl.tenant=tb $IMG sleep 100000 >$W/race.newid" \
+  --run "docker rm -f $P-race >/dev/null && docker run -d --name $P-race --label rbl.test=docker --label rbl.test.run=$RUN --label rbl.tenant=$TB $IMG sleep 100000 >$W/race.newid" \
   & PIDS+=($!)
 for _ in $(seq 50); do [ -S "$W/race.sock" ] && break; sleep 0.1; done
 R0=$(date +%s)
-DOCKER_HOST="unix://$W/race.sock" run race 1 exec_one.lua --param c=rbl-race
+DOCKER_HOST="unix://$W/race.sock" run race 1 exec_one.lua --param c=$P-race
 check "race: the swap happened between check and effect" grep -q "HOOK ran before POST" "$W/race.log"
 check "race: the exec addressed the checked full id" grep -qF "/containers/$RACE_OLD/exec" "$W/race.log"
 check "race: it failed as not found" errhas race "not found"
@@ -191,15 +197,15 @@ n=$(exec_events "$R0" "$(date +%s)" "${NEW:-none}")
 check "race: no exec_create on the other tenant's new container ($n)" [ -n "$NEW" -a "$n" = 0 ]
 
 echo "# the daemon unreachable"
-DOCKER_HOST="unix://$W/missing.sock" run down_missing 1 exec_one.lua --param c=rbl-ta-web
+DOCKER_HOST="unix://$W/missing.sock" run down_missing 1 exec_one.lua --param c=$P-ta-web
 check "missing socket: names endpoint and cause" errhas down_missing "connect to $W/missing.sock: No such file or directory"
-check "missing socket: names the container" errhas down_missing "rbl-ta-web"
+check "missing socket: names the container" errhas down_missing "$P-ta-web"
 check "missing socket: audit verifies" verify down_missing
 python3 "$HERE/proxy.py" "$W/dying.sock" "$SOCK" & DYING=$!
 PIDS+=($DYING)
 for _ in $(seq 50); do [ -S "$W/dying.sock" ] && break; sleep 0.1; done
 ( sleep 1.5; kill "$DYING" ) &
-DOCKER_HOST="unix://$W/dying.sock" run down_midrun 1 daemon_down.lua --param c=rbl-ta-web --param pause=3
+DOCKER_HOST="unix://$W/dying.sock" run down_midrun 1 daemon_down.lua --param c=$P-ta-web --param pause=3
 check "daemon gone mid-run: names endpoint and cause" errhas down_midrun "connect to $W/dying.sock: Connection refused"
 check "daemon gone mid-run: audit verifies" verify down_midrun
 if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -207,7 +213,7 @@ if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
   for _ in $(seq 50); do [ -S "$W/root-only.sock" ] && break; sleep 0.1; done
   mkdir -p "$W/nobody" && chmod 777 "$W/nobody"
   DOCKER_HOST="unix://$W/root-only.sock" setpriv --reuid=65534 --regid=65534 --clear-groups \
-    "$RBL" run "$HERE/exec_one.lua" --tenant ta --config "$W/config.lua" --param c=rbl-ta-web \
+    "$RBL" run "$HERE/exec_one.lua" --tenant "$TA" --config "$W/config.lua" --param c=$P-ta-web \
     --audit "$W/nobody/denied.jsonl" >"$W/denied.out" 2>"$W/denied.err"
   rc=$?
   check "socket permission denied: exit 1 ($rc)" [ "$rc" = 1 ]
