@@ -6,6 +6,9 @@ local unpack, pcall, error, type = table.unpack, pcall, error, type
 
 -- Hooks the DSL sets so effects can report reversible changes and drift to the current step.
 M.on_undo = function() end
+-- on_call(id, name, tenant, target, args, ok, summary_or_err, duration_ms): every call that
+-- reached its intent, for the report's per-step calls.
+M.on_call = function() end
 
 local function fail_before_intent(call, name, args, err)
   host.record("failed", { call = call:id(), prim = name, tenant = call:tenant(), phase = "scope",
@@ -39,12 +42,16 @@ function M.define(name, impl)
       target = t
     end
     host.intent(call, args, target)
+    local t0 = host.now_ms()
     local ok, res, summary, before, undo = pcall(effect, call, unpack(args, 1, n))
+    local ms = math.floor(host.now_ms() - t0 + 0.5)
     if not ok then
       host.result(call, false, res)
+      pcall(M.on_call, call:id(), name, call:tenant(), target, args, false, res, ms)
       error(res, 0)
     end
     host.result(call, true, nil, summary, before)
+    pcall(M.on_call, call:id(), name, call:tenant(), target, args, true, summary, ms)
     if undo then M.on_undo(name, call:id(), undo) end
     return res
   end

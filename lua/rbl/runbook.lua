@@ -1,6 +1,7 @@
 -- The runbook DSL: runbook{}, step "name" {...}, the step state machine, rollback and the report.
 local host = require "rbl.host"
 local prim = require "rbl.prim"
+local report = require "rbl.report"
 
 local M = {}
 local type, pairs, ipairs, tostring, error, pcall = type, pairs, ipairs, tostring, error, pcall
@@ -68,6 +69,21 @@ function M.new_book(default_id)
     cur.isolation = { score = res.score, findings = res.findings, skipped = res.skipped }
   end
 
+  -- Every call, for the report's per-step calls and action (lua/rbl/report.lua).
+  prim.on_call = function(id, name, tenant, target, args, ok, res, ms)
+    local cur = book.current or book.top
+    if not cur then return end
+    cur.calls = cur.calls or {}
+    if #cur.calls <= report.MAX_CALLS then
+      local c = report.call_entry(id, name, tenant, target, args, ok, res, ms)
+      cur.calls[#cur.calls + 1] = c
+      host.progress_event({ event = "call", step = cur.name, call = id, prim = name, tenant = tenant,
+        target = c.target, status = c.status, duration_ms = ms, error = c.error })
+    else
+      cur.calls_more = (cur.calls_more or 0) + 1
+    end
+  end
+
   prim.on_undo = function(name, call_id, undo)
     local cur = book.current
     if cur then cur.undo = cur.undo or {}; cur.undo[#cur.undo + 1] = { prim = name, call = call_id, fn = undo } end
@@ -92,6 +108,7 @@ function M.new_book(default_id)
     if t.id and not t.id:match("^[%w][%w%._%-]*$") then error("runbook{}: id must be letters, digits, . _ -", 2) end
     book.declared = true
     for k, v in pairs(t) do book.meta[k] = v end
+    if t.id then host.runbook_id(t.id) end
   end
 
   book.step = function(name)
@@ -124,7 +141,8 @@ local function step_timeout(def)
 end
 
 local function entry_for(book, i, s)
-  return { step = i, name = s.name, action = s.name, status = "pending", duration_ms = 0 }
+  return { step = i, name = s.name, action = s.name, status = "pending", duration_ms = 0,
+    description = s.def.description }
 end
 
 local function record_step(s, entry)
@@ -142,6 +160,8 @@ local function paint(status)
 end
 
 local function progress_line(index, name, status, ms, detail)
+  if host.progress_event({ event = "step", index = index, step = name, status = status, duration_ms = ms,
+      detail = detail }) then return end
   host.progress(string.format("[%d] %-28s %s %6d ms%s", index, name, paint(status), ms,
     detail and ("  " .. detail) or ""))
 end
@@ -165,6 +185,7 @@ local function run_step(book, ctx, i, s, entry)
     return status == "success" or status == "skipped"
   end
   host.record("step", { step = s.name, index = i, status = "started" })
+  host.progress_event({ event = "step", index = i, step = s.name, status = "started" })
   if def.when then
     local ok, r = invoke(def.when, ctx, deadline)
     if not ok then return finish("failed", "when: " .. errtext(r)) end
@@ -301,7 +322,7 @@ function M.report(book, info, killed_msg)
       if e.started and e.rollback ~= "done" then human = true end
     end
   end
-  return {
+  local rep = {
     incident_id = info.incident, run_id = info.run, runbook_id = book.meta.id or info.default_id,
     tenant = info.tenant_label, tenants = info.tenants, timestamp = info.started_at,
     execution_trace = trace, outcome = killed_msg and "refused" or outcome,
@@ -310,6 +331,7 @@ function M.report(book, info, killed_msg)
     human_intervention_required = human and true or false, dry_run = info.dry_run,
     notifications = book.notifications, slack_notification_sent = book.slack_sent,
   }
+  return report.shape(rep, book, info, killed_msg)
 end
 
 return M

@@ -83,7 +83,18 @@ function M.globals(book)
     local msg = fmt(f, ...)
     host.record("log", { message = msg, tenant = host.tenant() })
     book.note_log(msg)
-    host.progress("  " .. msg)
+    -- Line breaks print as lines, each indented under the step (so no line of a message can
+    -- pass for rbl's own); every other control character stays escaped (host.progress).
+    if not host.progress_event({ event = "log", step = book.current and book.current.name, tenant = host.tenant(),
+        message = msg }) then
+      -- bounded: the first 8 KiB and 100 lines (the audit and the report have all of it)
+      local shown, n = #msg > 8192 and msg:sub(1, 8192) .. "\n..." or msg, 0
+      for line in (shown .. "\n"):gmatch("([^\n]*)\n") do
+        n = n + 1
+        if n > 100 then host.progress("  ..."); break end
+        host.progress("  " .. line)
+      end
+    end
   end
 
   g.sleep = prim.define("sleep", { effect = function(call, s)

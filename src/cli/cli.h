@@ -12,6 +12,7 @@ typedef struct rbl_run_opts {
   const char *params[128]; /* "K=V" */
   int nparams;
   int dry_run, yes, quiet, check;
+  int progress_json; /* --progress json */
   const char *audit_path, *audit_key, *sign_key, *report_path, *config_path;
   int argc;
   char **argv;

@@ -42,6 +42,8 @@ static const char *const usage_run =
     "  --config FILE      config file (Lua; default $RBL_CONFIG)\n"
     "  --yes              do not ask for confirmation\n"
     "  --quiet            no progress on stderr\n"
+    "  --progress json    progress on stderr as JSON lines (run_start, step, log, call,\n"
+    "                     message, run_end events), for a chat bot to mirror the run\n"
     "\n"
     "exit status: 0 resolved, 1 failed (rolled back), 2 usage/load error,\n"
     "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed\n";
@@ -151,7 +153,12 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
       o->yes = 1;
     else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
       o->quiet = 1;
-    else if (!strcmp(a, "--audit")) {
+    else if (!strcmp(a, "--progress")) {
+      VALUE();
+      if (strcmp(v, "json") && strcmp(v, "text"))
+        return bad_usage(cmd, "--progress wants json or text, got '%s'", v);
+      o->progress_json = !strcmp(v, "json");
+    } else if (!strcmp(a, "--audit")) {
       VALUE();
       o->audit_path = v;
     } else if (!strcmp(a, "--audit-key")) {

@@ -1,4 +1,5 @@
-/* The report (--report) and the run_end record that closes a run's part of the chain. */
+/* The report (--report), the run_end record that closes a run's part of the chain, and the
+ * run's end on the --progress json stream. */
 #include "audit.h"
 #include "cli.h"
 #include "engine_int.h"
@@ -9,12 +10,34 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-int rbl__write_report(run_ctx *c, const char *killed) {
+/* info.runbook_id (the one id run_start recorded) and info.runbook_path, for runbook.report. */
+static void report_info(run_ctx *c) {
   lua_State *L = c->e->L;
-  /* stack: book */
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.info");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushstring(L, c->runbook_id[0] ? c->runbook_id : c->default_id);
+  lua_setfield(L, -2, "runbook_id");
+  char real[PATH_MAX];
+  if (c->o->file && strcmp(c->o->file, "(repl)") != 0) {
+    lua_pushstring(L, realpath(c->o->file, real) ? real : c->o->file);
+    lua_setfield(L, -2, "runbook_path");
+  }
+  lua_pop(L, 1);
+}
+
+/* Calls runbook.report(book, info, killed): leaves the report table on the stack, or returns
+ * -1 with nothing pushed. Stack: book on top. */
+static int report_build(run_ctx *c, const char *killed) {
+  lua_State *L = c->e->L;
+  report_info(c);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "rbl.runbook");
   lua_call(L, 1, 1);
@@ -31,36 +54,72 @@ int rbl__write_report(run_ctx *c, const char *killed) {
     lua_pop(L, 2);
     return -1;
   }
-  if (c->e->audit) {
-    lua_pushstring(L, rbl_audit_head(c->e->audit));
-    lua_setfield(L, -2, "audit_chain");
+  return 0;
+}
+
+static int report_save(run_ctx *c) {
+  lua_State *L = c->e->L;
+  char err[128];
+  cJSON *rep = rbl_json_from_lua(L, -1, RBL_JSON_REDACT, err, sizeof err);
+  rbl__mask_json(c->e, rep);
+  char *txt = rep ? cJSON_Print(rep) : NULL;
+  cJSON_Delete(rep);
+  FILE *f = txt ? fopen(c->o->report_path, "w") : NULL;
+  int rc = 0;
+  if (!f || fputs(txt, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0) {
+    rbl__fail(0, "report %s: %s", c->o->report_path, txt ? strerror(errno) : err);
+    rc = -1;
   }
+  cJSON_free(txt);
+  return rc;
+}
+
+/* The run's end for --progress json: outcome, exit code, the failure and the final head. */
+static void report_progress_end(run_ctx *c, int code) {
+  lua_State *L = c->e->L;
+  if (!c->e->progress_json) return;
+  cJSON *ev = cJSON_CreateObject();
+  cJSON_AddStringToObject(ev, "event", "run_end");
+  cJSON_AddStringToObject(ev, "incident", c->incident);
+  cJSON_AddStringToObject(ev, "run", c->run_id);
   lua_getfield(L, -1, "outcome");
+  cJSON_AddStringToObject(ev, "outcome", lua_tostring(L, -1) ? lua_tostring(L, -1) : "failed");
+  lua_pop(L, 1);
+  cJSON_AddNumberToObject(ev, "exit_code", code);
+  char err[64];
+  lua_getfield(L, -1, "failure");
+  if (lua_istable(L, -1))
+    cJSON_AddItemToObject(ev, "failure",
+                          rbl_json_from_lua(L, -1, RBL_JSON_REDACT, err, sizeof err));
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "total_execution_time_ms");
+  cJSON_AddNumberToObject(ev, "total_execution_time_ms", lua_tonumber(L, -1));
+  lua_pop(L, 1);
+  if (c->e->audit) cJSON_AddStringToObject(ev, "audit_chain", rbl_audit_head(c->e->audit));
+  rbl__progress_event(c->e, ev);
+}
+
+int rbl__write_report(run_ctx *c, const char *killed) {
+  lua_State *L = c->e->L;
+  /* stack: book */
+  if (report_build(c, killed) != 0) return -1;
+  lua_getfield(L, -1, "outcome");
+  const char *outcome = lua_tostring(L, -1) ? lua_tostring(L, -1) : "failed";
+  int code = rbl__exit_code_for(c->e, strcmp(outcome, "refused") == 0 ? "failed" : outcome);
   cJSON *end = cJSON_CreateObject();
   cJSON_AddStringToObject(end, "kind", "run_end");
-  cJSON_AddStringToObject(end, "outcome", lua_tostring(L, -1) ? lua_tostring(L, -1) : "failed");
+  cJSON_AddStringToObject(end, "outcome", outcome);
+  cJSON_AddNumberToObject(end, "exit_code", code);
   lua_pop(L, 1);
   if (killed) cJSON_AddStringToObject(end, "reason", killed);
   rbl__audit(c->e, end);
-  if (c->e->audit) {
-    rbl_audit_sync(c->e->audit);
+  /* audit_chain is the chain's final head: signed now (a signature record, with --sign-key). */
+  if (c->e->audit && rbl_audit_seal(c->e->audit) == 0) {
     lua_pushstring(L, rbl_audit_head(c->e->audit));
     lua_setfield(L, -2, "audit_chain");
   }
-  int rc = 0;
-  if (c->o->report_path) {
-    char err[128];
-    cJSON *rep = rbl_json_from_lua(L, -1, RBL_JSON_REDACT, err, sizeof err);
-    rbl__mask_json(c->e, rep);
-    char *txt = rep ? cJSON_Print(rep) : NULL;
-    cJSON_Delete(rep);
-    FILE *f = txt ? fopen(c->o->report_path, "w") : NULL;
-    if (!f || fputs(txt, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0) {
-      rbl__fail(0, "report %s: %s", c->o->report_path, txt ? strerror(errno) : err);
-      rc = -1;
-    }
-    cJSON_free(txt);
-  }
+  int rc = c->o->report_path ? report_save(c) : 0;
+  report_progress_end(c, rbl__exit_code_for(c->e, outcome));
   lua_pop(L, 1);
   return rc;
 }

@@ -207,7 +207,10 @@ cJSON *rbl__run_start_record(run_ctx *c) {
   cJSON_AddItemToObject(r, "tenants", rbl_json_from_lua(L, -1, 0, err, sizeof err));
   lua_pop(L, 1);
   cJSON *rb = cJSON_AddObjectToObject(r, "runbook");
-  cJSON_AddStringToObject(rb, "id", c->default_id);
+  if (!c->runbook_id[0])
+    snprintf(c->runbook_id, sizeof c->runbook_id, "%s",
+             c->e->runbook_id[0] ? c->e->runbook_id : c->default_id);
+  cJSON_AddStringToObject(rb, "id", c->runbook_id);
   char real[4096];
   cJSON_AddStringToObject(rb, "path", realpath(c->o->file, real) ? real : c->o->file);
   cJSON_AddStringToObject(rb, "sha256", c->sha);
@@ -261,6 +264,7 @@ rbl_engine *rbl__setup_engine(rbl_run_opts *o) {
   rbl_sandbox_init(L);
   e->dry_run = o->dry_run;
   e->quiet = o->quiet;
+  e->progress_json = o->progress_json;
   e->color = isatty(2) && !getenv("NO_COLOR");
   return e;
 }
@@ -319,15 +323,38 @@ int rbl__prepare_run(run_ctx *c) {
 /* Drives a prepared run to its end: stack [main, book, arg] and an open audit chain. Writes
  * run_start, runs main(book, arg) as the main task, writes the report and run_end, closes the
  * chain and frees the engine. Returns the exit status. */
+/* The run's run_start record, built when its first record is written: by then the top-level
+ * code has declared runbook{} (it comes before any primitive call), so the chain, the progress
+ * and the report name one runbook id, runbook{}'s. */
+static cJSON *drive_start_record(void *ud) {
+  run_ctx *c = ud;
+  rbl_engine *e = c->e;
+  cJSON *r = rbl__run_start_record(c);
+  if (e->progress_json) {
+    cJSON *ev = cJSON_CreateObject();
+    cJSON_AddStringToObject(ev, "event", "run_start");
+    cJSON_AddStringToObject(ev, "incident", c->incident);
+    cJSON_AddStringToObject(ev, "run", c->run_id);
+    cJSON_AddStringToObject(ev, "runbook_id", c->runbook_id);
+    cJSON_AddItemToObject(ev, "tenants",
+                          cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(r, "tenants"), 1));
+    cJSON_AddBoolToObject(ev, "dry_run", c->o->dry_run);
+    cJSON_AddStringToObject(ev, "audit", c->audit_path);
+    rbl__progress_event(e, ev);
+  } else {
+    rbl__progress(e, "rbl: %s  tenant %s  incident %s%s", c->runbook_id,
+                  e->root.tenant ? e->root.tenant : "(several)", c->incident,
+                  c->o->dry_run ? "  [dry run]" : "");
+  }
+  return r;
+}
+
 int rbl__drive_run(run_ctx *c) {
   rbl_engine *e = c->e;
-  rbl_run_opts *o = c->o;
-  rbl__audit(e, rbl__run_start_record(c));
-  if (!e->killed && rbl_audit_sync(e->audit) != 0)
+  e->start_record = drive_start_record;
+  e->start_ud = c;
+  if (rbl_audit_sync(e->audit) != 0) /* the chain is writable before anything runs */
     rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
-  rbl__progress(e, "rbl: %s  tenant %s  incident %s%s", c->default_id,
-                e->root.tenant ? e->root.tenant : "(several)", c->incident,
-                o->dry_run ? "  [dry run]" : "");
   lua_State *L = e->L;
   lua_pushvalue(L, -2); /* keep the book below: main, book, chunk, book */
   lua_insert(L, -4);
@@ -356,7 +383,8 @@ int rbl__drive_run(run_ctx *c) {
     code = 4;
   }
   e->audit = NULL;
-  rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
+  if (!e->progress_json) /* json: report.c wrote the run_end event */
+    rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
   rbl__engine_free(e);
   return code;
 }

@@ -22,7 +22,8 @@ typedef struct run_ctx {
   size_t srclen;
   char default_id[128];
   char audit_path[4096];
-  const char *cmd; /* the subcommand the run_start record names; NULL: "run" */
+  const char *cmd;      /* the subcommand the run_start record names; NULL: "run" */
+  char runbook_id[128]; /* the id run_start recorded: runbook{}'s, else default_id */
 } run_ctx;
 
 /* session.c: identity, engine, audit chain, run_start, loading, driving a run to its end. */

@@ -31,6 +31,7 @@ struct rbl_audit {
   int failed;       /* RBL_E* once a write or sync failed: every later call returns it */
   int dirty;        /* appended since the last sync */
   int appended;     /* this handle wrote at least one record */
+  int sealed;       /* rbl_audit_seal signed the head: close does not sign again */
   int need_newline; /* the file ends without '\n': the next write starts with one */
   int torn_pending; /* the next record seals a torn region (torn_bytes, torn_sha) */
   int64_t next_seq;
@@ -581,10 +582,19 @@ static int audit_sign(rbl_audit *a) {
   return r < 0 ? (int)r : 0;
 }
 
+int rbl_audit_seal(rbl_audit *a) {
+  if (!a) return 0;
+  int rc = a->failed;
+  if (rc == 0 && a->sign && a->appended && !a->sealed) rc = audit_sign(a);
+  if (rc == 0) a->sealed = 1;
+  if (rc == 0) rc = rbl_audit_sync(a);
+  return rc;
+}
+
 int rbl_audit_close(rbl_audit *a) {
   if (!a) return 0;
   int rc = a->failed;
-  if (rc == 0 && a->sign && a->appended) rc = audit_sign(a);
+  if (rc == 0 && a->sign && a->appended && !a->sealed) rc = audit_sign(a);
   if (rc == 0) rc = rbl_audit_sync(a);
   audit_free(a);
   return rc;

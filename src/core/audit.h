@@ -41,6 +41,9 @@ const char *rbl_audit_error(const rbl_audit *a);
 /* Writes the signature record if a signing key was given, syncs, unlocks, frees.
  * Returns 0 or RBL_E*. a may be NULL. */
 int rbl_audit_close(rbl_audit *a);
+/* Signs the head now (with a signing key, once) and syncs: rbl_audit_head is then the chain's
+ * final head, the one a report quotes. Nothing may be appended after it. */
+int rbl_audit_seal(rbl_audit *a);
 
 /* `rbl audit verify|show ...`: argv[0] is "verify" or "show". Returns the exit status. */
 int rbl_audit_main(int argc, char **argv);

@@ -78,6 +78,12 @@ struct rbl_engine {
   int64_t next_call;
   char **secrets; /* values to mask wherever text leaves the process; owned */
   size_t nsecrets;
+  /* rbl run: the run_start record, built when the first record of the run is written (so it
+   * names the runbook{} id declared by then); called once by rbl__audit, then cleared. */
+  cJSON *(*start_record)(void *ud);
+  void *start_ud;
+  char runbook_id[128]; /* the id runbook{} declared (host.runbook_id), "" before */
+  int progress_json;    /* --progress json: JSON lines on stderr instead of the text progress */
 };
 
 rbl_task *rbl__task_of(lua_State *L);
@@ -101,6 +107,7 @@ void rbl__mask_json(rbl_engine *e, cJSON *j);
 /* Appends an audit record (kind + fields in rec, taken); kills the run (exit 4) on failure. */
 int rbl__audit(rbl_engine *e, cJSON *rec);
 void rbl__progress(rbl_engine *e, const char *fmt, ...);
+void rbl__progress_event(rbl_engine *e, cJSON *ev); /* --progress json: one line; consumes ev */
 
 /* Lifecycle, for main.c. */
 rbl_engine *rbl__engine_new(const rbl_limits *lim);

@@ -32,6 +32,15 @@ int rbl__audit(rbl_engine *e, cJSON *rec) {
     cJSON_Delete(rec);
     return 0;
   }
+  if (e->start_record) { /* the run's first record goes first */
+    cJSON *(*start)(void *) = e->start_record;
+    e->start_record = NULL;
+    cJSON *first = start(e->start_ud);
+    if (first && rbl__audit(e, first) != 0) {
+      cJSON_Delete(rec);
+      return -1;
+    }
+  }
   rbl__mask_json(e, rec);
   if (rbl_audit_append(e->audit, rec) < 0) {
     rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
@@ -430,7 +439,22 @@ static int l_record(lua_State *L) {
   return 0;
 }
 
-/* Writes one line to stderr, control characters escaped, secrets masked. */
+/* With --progress json: ev (consumed) as one JSON line on stderr, secrets masked. */
+void rbl__progress_event(rbl_engine *e, cJSON *ev) {
+  if (!ev) return;
+  rbl__mask_json(e, ev);
+  char *s = e->progress_json && !e->quiet ? cJSON_PrintUnformatted(ev) : NULL;
+  cJSON_Delete(ev);
+  if (!s) return;
+  size_t n = strlen(s);
+  s[n] = '\n';                  /* over the terminator: the buffer holds n + 1 bytes */
+  if (write(2, s, n + 1) < 0) { /* stderr gone: nothing to report to */
+  }
+  cJSON_free(s);
+}
+
+/* Writes one line to stderr, control characters escaped, secrets masked (with --progress json:
+ * a {"event": "message"} line). */
 void rbl__progress(rbl_engine *e, const char *fmt, ...) {
   if (e->quiet) return;
   char raw[2048], out[4096];
@@ -438,6 +462,12 @@ void rbl__progress(rbl_engine *e, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(raw, sizeof raw, fmt, ap);
   va_end(ap);
+  if (e->progress_json) {
+    cJSON *ev = cJSON_CreateObject();
+    cJSON_AddStringToObject(ev, "event", "message");
+    cJSON_AddStringToObject(ev, "text", raw);
+    return rbl__progress_event(e, ev);
+  }
   char *m = rbl__mask(e, raw, strlen(raw), NULL);
   const unsigned char *s = (const unsigned char *)(m ? m : raw);
   size_t o = 0;
@@ -459,6 +489,25 @@ void rbl__progress(rbl_engine *e, const char *fmt, ...) {
 
 static int l_progress(lua_State *L) {
   rbl__progress(rbl_engine_of(L), "%s", luaL_checkstring(L, 1));
+  return 0;
+}
+
+/* host.progress_event(t) -> true when --progress json wrote t as a JSON line (the caller then
+ * skips its text line), false otherwise. */
+static int l_progress_event(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!e->progress_json) return lua_pushboolean(L, 0), 1;
+  char err[128];
+  rbl__progress_event(e, rbl_json_from_lua(L, 1, RBL_JSON_REDACT, err, sizeof err));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* host.runbook_id(id): runbook{} declared its id; the run's records and report name it. */
+static int l_runbook_id(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  snprintf(e->runbook_id, sizeof e->runbook_id, "%s", luaL_checkstring(L, 1));
   return 0;
 }
 
@@ -576,6 +625,8 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"sleep", l_sleep},
                                       {"record", l_record},
                                       {"progress", l_progress},
+                                      {"progress_event", l_progress_event},
+                                      {"runbook_id", l_runbook_id},
                                       {"secret", l_secret},
                                       {"unwrap", l_unwrap},
                                       {"mask", l_mask},

@@ -14,7 +14,8 @@ bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
 
 W=$(mktemp -d /tmp/rbl-docker-test.XXXXXX)
 # The dockerd may be shared with other suites and other runs of this one: every tenant, container
-# name and cleanup label is unique to this run.
+# name and cleanup label is unique to this run (no shared rbl.test=docker label: older copies of
+# this suite remove every container carrying it).
 RUN=$(date +%s)-$$
 TA=ta-$RUN
 TB=tb-$RUN
@@ -41,7 +42,7 @@ mk() {
   local opts=() cmd=(sleep 100000)
   while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
   [ "${1:-}" = -- ] && { shift; [ $# -gt 0 ] && cmd=("$@"); }
-  local lab=(--label rbl.test=docker --label "rbl.test.run=$RUN")
+  local lab=(--label "rbl.test.run=$RUN")
   [ -n "$tenant" ] && lab+=(--label "rbl.tenant=$tenant")
   docker run -d --name "$name" "${lab[@]}" "${opts[@]}" "$IMG" "${cmd[@]}" >/dev/null
 }
@@ -51,7 +52,7 @@ docker ps -aq --filter label=rbl.test.run=$RUN | xargs -r docker rm -f >/dev/nul
 mk $P-ta-web "$TA" --label role=web
 mk $P-ta-logger "$TA" -- sh -c 'echo hello-out; echo hello-err >&2; exec sleep 100000'
 mk $P-ta-tty "$TA" -t -- sh -c 'echo tty-line; exec sleep 100000'
-docker create --name $P-ta-stopped --label rbl.test=docker --label "rbl.test.run=$RUN" --label "rbl.tenant=$TA" "$IMG" true >/dev/null
+docker create --name $P-ta-stopped --label "rbl.test.run=$RUN" --label "rbl.tenant=$TA" "$IMG" true >/dev/null
 for i in $(seq 1 10); do mk "$P-ta-f$i" "$TA"; done
 mk $P-tb-web "$TB" --label role=web
 mk $P-nolabel ""
@@ -183,7 +184,7 @@ mk $P-race "$TA"
 RACE_OLD=$(cid $P-race)
 python3 "$HERE/proxy.py" "$W/race.sock" "$SOCK" --log "$W/race.log" \
   --on "^POST /v[0-9.]+/containers/[0-9a-f]{64}/exec$" \
-  --run "docker rm -f $P-race >/dev/null && docker run -d --name $P-race --label rbl.test=docker --label rbl.test.run=$RUN --label rbl.tenant=$TB $IMG sleep 100000 >$W/race.newid" \
+  --run "docker rm -f $P-race >/dev/null && docker run -d --name $P-race --label rbl.test.run=$RUN --label rbl.tenant=$TB $IMG sleep 100000 >$W/race.newid" \
   & PIDS+=($!)
 for _ in $(seq 50); do [ -S "$W/race.sock" ] && break; sleep 0.1; done
 R0=$(date +%s)
