@@ -7,58 +7,61 @@ local runbook = require "rbl.runbook"
 local M = {}
 local fmt = string.format
 
--- arg: "flags\naudit chain\nchain to undo"
+-- arg (JSON, built by src/cli/rollback.c from the records `rbl audit verify` verified):
+-- {force, audit, chain, runs = {run = {tenants...}}, results = {result records...}}
 function M.prepare(arg)
-  local flags, audit, chain = arg:match("^(.-)\n(.-)\n(.*)$")
+  local a = json.decode(arg)
   local book = runbook.new_book("rollback")
   book.meta.id = "rollback"
-  book.rb = { force = flags == "force", audit = audit, chain = chain }
+  book.rb = { force = a.force == true, audit = a.audit, chain = a.chain, runs = a.runs or {},
+    results = a.results or {} }
   return book
-end
-
-local function read_chain(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local recs = {}
-  for line in f:lines() do
-    local ok, r = pcall(json.decode, line)
-    if ok and type(r) == "table" then recs[#recs + 1] = r end
-  end
-  f:close()
-  return recs
 end
 
 local function key_of(run, call) return tostring(run) .. "#" .. tostring(call) end
 
+local function has(list, x)
+  for _, v in ipairs(type(list) == "table" and list or {}) do if v == x then return true end end
+  return false
+end
+
+-- Why the verified result r cannot be undone, or nil: its before-state must describe this very
+-- call, and its tenant must be one its run was started for (the verified run_start).
+local function untrusted(book, r, b)
+  if b.run ~= nil and b.run ~= r.run or b.call ~= nil and b.call ~= r.call then
+    return fmt("its before-state names another call (%s#%s)", tostring(b.run), tostring(b.call))
+  end
+  if b.tenant ~= nil and b.tenant ~= r.tenant then
+    return fmt("its before-state names tenant %s, the call ran for %s", tostring(b.tenant), tostring(r.tenant))
+  end
+  local ts = book.rb.runs[r.run]
+  if not ts then return fmt("run %s has no run_start on the chain", tostring(r.run)) end
+  if not has(ts, r.tenant) then
+    return fmt("tenant %s is not one run %s was started for", tostring(r.tenant), tostring(r.run))
+  end
+  return nil
+end
+
 -- The reversible changes of the chain (newest first) and the set already undone.
 local function pending(book)
-  local recs, err = read_chain(book.rb.chain)
-  if not recs then error({ code = "io", message = "rollback: " .. tostring(err) }, 0) end
+  local recs = book.rb.results
   local done = {}
-  local function scan_done(list)
-    for _, r in ipairs(list) do
-      local s = r.summary
-      if r.kind == "result" and r.prim == "kube_undo" and r.status == "ok" and type(s) == "table"
-        and type(s.undoes) == "table" and not s.dry_run then
-        done[key_of(s.undoes.run, s.undoes.call)] = true
-      end
+  for _, r in ipairs(recs) do
+    local s = r.summary
+    if r.prim == "kube_undo" and r.status == "ok" and type(s) == "table"
+      and type(s.undoes) == "table" and not s.dry_run then
+      done[key_of(s.undoes.run, s.undoes.call)] = true
     end
-  end
-  scan_done(recs)
-  if book.rb.audit ~= book.rb.chain then
-    local other = read_chain(book.rb.audit)
-    if other then scan_done(other) end
   end
   local todo = {}
   for i = #recs, 1, -1 do
     local r = recs[i]
     local b = r.before
-    if r.kind == "result" and r.status == "ok" and type(b) == "table" and type(b.fields) == "table"
-      and type(b.api) == "table" then
-      local k = key_of(b.run or r.run, b.call or r.call)
+    if r.status == "ok" and type(b) == "table" and type(b.fields) == "table" and type(b.api) == "table" then
+      local k = key_of(r.run, r.call)
       if not done[k] then
         done[k] = true -- the same change named twice is undone once
-        todo[#todo + 1] = { rec = r, before = b, key = k }
+        todo[#todo + 1] = { rec = r, before = b, key = k, untrusted = untrusted(book, r, b) }
       end
     end
   end
@@ -94,11 +97,14 @@ function M.main(book, arg)
   local failed = false
   for i, item in ipairs(todo) do
     local b = item.before
-    local tenant = b.tenant or item.rec.tenant
+    local tenant = item.rec.tenant
     local entry = { step = i, name = label(b), action = "kube_undo", status = "pending", duration_ms = 0 }
     book.trace[#book.trace + 1] = entry
     local s0 = host.now_ms()
-    if not tenant or not authorised[tenant] then
+    if item.untrusted then
+      entry.status, entry.detail = "failed", "not undone: " .. item.untrusted
+      failed = true
+    elseif not tenant or not authorised[tenant] then
       entry.status, entry.detail = "skipped", fmt("tenant %s is not authorised for this rollback (--tenant)", tostring(tenant))
     else
       local res, errs, n = host.run_all({ function() return kube.undo(b, { force = book.rb.force }) end },

@@ -46,7 +46,8 @@ static const char *const usage_run =
     "                     message, run_end events), for a chat bot to mirror the run\n"
     "\n"
     "exit status: 0 resolved, 1 failed (rolled back), 2 usage/load error,\n"
-    "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed\n";
+    "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed\n"
+    "             or the chain was changed by someone else during the run\n";
 
 static const char *const usage_check =
     "usage: rbl check FILE...\n"
@@ -67,11 +68,18 @@ static const char *const usage_repl =
 
 static const char *const usage_rollback =
     "usage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T] [--config FILE]\n"
-    "                    [--report PATH] [--audit-key FILE] [--quiet]\n"
+    "                    [--report PATH] [--audit-key FILE] [--sign-key FILE] [--key FILE]\n"
+    "                    [--pubkey FILE] [--quiet]\n"
     "\n"
-    "Undoes, newest first, the reversible changes recorded in the audit chain PATH.\n"
-    "Refuses when an object changed since (resourceVersion differs) unless --force.\n"
-    "The rollback is recorded on the chain given by --audit (default: PATH itself).\n";
+    "Verifies the audit chain PATH as `rbl audit verify` does (--key: the HMAC key, default\n"
+    "--audit-key; --pubkey: every run must be signed), then undoes, newest first, the\n"
+    "reversible changes its verified records hold, each only within the tenants of its\n"
+    "run's run_start. A chain that does not verify: exit 1, nothing sent. A MAC'd or signed\n"
+    "chain needs --key / --pubkey. Refuses when an object changed since (resourceVersion\n"
+    "differs) unless --force, and a before-state without a resourceVersion always.\n"
+    "The rollback is recorded on the chain given by --audit (default: PATH itself).\n"
+    "exit status: 0 all undone (or nothing to do), 1 broken chain or an undo failed,\n"
+    "             2 usage, unreadable chain or missing key, 3 refused, 4 audit write failed\n";
 
 static const char *const usage_audit =
     "usage: rbl audit verify PATH [--key FILE] [--pubkey FILE] [--head sha256:HEX] [--json]\n"

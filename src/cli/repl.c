@@ -129,6 +129,7 @@ int rbl_cmd_repl(rbl_run_opts *o) {
   cJSON_AddStringToObject(end, "kind", "run_end");
   cJSON_AddStringToObject(end, "outcome", e->killed ? "refused" : "ended");
   if (e->killed) cJSON_AddStringToObject(end, "reason", e->kill_msg);
+  if (rbl__chain_changed(e, end)) code = 4;
   rbl__audit(e, end);
   if (e->killed) rbl__fail(0, "session stopped: %s", e->kill_msg);
   if (rbl_audit_close(e->audit) != 0 && code != 4) {

@@ -112,6 +112,11 @@ int rbl__write_report(run_ctx *c, const char *killed) {
   cJSON_AddNumberToObject(end, "exit_code", code);
   lua_pop(L, 1);
   if (killed) cJSON_AddStringToObject(end, "reason", killed);
+  if (rbl__chain_changed(c->e, end)) {
+    c->chain_changed = 1;
+    lua_pushstring(L, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(end, "chain_changed")));
+    lua_setfield(L, -2, "audit_chain_changed");
+  }
   rbl__audit(c->e, end);
   /* audit_chain is the chain's final head: signed now (a signature record, with --sign-key). */
   if (c->e->audit && rbl_audit_seal(c->e->audit) == 0) {

@@ -320,6 +320,17 @@ int rbl__prepare_run(run_ctx *c) {
   return rc;
 }
 
+int rbl__chain_changed(rbl_engine *e, cJSON *end) {
+  char msg[1200];
+  if (!e->audit || !rbl_audit_changed(e->audit, msg, sizeof msg)) return 0;
+  rbl__fail(0,
+            "the audit chain was changed by someone else while this run held it: %s; its "
+            "records after that point cannot be trusted: run rbl audit verify on it",
+            msg);
+  cJSON_AddStringToObject(end, "chain_changed", msg);
+  return 1;
+}
+
 /* Drives a prepared run to its end: stack [main, book, arg] and an open audit chain. Writes
  * run_start, runs main(book, arg) as the main task, writes the report and run_end, closes the
  * chain and frees the engine. Returns the exit status. */
@@ -378,6 +389,7 @@ int rbl__drive_run(run_ctx *c) {
   }
   rbl__write_report(c, killed);
   int code = rbl__exit_code_for(e, outcome);
+  if (c->chain_changed) code = 4;
   if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
     rbl__fail(0, "audit: %s", rbl_audit_error(e->audit));
     code = 4;

@@ -24,6 +24,7 @@ typedef struct run_ctx {
   char audit_path[4096];
   const char *cmd;      /* the subcommand the run_start record names; NULL: "run" */
   char runbook_id[128]; /* the id run_start recorded: runbook{}'s, else default_id */
+  int chain_changed;    /* someone else changed the chain while this run held it (exit 4) */
 } run_ctx;
 
 /* session.c: identity, engine, audit chain, run_start, loading, driving a run to its end. */
@@ -52,6 +53,11 @@ void rbl__apply_limits(rbl_engine *e);
 
 /* tenants.c: --tenant names and globs against the tenants the config knows. */
 int rbl__resolve_tenants(rbl_engine *e, rbl_run_opts *o);
+
+/* session.c: at a run's end, before run_end: was the chain changed by anyone else while the run
+ * held it? Says so on stderr, adds "chain_changed" to end (the run_end record). Returns 1 if so.
+ */
+int rbl__chain_changed(rbl_engine *e, cJSON *end);
 
 /* report.c: the report and the run_end record. */
 int rbl__write_report(run_ctx *c, const char *killed);

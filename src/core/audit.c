@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,11 @@ struct rbl_audit {
   char head[RBL_AUDIT_HASH_LEN + 1];
   char torn_sha[RBL_AUDIT_HASH_LEN + 1];
   char err[512];
+  /* What this handle knows the file holds: for rbl_audit_changed. */
+  dev_t dev;
+  ino_t ino;
+  off_t expect;         /* bytes: the size at open plus everything this handle wrote */
+  EVP_MD_CTX *contents; /* SHA-256 of those bytes, in order; NULL: not tracked */
 };
 
 struct rbl_audit_hasher {
@@ -379,6 +385,42 @@ static int audit_recover(rbl_audit *a, off_t size) {
   }
 }
 
+/* Hashes bytes [0, size) of fd into c (a fresh SHA-256 context). Returns 0 or -1. */
+static int audit_hash_file(int fd, off_t size, EVP_MD_CTX *c) {
+  size_t cap = 1u << 20;
+  char *b = malloc(cap);
+  if (!b || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+    free(b);
+    return -1;
+  }
+  for (off_t off = 0; off < size;) {
+    size_t want = size - off < (off_t)cap ? (size_t)(size - off) : cap;
+    ssize_t r = pread(fd, b, want, off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      free(b);
+      return -1;
+    }
+    EVP_DigestUpdate(c, b, (size_t)r);
+    off += r;
+  }
+  free(b);
+  return 0;
+}
+
+/* Remembers the file's identity and a hash of its content at open; every write extends both. A
+ * failure here only turns the check off (rbl_audit_changed then says it could not check). */
+static void audit_track_open(rbl_audit *a, const struct stat *st) {
+  a->dev = st->st_dev;
+  a->ino = st->st_ino;
+  a->expect = st->st_size;
+  a->contents = EVP_MD_CTX_new();
+  if (a->contents && audit_hash_file(a->fd, st->st_size, a->contents) < 0) {
+    EVP_MD_CTX_free(a->contents);
+    a->contents = NULL;
+  }
+}
+
 static int audit_open_file(rbl_audit *a) {
   int created = 0;
   a->fd = open(a->path, O_RDWR | O_APPEND | O_CLOEXEC);
@@ -401,11 +443,13 @@ static int audit_open_file(rbl_audit *a) {
   if (rc == 0 && fstat(a->fd, &st) < 0)
     rc = audit_seterr(a, RBL_EIO, "audit: %s: %s", strerror(errno));
   if (rc == 0 && st.st_size > 0) rc = audit_recover(a, st.st_size);
+  if (rc == 0) audit_track_open(a, &st);
   return rc;
 }
 
 static void audit_free(rbl_audit *a) {
   if (a->fd >= 0) close(a->fd);
+  EVP_MD_CTX_free(a->contents);
   if (a->key) OPENSSL_cleanse(a->key, a->keylen);
   free(a->key);
   EVP_PKEY_free(a->sign);
@@ -460,6 +504,8 @@ static int audit_write_all(rbl_audit *a, const char *p, size_t n) {
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) return audit_fail(a, errno, "");
     if (w == 0) return audit_fail(a, EIO, "");
+    if (a->contents) EVP_DigestUpdate(a->contents, p, (size_t)w);
+    a->expect += w;
     p += w;
     n -= (size_t)w;
   }
@@ -551,6 +597,52 @@ int rbl_audit_sync(rbl_audit *a) {
 }
 
 const char *rbl_audit_head(const rbl_audit *a) { return a ? a->head : ""; }
+
+int rbl_audit_changed(rbl_audit *a, char *msg, size_t n) {
+  struct stat st, now;
+  if (!a || a->fd < 0 || a->failed) return 0;
+  if (fstat(a->fd, &st) < 0) return 0;
+  if (stat(a->path, &now) < 0) {
+    snprintf(msg, n, "%s was removed or renamed (%s)", a->path, strerror(errno));
+    return 1;
+  }
+  if (now.st_dev != a->dev || now.st_ino != a->ino) {
+    snprintf(msg, n, "%s was replaced by another file", a->path);
+    return 1;
+  }
+  if (st.st_size != a->expect) {
+    snprintf(msg, n,
+             "%s is %jd bytes, but this run found %jd and wrote the rest itself: someone else "
+             "%s it",
+             a->path, (intmax_t)st.st_size, (intmax_t)a->expect,
+             st.st_size > a->expect ? "appended to" : "truncated");
+    return 1;
+  }
+  if (!a->contents) {
+    snprintf(msg, n, "%s: its content could not be tracked (read failed at open)", a->path);
+    return 1;
+  }
+  unsigned char want[32], got[32];
+  unsigned int wl = 0, gl = 0;
+  EVP_MD_CTX *copy = EVP_MD_CTX_new(), *re = EVP_MD_CTX_new();
+  int ok = copy && re && EVP_MD_CTX_copy_ex(copy, a->contents) == 1 &&
+           EVP_DigestFinal_ex(copy, want, &wl) == 1 && audit_hash_file(a->fd, a->expect, re) == 0 &&
+           EVP_DigestFinal_ex(re, got, &gl) == 1;
+  EVP_MD_CTX_free(copy);
+  EVP_MD_CTX_free(re);
+  if (!ok) {
+    snprintf(msg, n, "%s could not be read back to check it", a->path);
+    return 1;
+  }
+  if (memcmp(want, got, 32) != 0) {
+    snprintf(msg, n,
+             "%s holds other bytes than this run read and wrote (same size): someone else "
+             "rewrote part of it",
+             a->path);
+    return 1;
+  }
+  return 0;
+}
 
 const char *rbl_audit_error(const rbl_audit *a) { return a ? a->err : "audit: no chain"; }
 

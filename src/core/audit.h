@@ -35,6 +35,11 @@ int rbl_audit_sync(rbl_audit *a);
 /* "sha256:<64 hex>" of the last record in the file (this run's or an earlier one's). */
 const char *rbl_audit_head(const rbl_audit *a);
 
+/* Was the file changed by anyone but this handle since it was opened? Compares the file at path
+ * (same inode), its size and the SHA-256 of its content with what the handle read at open and
+ * wrote since. Returns 0 (unchanged, or the handle failed) or 1 with msg saying what changed. */
+int rbl_audit_changed(rbl_audit *a, char *msg, size_t n);
+
 /* The message of the last failure: names the file and the cause. */
 const char *rbl_audit_error(const rbl_audit *a);
 
@@ -44,6 +49,23 @@ int rbl_audit_close(rbl_audit *a);
 /* Signs the head now (with a signing key, once) and syncs: rbl_audit_head is then the chain's
  * final head, the one a report quotes. Nothing may be appended after it. */
 int rbl_audit_seal(rbl_audit *a);
+
+/* A chain verified as `rbl audit verify PATH [--key K] [--pubkey P]` verifies it. */
+typedef struct rbl_audit_verified {
+  cJSON *records;    /* every record, in file order (torn lines left out); the caller frees */
+  cJSON *notes;      /* verify's notes (strings); the caller frees */
+  size_t macs, sigs; /* records carrying a mac / signature records */
+  int keyed;         /* the macs were checked (a key was given) */
+  int pubkeyed;      /* signatures were checked and every run is signed (a pubkey was given) */
+  char head[72];     /* the last record's hash, or "" */
+} rbl_audit_verified;
+
+/* Verifies the chain at path exactly as `rbl audit verify` does, from one read of the file, and
+ * hands back the records it verified: whoever acts on a chain acts on these, never on a second
+ * read. key_file/pub_file may be NULL. Returns 0 intact (out filled), 1 broken (msg: verify's
+ * "PATH: BROKEN at line L, seq S: reason" line), 2 unreadable file or bad key (msg says why). */
+int rbl_audit_verify_file(const char *path, const char *key_file, const char *pub_file,
+                          rbl_audit_verified *out, char *msg, size_t n);
 
 /* `rbl audit verify|show ...`: argv[0] is "verify" or "show". Returns the exit status. */
 int rbl_audit_main(int argc, char **argv);

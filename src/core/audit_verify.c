@@ -58,7 +58,8 @@ typedef struct vctx {
   int64_t bad_seq;
   const char *reason;
   char msg[768];
-  cJSON *notes; /* array of strings */
+  cJSON *notes;   /* array of strings */
+  cJSON *collect; /* rbl_audit_verify_file: every verified record, in order; or NULL */
 } vctx;
 
 static const char verify_usage[] =
@@ -395,6 +396,7 @@ static int verify_record(vctx *v, const cJSON *rec, const char *p, size_t n, siz
       0)
     return -1;
   if (verify_kind(v, rec, line, seq) < 0) return -1;
+  if (v->collect && !cJSON_AddItemToArray(v->collect, cJSON_Duplicate(rec, 1))) return RBL_ENOMEM;
   return verify_remember(v, hash, h, line);
 }
 
@@ -458,16 +460,23 @@ static void verify_finish(vctx *v) {
 
 /* ---- output ---- */
 
+/* The first line `rbl audit verify` prints for a broken chain. */
+static void verify_broken_line(vctx *v, char *out, size_t n) {
+  char seq[32] = "";
+  if (v->bad_seq >= 0) snprintf(seq, sizeof seq, ", seq %" PRId64, v->bad_seq);
+  if (strcmp(v->reason, "truncated") == 0)
+    snprintf(out, n, "%s: BROKEN: %s", v->path, v->msg);
+  else
+    snprintf(out, n, "%s: BROKEN at line %zu%s: %s", v->path, v->bad_line, seq, v->msg);
+}
+
 static void verify_print_text(vctx *v) {
   cJSON *n;
   cJSON_ArrayForEach(n, v->notes) printf("%s: note: %s\n", v->path, n->valuestring);
   if (v->broken) {
-    char seq[32] = "";
-    if (v->bad_seq >= 0) snprintf(seq, sizeof seq, ", seq %" PRId64, v->bad_seq);
-    if (strcmp(v->reason, "truncated") == 0)
-      printf("%s: BROKEN: %s\n", v->path, v->msg);
-    else
-      printf("%s: BROKEN at line %zu%s: %s\n", v->path, v->bad_line, seq, v->msg);
+    char line[1200];
+    verify_broken_line(v, line, sizeof line);
+    puts(line);
     printf("%s: %zu records verified before it, %zu run(s), last good head %s\n", v->path,
            v->records, v->nruns, v->records ? v->last_hash : "(none)");
     return;
@@ -602,6 +611,50 @@ static void verify_free(vctx *v) {
   }
   free(v->runs);
   cJSON_Delete(v->notes);
+  cJSON_Delete(v->collect);
+}
+
+int rbl_audit_verify_file(const char *path, const char *key_file, const char *pub_file,
+                          rbl_audit_verified *out, char *msg, size_t n) {
+  vctx v;
+  memset(&v, 0, sizeof v);
+  memset(out, 0, sizeof *out);
+  v.path = path;
+  v.notes = cJSON_CreateArray();
+  v.collect = cJSON_CreateArray();
+  int rc = 2;
+  char err[512];
+  if (!v.notes || !v.collect)
+    snprintf(msg, n, "out of memory");
+  else if (key_file && rbl_audit_load_key(key_file, &v.key, &v.keylen, err, sizeof err) < 0)
+    snprintf(msg, n, "%s", err);
+  else if (pub_file && verify_load_pub(&v, pub_file) < 0)
+    snprintf(msg, n, "--pubkey %s: not a readable Ed25519 public key (PEM)", pub_file);
+  else if (!(v.hasher = rbl_audit_hasher_new(v.key, v.keylen)))
+    snprintf(msg, n, "out of memory");
+  else if (verify_map(&v) != 0)
+    snprintf(msg, n, "%s: cannot read it", path);
+  else {
+    verify_lines(&v);
+    verify_finish(&v);
+    if (v.broken) {
+      verify_broken_line(&v, msg, n);
+      rc = 1;
+    } else {
+      rc = 0;
+      out->records = v.collect;
+      v.collect = NULL;
+      out->notes = v.notes;
+      v.notes = NULL;
+      out->macs = v.macs;
+      out->sigs = v.sigs;
+      out->keyed = v.key != NULL;
+      out->pubkeyed = v.pub != NULL;
+      snprintf(out->head, sizeof out->head, "%s", v.records ? v.last_hash : "");
+    }
+  }
+  verify_free(&v);
+  return rc;
 }
 
 int rbl_audit_verify_main(int argc, char **argv) {

@@ -865,6 +865,10 @@ undo_patch = prim.define("kube_undo", {
     if rec.redacted then
       host.raise("invalid", fmt("kube_undo %s: the before-state of a Secret is not kept in the audit; restore it by hand", describe(tg)))
     end
+    -- without the version the patch left, a later change by someone else could not be noticed
+    if type(rec.resourceVersion) ~= "string" or rec.resourceVersion == "" then
+      host.raise("invalid", fmt("kube_undo %s: the before-state has no resourceVersion, so a change made since could not be noticed; not undone (restore it by hand)", describe(tg)))
+    end
     resolved[call] = tg
     return { kind = tg.kind, resource = tg.resource, name = tg.name, namespace = tg.namespace, subresource = tg.subresource,
       undoes = { run = rec.run, call = rec.call } }
@@ -881,7 +885,7 @@ undo_patch = prim.define("kube_undo", {
     local chained = prior and prior.from_rv == rec.resourceVersion and prior.now_rv == rv
     local summary = { undoes = { run = rec.run, call = rec.call }, kind = tg.kind, name = tg.name,
       namespace = tg.namespace, subresource = tg.subresource, dry_run = dry(), forced = force or nil }
-    if rec.resourceVersion and rv ~= rec.resourceVersion and not force and not chained then
+    if rv ~= rec.resourceVersion and not force and not chained then
       host.raise("conflict", fmt("%s: the object changed since the patch (resourceVersion now %s, the patch left %s); not undone (--force to undo anyway)",
         what, tostring(rv), tostring(rec.resourceVersion)))
     end

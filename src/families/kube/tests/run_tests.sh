@@ -171,6 +171,70 @@ RC=$?
 expect_rc 0 "rbl rollback --dry-run after everything was undone" rb5
 check "rollback --dry-run sends no write" test "$(newreq "$n" '.method!="GET"')" = 0
 CHAINS+=("$W/change.jsonl" "$W/change2.jsonl")
+
+echo "# rbl rollback acts only on a verified chain"
+FORGE="python3 $HERE/../../../../tests/audit/forge.py"
+cat >"$W/config-2t.lua" <<'EOF'
+return { tenants = { ["prod-tenant-7"] = {}, ["prod-tenant-8"] = {} }, kube = { timeout = 3 } }
+EOF
+rbrun() { # rbrun NAME CHAIN [options]: rbl rollback; RC, output in $W/NAME.out
+  local name=$1 chain=$2
+  shift 2
+  "$RBL" rollback "$chain" --config "$W/config-2t.lua" "$@" >"$W/$name.out" 2>&1
+  RC=$?
+}
+reset_cm() { kc patch cm db-pool-config -n prod-tenant-7 --type merge -p '{"data":{"max_connections":"100","fresh":null,"json":null}}' >/dev/null 2>&1; kc scale deploy api -n prod-tenant-7 --replicas=3 >/dev/null 2>&1; }
+run change3 change.lua
+expect_rc 0 "a change run to undo" change3
+# (a) one byte of a before-state changed: broken, exit 1 with verify's message, nothing sent or written
+cp "$W/change3.jsonl" "$W/tampered.jsonl"
+sed -i '0,/"max_connections":"[0-9]*"/s//"max_connections":"1"/' "$W/tampered.jsonl"
+sum=$(sha256sum <"$W/tampered.jsonl")
+n=$(lines)
+rbrun rbt "$W/tampered.jsonl"
+expect_rc 1 "rollback of a chain that fails verify" rbt
+check "broken chain: verify's message (BROKEN at line, modified)" grep -q 'BROKEN at line [0-9]*, seq [0-9]*: modified' "$W/rbt.out"
+check "broken chain: not one request sent" test "$(lines)" = "$n"
+check "broken chain: nothing appended to it" test "$(sha256sum <"$W/tampered.jsonl")" = "$sum"
+# (b) consistent forged records (no key): changes in prod-tenant-8 recorded under a run whose
+#     run_start names only prod-tenant-7; the operator authorises both tenants
+$FORGE "$W/change3.jsonl" '[dict(r, call=900+i, tenant="prod-tenant-8", before=dict(r["before"], tenant="prod-tenant-8", namespace="prod-tenant-8", call=900+i)) for i, r in enumerate(x for x in recs if x["kind"]=="result" and "before" in x)]'
+"$RBL" audit verify "$W/change3.jsonl" >/dev/null
+check "the forged records verify without a key (a hash chain only)" test $? = 0
+n=$(lines)
+rbrun rbf "$W/change3.jsonl" --tenant prod-tenant-7 --tenant prod-tenant-8
+expect_rc 1 "rollback refuses records outside their run's tenants" rbf
+check "forged tenant: named as not one the run was started for" grep -q 'tenant prod-tenant-8 is not one run' "$W/rbf.out"
+check "forged tenant: no write reached prod-tenant-8" test "$(newreq "$n" '.method!="GET" and (.path|test("prod-tenant-8"))')" = 0
+check "no key: rollback says the chain proves consistency, not authorship" grep -q 'carries no MAC and no signature' "$W/rbf.out"
+reset_cm
+# (c) a before-state without a resourceVersion cannot notice a later change: refused even with --force
+run change4 change.lua
+$FORGE "$W/change4.jsonl" '[dict(r, call=950, before={k: v for k, v in dict(r["before"], call=950).items() if k != "resourceVersion"}) for r in recs if r["kind"]=="result" and "before" in r and r["before"]["api"]["resource"]=="configmaps"][:1]'
+n=$(lines)
+rbrun rbv "$W/change4.jsonl" --force
+expect_rc 1 "rollback refuses a before-state without resourceVersion" rbv
+check "no resourceVersion: named" grep -q 'no resourceVersion' "$W/rbv.out"
+check "no resourceVersion: the forged call 950 was not undone" bash -c "! grep -q '\"undoes\":{\"call\":950' '$W/change4.jsonl'"
+reset_cm
+# (d) with an HMAC key: a forged append (no key) breaks the chain; a MAC'd chain without --key is refused
+printf 'k3y-%s' "$RANDOM$RANDOM" >"$W/hkey" && chmod 600 "$W/hkey"
+run change5 change.lua --audit-key "$W/hkey"
+expect_rc 0 "a MAC'd change run" change5
+$FORGE "$W/change5.jsonl" '[dict(r, call=990) for r in recs if r["kind"]=="result" and "before" in r][:1]'
+n=$(lines)
+rbrun rbk "$W/change5.jsonl" --audit-key "$W/hkey"
+expect_rc 1 "rollback with the key: a record appended without it breaks the chain" rbk
+check "forged append under a key: verify's bad MAC message" grep -q 'bad MAC' "$W/rbk.out"
+check "forged append under a key: nothing sent" test "$(lines)" = "$n"
+reset_cm
+run change6 change.lua --audit-key "$W/hkey"
+rbrun rbnokey "$W/change6.jsonl"
+expect_rc 2 "a MAC'd chain without --key is refused" rbnokey
+check "MAC'd chain without a key: names --key" grep -q 'give --key FILE' "$W/rbnokey.out"
+rbrun rbkey "$W/change6.jsonl" --key "$W/hkey" --audit-key "$W/hkey"
+expect_rc 0 "a MAC'd chain with --key is undone" rbkey
+CHAINS+=("$W/change4.jsonl" "$W/change6.jsonl")
 kube_standin_stop
 
 echo "# cluster access"
