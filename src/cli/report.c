@@ -109,14 +109,15 @@ int rbl__write_report(run_ctx *c, const char *killed) {
   cJSON *end = cJSON_CreateObject();
   cJSON_AddStringToObject(end, "kind", "run_end");
   cJSON_AddStringToObject(end, "outcome", outcome);
-  cJSON_AddNumberToObject(end, "exit_code", code);
   lua_pop(L, 1);
-  if (killed) cJSON_AddStringToObject(end, "reason", killed);
   if (rbl__chain_changed(c->e, end)) {
     c->chain_changed = 1;
+    code = 4;
     lua_pushstring(L, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(end, "chain_changed")));
     lua_setfield(L, -2, "audit_chain_changed");
   }
+  cJSON_AddNumberToObject(end, "exit_code", code);
+  if (killed) cJSON_AddStringToObject(end, "reason", killed);
   rbl__audit(c->e, end);
   /* audit_chain is the chain's final head: signed now (a signature record, with --sign-key). */
   if (c->e->audit && rbl_audit_seal(c->e->audit) == 0) {
@@ -124,7 +125,7 @@ int rbl__write_report(run_ctx *c, const char *killed) {
     lua_setfield(L, -2, "audit_chain");
   }
   int rc = c->o->report_path ? report_save(c) : 0;
-  report_progress_end(c, rbl__exit_code_for(c->e, outcome));
+  report_progress_end(c, c->chain_changed ? 4 : rbl__exit_code_for(c->e, outcome));
   lua_pop(L, 1);
   return rc;
 }
