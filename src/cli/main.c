@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 static const char *const usage_main =
     "usage: rbl COMMAND [ARGS]\n"
@@ -195,7 +197,17 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
   return -1;
 }
 
+/* A core image would hold the run's secrets, tokens and audit keys: none is ever written. The
+ * soft and hard limits are 0 (children inherit them) and the process is not dumpable, which also
+ * covers a core_pattern that pipes to a handler and keeps other users' ptrace out. */
+static void no_core_dumps(void) {
+  struct rlimit rl = {0, 0};
+  setrlimit(RLIMIT_CORE, &rl);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 int main(int argc, char **argv) {
+  no_core_dumps();
   /* A child that closes its stdin early must not kill rbl: writes then fail with EPIPE. */
   signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {

@@ -6,6 +6,7 @@
 #include "json.h"
 #include "rbl.h"
 #include "sandbox.h"
+#include "budget.h"
 #include "session.h"
 
 #include <errno.h>
@@ -381,6 +382,7 @@ int rbl__drive_run(run_ctx *c) {
   }
   lua_settop(L, 1);
   e->ended = 1;
+  rbl_budget_unbind(e); /* the report and run_end are the host's, not the runbook's, memory */
   const char *killed = e->killed ? e->kill_msg : NULL;
   if (killed) { /* the reason may quote a request: masked like every text that leaves */
     char *m = rbl__mask(e, killed, strlen(killed), NULL);

@@ -506,7 +506,7 @@ static void verify_print_json(vctx *v) {
   v->notes = NULL;
   char *s = cJSON_Print(o);
   if (s) puts(s);
-  free(s);
+  cJSON_free(s);
   cJSON_Delete(o);
 }
 

@@ -1,6 +1,7 @@
 /* The engine: the libuv loop, the Lua state, tasks (coroutines) and the waits that park them. */
 #include "engine_int.h"
 #include "audit.h"
+#include "budget.h"
 #include "gate.h"
 #include "http.h"
 #include "rbl.h"
@@ -14,8 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MEM_SLACK (32u << 20) /* head room for the host to finish a run killed for memory */
-
 void rbl__default_limits(rbl_limits *lim) {
   lim->memory = 256u << 20;
   lim->step_timeout = 300;
@@ -25,7 +24,22 @@ void rbl__default_limits(rbl_limits *lim) {
   lim->instructions_per_check = 1000;
 }
 
+static void sched_cb(uv_idle_t *h);
+
 /* ---- memory cap ---- */
+
+void rbl__memory_exceeded(rbl_engine *e) {
+  if (e->mem_slack) return;
+  e->mem_cap += RBL_MEM_SLACK;
+  e->mem_slack = 1;
+  if (e->killed) return; /* already stopping for another reason: only the head room */
+  e->killed = RBL_KILL_LIMIT;
+  snprintf(e->kill_msg, sizeof e->kill_msg,
+           "memory limit of %zu MiB exceeded (Lua values, parsed JSON/YAML and HTTP response "
+           "buffers count; raise limits.memory_mb in the config if the run needs more)",
+           e->limits.memory >> 20);
+  if (e->sched.data) uv_idle_start(&e->sched, sched_cb);
+}
 
 static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   rbl_engine *e = ud;
@@ -35,15 +49,14 @@ static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     e->mem -= old;
     return NULL;
   }
-  if (nsize > old && e->mem + (nsize - old) > e->mem_cap) {
-    if (!e->killed) {
-      /* Cannot do work here: flag it; the pcall wrapper, the hook and the scheduler act. */
-      e->killed = RBL_KILL_LIMIT;
-      snprintf(e->kill_msg, sizeof e->kill_msg, "memory limit of %zu MiB exceeded",
-               e->limits.memory >> 20);
-      e->mem_cap += MEM_SLACK;
-    }
-    return NULL;
+  if (nsize > old && e->mem + e->ext + (nsize - old) > e->mem_cap) {
+    /* Cannot do work here: flag it; the pcall wrapper, the hook and the scheduler act. */
+    rbl__memory_exceeded(e);
+    /* Only code running inside a task may see a failed allocation: it is protected. The
+     * scheduler's own bookkeeping between resumes is not, and a memory error there would
+     * panic Lua (abort); it is small and bounded per task, so it is granted once the run
+     * is marked killed. */
+    if (!e->unprotected) return NULL;
   }
   void *p = realloc(ptr, nsize);
   if (p) e->mem = e->mem - old + nsize;
@@ -71,6 +84,7 @@ static void sched_cb(uv_idle_t *h);
 static void ready_push(rbl_engine *e, rbl_task *t) {
   t->state = TASK_READY;
   t->next_ready = NULL;
+  t->prev_ready = e->ready_tail;
   if (e->ready_tail)
     e->ready_tail->next_ready = t;
   else
@@ -79,27 +93,56 @@ static void ready_push(rbl_engine *e, rbl_task *t) {
   uv_idle_start(&e->sched, sched_cb);
 }
 
+/* O(1): aborting a group of 100 000 ready tasks must not scan the queue for each. */
 static void ready_remove(rbl_engine *e, rbl_task *t) {
-  rbl_task *prev = NULL;
-  for (rbl_task *p = e->ready_head; p; prev = p, p = p->next_ready) {
-    if (p != t) continue;
-    if (prev)
-      prev->next_ready = p->next_ready;
-    else
-      e->ready_head = p->next_ready;
-    if (e->ready_tail == p) e->ready_tail = prev;
-    return;
-  }
+  if (t->prev_ready)
+    t->prev_ready->next_ready = t->next_ready;
+  else if (e->ready_head == t)
+    e->ready_head = t->next_ready;
+  else
+    return; /* not queued */
+  if (t->next_ready)
+    t->next_ready->prev_ready = t->prev_ready;
+  else
+    e->ready_tail = t->prev_ready;
+  t->next_ready = t->prev_ready = NULL;
+}
+
+static rbl_task *ready_pop(rbl_engine *e) {
+  rbl_task *t = e->ready_head;
+  if (t) ready_remove(e, t);
+  return t;
+}
+
+/* Protected part of task_new: a memory error here must not panic e->L, which runs no pcall
+ * of its own while the scheduler works. Returns the thread and its registry ref. */
+static int new_thread_p(lua_State *L) {
+  lua_newthread(L);
+  lua_pushvalue(L, -1);
+  lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
+  return 2;
 }
 
 static rbl_task *task_new(rbl_engine *e, const char *tenant, uint64_t deadline) {
+  lua_State *L = e->L;
+  if (!lua_checkstack(L, 4)) return NULL;
   rbl_task *t = calloc(1, sizeof *t);
-  if (!t) return NULL;
+  if (!t || (tenant && !(t->tenant = strdup(tenant)))) {
+    free(t);
+    return NULL;
+  }
+  lua_pushcfunction(L, new_thread_p);
+  if (lua_pcall(L, 0, 2, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    free(t->tenant);
+    free(t);
+    return NULL;
+  }
   t->e = e;
-  t->co = lua_newthread(e->L);
-  t->ref = luaL_ref(e->L, LUA_REGISTRYINDEX);
+  t->co = lua_tothread(L, -2);
+  t->ref = (int)lua_tointeger(L, -1);
+  lua_pop(L, 2);
   *(rbl_task **)lua_getextraspace(t->co) = t;
-  t->tenant = tenant ? strdup(tenant) : NULL;
   t->deadline = deadline;
   t->state = TASK_NEW;
   rbl__sandbox_hook(t->co);
@@ -348,8 +391,10 @@ static void group_task_done(rbl_group *g, rbl_task *t, int ok) {
 
 static void group_timeout_cb(uv_timer_t *h) {
   rbl_group *g = h->data;
+  rbl_engine *e = g->e;
   char msg[128];
   snprintf(msg, sizeof msg, "timed out after %.3gs", g->timeout);
+  e->unprotected++;
   for (rbl_task *t = g->e->all, *next; t; t = next) {
     next = t->next_all;
     if (t->group == g && t->state != TASK_DONE) {
@@ -369,6 +414,7 @@ static void group_timeout_cb(uv_timer_t *h) {
     g->finished++;
   }
   if (g->finished == g->n && g->owner->wait == g->wait) rbl_wait_done(g->wait);
+  e->unprotected--;
 }
 
 /* host.run_all(fns [, {concurrency = n, tenants = {...}, timeout = s}])
@@ -454,7 +500,12 @@ static void task_resume(rbl_engine *e, rbl_task *t) {
     nargs = lua_gettop(t->co) - 1;
   }
   t->state = TASK_WAITING;
+  int unprotected = e->unprotected;
+  e->unprotected = 0; /* the task's code runs protected by lua_resume */
+  e->running = t;
   int st = lua_resume(t->co, e->L, nargs, &nres);
+  e->running = NULL;
+  e->unprotected = unprotected;
   if (st == LUA_YIELD) {
     if (!t->wait) {
       lua_settop(t->co, 0);
@@ -482,13 +533,11 @@ static void task_resume(rbl_engine *e, rbl_task *t) {
 
 static void sched_cb(uv_idle_t *h) {
   rbl_engine *e = h->data;
+  e->unprotected++;
   for (;;) {
     rbl_task *t;
-    while (!e->killed && (t = e->ready_head)) {
-      e->ready_head = t->next_ready;
-      if (!e->ready_head) e->ready_tail = NULL;
+    while (!e->killed && (t = ready_pop(e)))
       task_resume(e, t);
-    }
     if (e->killed || !e->durable) break;
     /* Group commit: one sync for every intent appended during this round. */
     if (e->audit && rbl_audit_sync(e->audit) != 0) {
@@ -507,9 +556,50 @@ static void sched_cb(uv_idle_t *h) {
     task_abort(e->main_task, "killed", e->kill_msg);
   }
   if (!e->ready_head && !e->durable) uv_idle_stop(&e->sched);
+  e->unprotected--;
 }
 
 /* ---- kill, deadlines, Ctrl-C ---- */
+
+/* Ctrl-C: a plain handler counts and wakes the loop (uv_async_send is async-signal-safe); the
+ * loop cancels the running step, and rbl__poll_limits sees a second Ctrl-C even while a long C
+ * call or a pure-Lua loop keeps the loop from running. One engine runs at a time. */
+static volatile sig_atomic_t sigint_raw;
+static uv_async_t *sigint_async;
+
+static void sigint_handler(int signum) {
+  sigint_raw++;
+  if (sigint_async) uv_async_send(sigint_async);
+}
+
+static void second_interrupt(rbl_engine *e) {
+  static const char msg[] = "rbl: second interrupt: exiting now\n";
+  if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */
+  }
+  if (e->audit) rbl_audit_sync(e->audit);
+  _exit(130);
+}
+
+/* The first Ctrl-C: recorded, and every task of the running step canceled but self (the task
+ * that noticed it in rbl__poll_limits, which raises instead); the DSL rolls back and stops. */
+static void interrupt_now(rbl_engine *e, rbl_task *self) {
+  e->sigint_count = 1;
+  e->interrupted = 1;
+  e->unprotected++;
+  cJSON *rec = cJSON_CreateObject();
+  cJSON_AddStringToObject(rec, "kind", "interrupt");
+  cJSON_AddStringToObject(rec, "message", "Ctrl-C: the running step is canceled and rolled back");
+  rbl__audit(e, rec);
+  rbl__progress(e, "rbl: interrupted: canceling the running step (Ctrl-C again exits at once)");
+  for (rbl_task *t = e->all, *next; t; t = next) {
+    next = t->next_all;
+    if (t != self && t != e->main_task && t->group && t->group->owner == e->main_task &&
+        t->state != TASK_DONE)
+      task_abort(t, "canceled", "interrupted (Ctrl-C)");
+  }
+  uv_idle_start(&e->sched, sched_cb);
+  e->unprotected--;
+}
 
 void rbl__kill(rbl_engine *e, int why, const char *fmt, ...) {
   if (e->killed) return;
@@ -525,6 +615,12 @@ void rbl__poll_limits(lua_State *L) {
   rbl_task *t = rbl__task_of(L);
   rbl_engine *e = t->e;
   if (t == &e->root) return; /* host code on the main thread (report after a kill) */
+  if (sigint_raw >= 2 && sigint_async) second_interrupt(e);
+  if (sigint_raw == 1 && sigint_async && !e->interrupted) { /* before the loop could see it */
+    interrupt_now(e, t);
+    if (t != e->main_task && t->group && t->group->owner == e->main_task)
+      rbl_raise(L, "canceled", "interrupted (Ctrl-C)");
+  }
   if (e->killed) {
     lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1); /* re-arm tight: nothing runs on */
     rbl__push_error(L, "killed", e->kill_msg);
@@ -542,33 +638,25 @@ void rbl__poll_limits(lua_State *L) {
   }
 }
 
+int rbl__limits_hit(lua_State *L) { return rbl__task_stopping(rbl__task_of(L)); }
+
+int rbl__task_stopping(rbl_task *t) {
+  rbl_engine *e = t->e;
+  if (t == &e->root) return 0;
+  uint64_t now = uv_hrtime();
+  return e->killed || t->timed_out || (e->run_deadline && now > e->run_deadline) ||
+         (t->deadline && now > t->deadline);
+}
+
 static void run_timer_cb(uv_timer_t *h) {
   rbl_engine *e = h->data;
   rbl__kill(e, RBL_KILL_LIMIT, "run deadline of %gs exceeded", e->limits.run_timeout);
 }
 
-static void sigint_cb(uv_signal_t *h, int signum) {
+static void sigint_cb(uv_async_t *h) {
   rbl_engine *e = h->data;
-  if (++e->sigint_count >= 2) {
-    static const char msg[] = "rbl: second interrupt: exiting now\n";
-    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */
-    }
-    if (e->audit) rbl_audit_sync(e->audit);
-    _exit(130);
-  }
-  e->interrupted = 1;
-  cJSON *rec = cJSON_CreateObject();
-  cJSON_AddStringToObject(rec, "kind", "interrupt");
-  cJSON_AddStringToObject(rec, "message", "Ctrl-C: the running step is canceled and rolled back");
-  rbl__audit(e, rec);
-  rbl__progress(e, "rbl: interrupted: canceling the running step (Ctrl-C again exits at once)");
-  /* Cancel what runs now; the DSL sees "canceled", rolls back and stops. */
-  for (rbl_task *t = e->all, *next; t; t = next) {
-    next = t->next_all;
-    if (t != e->main_task && t->group && t->group->owner == e->main_task && t->state != TASK_DONE)
-      task_abort(t, "canceled", "interrupted (Ctrl-C)");
-  }
-  uv_idle_start(&e->sched, sched_cb);
+  if (sigint_raw >= 2) second_interrupt(e);
+  if (sigint_raw == 1 && !e->interrupted) interrupt_now(e, NULL);
 }
 
 int rbl__interrupt_check(lua_State *L) {
@@ -588,6 +676,8 @@ rbl_engine *rbl__engine_new(const rbl_limits *lim) {
     return NULL;
   }
   e->L = lua_newstate(engine_alloc, e);
+  rbl_budget_install_cjson();
+  rbl_budget_bind(e);
   if (!e->L) {
     uv_loop_close(&e->loop);
     free(e);
@@ -599,7 +689,7 @@ rbl_engine *rbl__engine_new(const rbl_limits *lim) {
   e->sched.data = e;
   uv_timer_init(&e->loop, &e->run_timer);
   e->run_timer.data = e;
-  uv_signal_init(&e->loop, &e->sigint);
+  uv_async_init(&e->loop, &e->sigint, sigint_cb);
   e->sigint.data = e;
   return e;
 }
@@ -619,7 +709,13 @@ int rbl__engine_run(rbl_engine *e, int nargs) {
     e->run_deadline = uv_hrtime() + (uint64_t)(e->limits.run_timeout * 1e9);
     uv_timer_start(&e->run_timer, run_timer_cb, (uint64_t)(e->limits.run_timeout * 1000), 0);
   }
-  uv_signal_start(&e->sigint, sigint_cb, SIGINT);
+  struct sigaction sa, old_sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = sigint_handler;
+  sigemptyset(&sa.sa_mask);
+  sigint_raw = 0;
+  sigint_async = &e->sigint;
+  sigaction(SIGINT, &sa, &old_sa);
   /* Neither keeps the loop alive: when only they remain, every task waits on nothing. */
   uv_unref((uv_handle_t *)&e->sigint);
   uv_unref((uv_handle_t *)&e->run_timer);
@@ -631,7 +727,8 @@ int rbl__engine_run(rbl_engine *e, int nargs) {
     if (e->killed && !e->main_done) sched_cb(&e->sched);
   }
   uv_timer_stop(&e->run_timer);
-  uv_signal_stop(&e->sigint);
+  sigaction(SIGINT, &old_sa, NULL);
+  sigint_async = NULL;
   return e->main_status;
 }
 
@@ -672,6 +769,7 @@ void rbl__engine_free(rbl_engine *e) {
   uv_walk(&e->loop, close_walk, NULL);
   uv_run(&e->loop, UV_RUN_DEFAULT);
   uv_loop_close(&e->loop);
+  rbl_budget_unbind(e);
   for (size_t i = 0; i < e->nsecrets; i++)
     free(e->secrets[i]);
   free(e->secrets);

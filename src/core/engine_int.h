@@ -33,7 +33,7 @@ struct rbl_task {
   int started; /* resumed at least once */
   int timed_out;
   uint64_t deadline; /* uv_hrtime() ns; 0 = none */
-  rbl_task *next_ready;
+  rbl_task *next_ready, *prev_ready;
   rbl_task *prev_all, *next_all;
 };
 
@@ -55,7 +55,7 @@ struct rbl_engine {
   rbl_wait *durable; /* waits for the next audit sync */
   uv_idle_t sched;
   uv_timer_t run_timer;
-  uv_signal_t sigint;
+  uv_async_t sigint; /* woken by the SIGINT handler */
   int sigint_count;
   int interrupted;
   struct rbl_http *http;
@@ -66,7 +66,11 @@ struct rbl_engine {
   int main_status; /* LUA_OK or error status of the main task */
   int killed;      /* RBL_KILL_* */
   char kill_msg[512];
-  size_t mem, mem_cap;
+  size_t mem, ext, mem_cap; /* bytes of Lua's allocator, bytes charged by budget.c, the cap */
+  int mem_slack;            /* the cap holds RBL_MEM_SLACK of head room (killed for memory) */
+  int unprotected;          /* scheduler code outside any task: an allocation failure would panic */
+  rbl_task *running;        /* the task being resumed, or NULL */
+  unsigned charges;         /* budget.c: charges since the last deadline check */
   rbl_limits limits;
   size_t printed;
   uint64_t run_deadline; /* uv_hrtime() ns; 0 = none */
@@ -89,7 +93,13 @@ struct rbl_engine {
 rbl_task *rbl__task_of(lua_State *L);
 void rbl__push_error(lua_State *L, const char *code, const char *msg);
 void rbl__kill(rbl_engine *e, int why, const char *fmt, ...);
+/* The memory limit was hit (Lua's allocator or the byte budget, budget.c): the first time,
+ * kills the run (exit 3) and grants RBL_MEM_SLACK so the host can finish it. */
+void rbl__memory_exceeded(rbl_engine *e);
+#define RBL_MEM_SLACK (32u << 20)
 void rbl__poll_limits(lua_State *L); /* raises if killed, timed out or past a deadline */
+int rbl__limits_hit(lua_State *L);   /* 1 when rbl__poll_limits would raise; raises nothing */
+int rbl__task_stopping(rbl_task *t); /* the same for a task */
 void rbl__durable_wait(rbl_engine *e, rbl_wait *w);
 int rbl__spawn_group(lua_State *L); /* host.run_all */
 int rbl__interrupt_check(lua_State *L);

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
+#include "budget.h"
+#include "engine_int.h"
 #include "gate.h"
 #include "rbl.h"
 
@@ -85,7 +86,7 @@ static int buf_append(char **b, size_t *len, size_t *cap, const char *p, size_t 
     size_t c = *cap ? *cap : 4096;
     while (c < *len + n + 1)
       c *= 2;
-    char *nb = realloc(*b, c);
+    char *nb = rbl_budget_realloc(*b, c); /* response buffers count against the run's budget */
     if (!nb) return RBL_ENOMEM;
     *b = nb;
     *cap = c;
@@ -295,8 +296,8 @@ static void op_free(rbl_http_op *op) {
   }
   if (op->easy) pool_put(h, op->easy);
   curl_slist_free_all(op->hdrs);
-  free(op->buf);
-  free(op->hbuf);
+  rbl_budget_free(op->buf);
+  rbl_budget_free(op->hbuf);
   free(op);
 }
 
@@ -615,8 +616,8 @@ static void op_done(rbl_http_op *op, CURLcode rc) {
   void *ud = op->ud;
   op_free(op); /* before the callback, which may start or cancel other requests */
   cb(ud, &resp);
-  free(resp.body);
-  free(resp.headers);
+  rbl_budget_free(resp.body);
+  rbl_budget_free(resp.headers);
   free(resp.content_type);
 }
 
@@ -645,8 +646,8 @@ typedef struct lreq {
 } lreq;
 
 static void lreq_free(lreq *r) {
-  free(r->resp.body);
-  free(r->resp.headers);
+  rbl_budget_free(r->resp.body);
+  rbl_budget_free(r->resp.headers);
   free(r->resp.content_type);
   free(r);
 }
@@ -696,6 +697,11 @@ static void push_headers(lua_State *L, const char *p, size_t n) {
 static int l_push(lua_State *L, void *ud) {
   lreq *r = ud;
   if (r->resp.err != 0) {
+    if (r->resp.err == RBL_ENOMEM) {
+      lreq_free(r);
+      rbl__poll_limits(L); /* the body outgrew the run's memory budget: raises "killed" */
+      return rbl_raise(L, "failed", "out of memory");
+    }
     char msg[sizeof r->resp.errmsg];
     const char *code = rbl_err_name(r->resp.err);
     memcpy(msg, r->resp.errmsg, sizeof msg);

@@ -32,13 +32,14 @@ typedef struct rbl_http_resp {
   int err;          /* 0 or RBL_E* (connect, timeout, TLS, too big, canceled) */
   char errmsg[256]; /* cause when err != 0, naming the endpoint */
   long status;      /* HTTP status when err == 0 */
-  char *body;       /* NUL-terminated, body_len bytes (may hold NULs) */
+  char *body;       /* NUL-terminated, body_len bytes (may hold NULs); counted by the run's
+                       byte budget: a stolen body is freed with rbl_budget_free */
   size_t body_len;
   char *content_type; /* or NULL */
   double total_ms;
   /* added: the final response's header block ("Name: value\r\n" lines, status line first),
    * NUL-terminated, or NULL; and how many attempts were made (1 + retries used). */
-  char *headers;
+  char *headers; /* freed with rbl_budget_free, like body */
   size_t headers_len;
   int attempts;
 } rbl_http_resp;

@@ -1,5 +1,6 @@
 /* Lua <-> cJSON conversion, and the sandbox's json module (encode, decode, null). */
 #include "json.h"
+#include "engine_int.h"
 #include "rbl.h"
 
 #include <lauxlib.h>
@@ -22,8 +23,10 @@ static void push_marker_mt(lua_State *L, const char *name) {
   }
 }
 
-static void push_rec(lua_State *L, const cJSON *j, int depth) {
+/* Polls the limits every 4096 values: a tree of millions of nodes is built in one C call. */
+static void push_rec(lua_State *L, const cJSON *j, int depth, unsigned *work) {
   luaL_checkstack(L, 4, "json too deep");
+  if ((++*work & 4095) == 0) rbl__poll_limits(L);
   if (cJSON_IsNull(j) || j == NULL) {
     lua_pushlightuserdata(L, JSON_NULL);
   } else if (cJSON_IsBool(j)) {
@@ -40,7 +43,7 @@ static void push_rec(lua_State *L, const cJSON *j, int depth) {
     lua_createtable(L, cJSON_GetArraySize(j), 0);
     lua_Integer i = 1;
     for (const cJSON *c = j->child; c; c = c->next) {
-      push_rec(L, c, depth + 1);
+      push_rec(L, c, depth + 1, work);
       lua_rawseti(L, -2, i++);
     }
     push_marker_mt(L, ARRAY_MT);
@@ -48,7 +51,7 @@ static void push_rec(lua_State *L, const cJSON *j, int depth) {
   } else {
     lua_createtable(L, 0, cJSON_GetArraySize(j));
     for (const cJSON *c = j->child; c; c = c->next) {
-      push_rec(L, c, depth + 1);
+      push_rec(L, c, depth + 1, work);
       lua_setfield(L, -2, c->string);
     }
     push_marker_mt(L, OBJECT_MT);
@@ -56,7 +59,24 @@ static void push_rec(lua_State *L, const cJSON *j, int depth) {
   }
 }
 
-void rbl_json_push(lua_State *L, const cJSON *j) { push_rec(L, j, 0); }
+void rbl_json_push(lua_State *L, const cJSON *j) {
+  unsigned work = 0;
+  push_rec(L, j, 0, &work);
+}
+
+static int push_p(lua_State *L) {
+  rbl_json_push(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+int rbl_json_push_free(lua_State *L, cJSON *j) {
+  lua_pushcfunction(L, push_p);
+  lua_pushlightuserdata(L, j);
+  int rc = lua_pcall(L, 1, 1, 0); /* push_p never yields */
+  cJSON_Delete(j);
+  if (rc != LUA_OK) return lua_error(L);
+  return 1;
+}
 
 typedef struct conv {
   lua_State *L;
@@ -152,6 +172,7 @@ static cJSON *conv_table(conv *c, int idx, int depth) {
 static cJSON *conv_value(conv *c, int idx, int depth) {
   lua_State *L = c->L;
   if (++c->nodes > JSON_MAX_NODES) return conv_fail(c, "value too large (over 1e6 nodes)");
+  if ((c->nodes & 4095) == 0 && rbl__limits_hit(L)) return conv_fail(c, "stopped");
   if (!lua_checkstack(L, 8)) return conv_fail(c, "value nested too deeply");
   switch (lua_type(L, idx)) {
   case LUA_TNIL: return cJSON_CreateNull();
@@ -198,14 +219,17 @@ cJSON *rbl_json_from_lua(lua_State *L, int idx, int flags, char *err, size_t err
 static int l_encode(lua_State *L) {
   char err[160];
   luaL_checkany(L, 1);
+  rbl__poll_limits(L);
   cJSON *j = rbl_json_from_lua(L, 1, RBL_JSON_REDACT, err, sizeof err);
   if (!j) {
+    rbl__poll_limits(L); /* stopped for a limit, or out of the memory budget: raises */
     luaL_pushfail(L);
     lua_pushfstring(L, "json.encode: %s", err);
     return 2;
   }
   char *s = lua_toboolean(L, 2) ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
+  if (!s) rbl__poll_limits(L);
   if (!s) return luaL_error(L, "json.encode: out of memory");
   lua_pushstring(L, s);
   cJSON_free(s);
@@ -216,16 +240,16 @@ static int l_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   const char *end = NULL;
+  rbl__poll_limits(L);
   cJSON *j = cJSON_ParseWithLengthOpts(s, len, &end, 0);
   if (!j) {
+    rbl__poll_limits(L); /* the tree outgrew the memory budget: the run is killed */
     luaL_pushfail(L);
     lua_pushfstring(L, "json.decode: invalid JSON near byte %d",
                     (int)(end && end >= s ? end - s : 0) + 1);
     return 2;
   }
-  rbl_json_push(L, j);
-  cJSON_Delete(j);
-  return 1;
+  return rbl_json_push_free(L, j);
 }
 
 /* json.array(t) / json.object(t): mark a table so an empty one encodes as [] or {}. */

@@ -8,6 +8,9 @@
 /* Pushes j as a Lua value. Arrays get the json.array metatable and objects the
  * json.object one, so an empty [] and {} stay distinct on the way back; null is json.null. */
 void rbl_json_push(lua_State *L, const cJSON *j);
+/* Pushes j as rbl_json_push does and frees it; an error while building the tables (the memory
+ * limit, a deadline: the push polls them) is re-raised after j is freed. */
+int rbl_json_push_free(lua_State *L, cJSON *j);
 
 /* Converts the value at idx to cJSON using raw access only (no metamethods run).
  * Secrets become "[redacted]" when redact is set, and are refused otherwise unless

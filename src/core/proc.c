@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct buf {
   char *data;
@@ -244,12 +245,23 @@ int rbl_proc_spawn(lua_State *L, const rbl_proc_spec *spec) {
                              .stdio = stdio};
   op->t0 = uv_hrtime();
   int rc = uv_spawn(loop, &op->proc, &po);
-  if (rc != 0) {
-    close_all(op);
-    return rbl_raise(L, "failed", "%s %s: %s", spec->what, spec->path, uv_strerror(rc));
-  }
+  /* Even a failed uv_spawn leaves the process handle in the loop: it is closed like the others
+   * (freeing op before its close callback tripped an assertion at exit). */
   op->proc.data = op;
   op->handles++;
+  if (rc != 0) {
+    close_all(op);
+    struct stat st;
+    if (rc == UV_ENOENT && spec->cwd && (stat(spec->cwd, &st) != 0 || !S_ISDIR(st.st_mode)))
+      return rbl_raise(L, "failed", "%s %s: working directory %s does not exist", spec->what,
+                       spec->path, spec->cwd);
+    if (rc == UV_E2BIG)
+      return rbl_raise(L, "failed",
+                       "%s %s: argument list too long (arguments and environment together "
+                       "exceed the kernel's limit)",
+                       spec->what, spec->path);
+    return rbl_raise(L, "failed", "%s %s: %s", spec->what, spec->path, uv_strerror(rc));
+  }
   uv_read_start((uv_stream_t *)&op->out, alloc_cb, read_cb);
   uv_read_start((uv_stream_t *)&op->err, alloc_cb, read_cb);
   if (spec->stdin_data && spec->stdin_len) {

@@ -513,6 +513,58 @@ static int sb_tmove(lua_State *L) {
   return 1;
 }
 
+/* A C function that does work in proportion to its input (string.upper of 200 MiB) runs no
+ * Lua instruction, and a loop of a few hundred such calls stays under one count-hook period:
+ * these poll the limits on every call. upvalue 1: the library's function. */
+static int sb_polled(lua_State *L) {
+  rbl__poll_limits(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* table.sort compares in C: O(n log n) steps without a hook. The comparator (the runbook's,
+ * or <) is called through this one, which polls every 1024 comparisons. upvalues: the
+ * runbook's comparator or nil, the comparison counter. */
+static int sort_lt(lua_State *L) {
+  lua_Integer n = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+  lua_pushinteger(L, n);
+  lua_replace(L, lua_upvalueindex(2));
+  if ((n & 1023) == 0) rbl__poll_limits(L);
+  if (lua_isnil(L, lua_upvalueindex(1))) {
+    lua_pushboolean(L, lua_compare(L, 1, 2, LUA_OPLT));
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* upvalue 1: the library's table.sort. */
+static int sb_tsort(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  rbl__poll_limits(L);
+  lua_pushinteger(L, 0);
+  lua_pushcclosure(L, sort_lt, 2); /* the comparator (or nil) and the counter */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/* Replaces each named function of the table on top with a polling wrapper. */
+static void wrap_polled(lua_State *L, const char *const *names) {
+  for (const char *const *n = names; *n; n++) {
+    lua_getfield(L, -1, *n);
+    lua_pushcclosure(L, sb_polled, 1);
+    lua_setfield(L, -2, *n);
+  }
+}
+
 /* ---- read-only proxies ---- */
 
 static int ro_newindex(lua_State *L) {
@@ -761,10 +813,19 @@ void rbl_sandbox_push_env(lua_State *L) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, -2, r->name);
   }
+  static const char *const tlinear[] = {"concat", "unpack", NULL};
+  wrap_polled(L, tlinear);
+  lua_getfield(L, -1, "sort");
+  lua_pushcclosure(L, sb_tsort, 1);
+  lua_setfield(L, -2, "sort");
   make_readonly(L, 0);
   lua_setfield(L, G, "table");
   push_lib(L, G, "math", math_names);
-  push_lib(L, G, "utf8", utf8_names);
+  copy_fields(L, "utf8", utf8_names);
+  static const char *const ulinear[] = {"char", "codepoint", "len", "offset", NULL};
+  wrap_polled(L, ulinear);
+  make_readonly(L, 0);
+  lua_setfield(L, G, "utf8");
   push_lib(L, G, "os", os_names);
   push_coroutine_lib(L, G);
   if (lua_istable(L, extras)) {
@@ -851,6 +912,9 @@ void rbl_sandbox_init(lua_State *L) {
   lua_getfield(L, -1, "rep");
   lua_pushcclosure(L, sb_str_rep, 1);
   lua_setfield(L, -2, "rep");
+  static const char *const slinear[] = {"rep", "upper", "lower", "reverse", "format", "byte",
+                                        "sub", "char",  "pack",  "unpack",  NULL};
+  wrap_polled(L, slinear);
   rbl_strpat_set_poll(strpat_poll);
   lua_pushvalue(L, -1);
   make_readonly(L, 0);

@@ -21,6 +21,7 @@
 
 #include <lua.h>
 
+#include "budget.h"
 #include "http.h"
 #include "rbl.h"
 
@@ -288,7 +289,7 @@ static void on_result(void *ud, rbl_http_resp *r) {
 }
 
 static void result_free(result *r) {
-  free(r->body);
+  rbl_budget_free(r->body);
   free(r->headers);
   memset(r, 0, sizeof *r);
 }

@@ -1,6 +1,7 @@
 /* rbl.drift.c: confined file access and JSON/YAML decoding behind src/families/drift/iac.lua. */
 #include "drift.h"
-#include "engine.h"
+#include "budget.h"
+#include "engine_int.h"
 #include "json.h"
 #include "rbl.h"
 #include "yaml.h"
@@ -101,7 +102,7 @@ int rbl_iac_read_file(const char *path, char **buf, size_t *len, char *err, size
     return fail(RBL_ETOOBIG, err, errlen, "%s: larger than the 64 MiB limit%s", path, "");
   }
   size_t cap = (size_t)st.st_size + 1, n = 0;
-  char *b = malloc(cap + 1);
+  char *b = rbl_budget_realloc(NULL, cap + 1); /* counted: a 64 MiB file is run memory */
   if (!b) {
     close(fd);
     return fail(RBL_ENOMEM, err, errlen, "%s: out of memory%s", path, "");
@@ -109,13 +110,13 @@ int rbl_iac_read_file(const char *path, char **buf, size_t *len, char *err, size
   for (;;) { /* read until EOF; a file that grows past its stat size and the cap fails */
     if (n == cap) {
       if (cap > RBL_IAC_MAX_FILE) {
-        free(b);
+        rbl_budget_free(b);
         close(fd);
         return fail(RBL_ETOOBIG, err, errlen, "%s: larger than the 64 MiB limit%s", path, "");
       }
-      char *nb = realloc(b, cap * 2 + 1);
+      char *nb = rbl_budget_realloc(b, cap * 2 + 1);
       if (!nb) {
-        free(b);
+        rbl_budget_free(b);
         close(fd);
         return fail(RBL_ENOMEM, err, errlen, "%s: out of memory%s", path, "");
       }
@@ -126,7 +127,7 @@ int rbl_iac_read_file(const char *path, char **buf, size_t *len, char *err, size
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       int e = errno;
-      free(b);
+      rbl_budget_free(b);
       close(fd);
       return fail(rbl_from_errno(e), err, errlen, "%s: %s", path, strerror(e));
     }
@@ -157,8 +158,10 @@ static void iac_load(lua_State *L, char **buf, size_t *len) {
   } else if (rc) {
     rbl_raise(L, rbl_err_name(rc), "%s", err);
   }
-  if ((rc = rbl_iac_read_file(real, buf, len, err, sizeof err)) != 0)
+  if ((rc = rbl_iac_read_file(real, buf, len, err, sizeof err)) != 0) {
+    if (rc == RBL_ENOMEM) rbl__poll_limits(L); /* over the run's memory budget: "killed" */
     rbl_raise(L, rbl_err_name(rc), "iac: %s: %s", rel, err);
+  }
 }
 
 /* 1-based line and column of offset off in buf. */
@@ -173,22 +176,6 @@ static void line_col(const char *buf, size_t off, size_t *line, size_t *col) {
   }
 }
 
-static int push_doc(lua_State *L) {
-  rbl_json_push(L, lua_touserdata(L, 1));
-  return 1;
-}
-
-/* Pushes j and frees it; a memory error while building the tables (the run's memory
- * cap) is re-raised after j is freed, so a large document never leaks. */
-static int push_and_free(lua_State *L, cJSON *j) {
-  lua_pushcfunction(L, push_doc);
-  lua_pushlightuserdata(L, j);
-  int rc = lua_pcall(L, 1, 1, 0); /* push_doc never yields */
-  cJSON_Delete(j);
-  if (rc != LUA_OK) return lua_error(L);
-  return 1;
-}
-
 /* iacc.read_json(path) -> the decoded document */
 static int l_read_json(lua_State *L) {
   char *buf;
@@ -196,15 +183,19 @@ static int l_read_json(lua_State *L) {
   iac_load(L, &buf, &len);
   const char *end = NULL;
   cJSON *j = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+  if (!j && rbl__limits_hit(L)) {
+    rbl_budget_free(buf);
+    rbl__poll_limits(L); /* the tree outgrew the memory budget: raises "killed" */
+  }
   if (!j) {
     size_t line, col;
     line_col(buf, end ? (size_t)(end - buf) : 0, &line, &col);
-    free(buf);
+    rbl_budget_free(buf);
     return rbl_raise(L, "invalid", "iac: %s: invalid JSON at line %zu, column %zu",
                      lua_tostring(L, 1), line, col);
   }
-  free(buf);
-  return push_and_free(L, j);
+  rbl_budget_free(buf);
+  return rbl_json_push_free(L, j);
 }
 
 /* iacc.read_yaml(path) -> array of the documents */
@@ -214,9 +205,10 @@ static int l_read_yaml(lua_State *L) {
   char err[512];
   iac_load(L, &buf, &len);
   cJSON *docs = rbl_yaml_parse(buf, len, err, sizeof err);
-  free(buf);
+  rbl_budget_free(buf);
+  if (!docs) rbl__poll_limits(L); /* out of the memory budget (alias expansion): raises */
   if (!docs) return rbl_raise(L, "invalid", "iac: %s: invalid YAML: %s", lua_tostring(L, 1), err);
-  return push_and_free(L, docs);
+  return rbl_json_push_free(L, docs);
 }
 
 static const luaL_Reg iacc_funcs[] = {

@@ -17,8 +17,9 @@
 int rbl_iac_resolve(const char *base, const char *rel, char *out, size_t outlen, char *err,
                     size_t errlen);
 
-/* Reads a whole regular file of at most RBL_IAC_MAX_FILE bytes into a malloc'd,
- * NUL-terminated buffer. Returns 0 or a negative RBL_E* code with a message in err. */
+/* Reads a whole regular file of at most RBL_IAC_MAX_FILE bytes into a NUL-terminated buffer
+ * counted by the run's byte budget (free it with rbl_budget_free). Returns 0 or a negative
+ * RBL_E* code with a message in err. */
 int rbl_iac_read_file(const char *path, char **buf, size_t *len, char *err, size_t errlen);
 
 /* rbl.drift.c: read_json(path), read_yaml(path) for src/families/drift/iac.lua; paths are relative

@@ -3,7 +3,7 @@
 #include "kube.h"
 #include "gate.h"
 #include "proc.h"
-#include "engine.h"
+#include "engine_int.h"
 #include "json.h"
 #include "yaml.h"
 
@@ -28,13 +28,12 @@ static int kubec_parse_yaml(lua_State *L) {
   char err[256];
   cJSON *docs = rbl_yaml_parse(s, len, err, sizeof err);
   if (!docs) {
+    rbl__poll_limits(L); /* out of the memory budget: raises */
     luaL_pushfail(L);
     lua_pushstring(L, err);
     return 2;
   }
-  rbl_json_push(L, docs);
-  cJSON_Delete(docs);
-  return 1;
+  return rbl_json_push_free(L, docs);
 }
 
 /* kubec.read_file(path) -> contents, mtime_ns | nil, message */

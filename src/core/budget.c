@@ -1,0 +1,86 @@
+/* The run-wide byte budget (budget.h): one counter beside the Lua allocator's, one cap. */
+#include "budget.h"
+#include "engine_int.h"
+#include "rbl.h"
+
+#include <malloc.h>
+#include <stdlib.h>
+
+/* Process-wide because cJSON's hooks are: they take no context. */
+static rbl_engine *bound;
+
+void rbl_budget_bind(rbl_engine *e) { bound = e; }
+
+void rbl_budget_unbind(rbl_engine *e) {
+  if (bound != e) return;
+  bound = NULL;
+  e->ext = 0; /* blocks still held are released uncounted */
+}
+
+/* Of the head room a run killed for memory gets, what external buffers may use: the audit
+ * records and the report are small; a parser must not go on filling the rest. */
+#define EXT_SLACK (4u << 20)
+
+int rbl_budget_charge(size_t n) {
+  rbl_engine *e = bound;
+  if (!e) return 0;
+  /* A parser (cJSON_Parse of 100 MiB, libyaml's aliases) offers no poll of its own, but it
+   * allocates as it goes: past a deadline or a kill its allocations fail, so it stops, and the
+   * caller's rbl__poll_limits raises the reason. */
+  if ((++e->charges & 1023) == 0 && e->running && rbl__task_stopping(e->running))
+    return RBL_ECANCELED;
+  if (e->mem + e->ext + n > e->mem_cap) rbl__memory_exceeded(e); /* kills, grants head room */
+  size_t cap = e->mem_cap;
+  if (e->mem_slack && cap > RBL_MEM_SLACK) cap = cap - RBL_MEM_SLACK + EXT_SLACK;
+  if (e->mem + e->ext + n > cap) return RBL_ENOMEM;
+  e->ext += n;
+  return 0;
+}
+
+void rbl_budget_release(size_t n) {
+  rbl_engine *e = bound;
+  if (!e) return;
+  e->ext = n > e->ext ? 0 : e->ext - n; /* a block charged before the binding: never below 0 */
+}
+
+/* Keeps "charged == malloc_usable_size" for every block: charges a guess of n first, so a
+ * refused growth never reaches realloc, then settles on what the allocator really gave. */
+void *rbl_budget_realloc(void *p, size_t n) {
+  size_t old = p ? malloc_usable_size(p) : 0;
+  if (n > old && rbl_budget_charge(n - old) != 0) return NULL;
+  size_t charged = n > old ? n : old;
+  void *np = realloc(p, n ? n : 1);
+  if (!np) {
+    rbl_budget_release(charged - old);
+    return NULL;
+  }
+  size_t now = malloc_usable_size(np);
+  if (now > charged) {
+    if (bound) bound->ext += now - charged; /* allocator rounding: a few bytes, always granted */
+  } else {
+    rbl_budget_release(charged - now);
+  }
+  return np;
+}
+
+void rbl_budget_free(void *p) {
+  if (!p) return;
+  rbl_budget_release(malloc_usable_size(p));
+  free(p);
+}
+
+static void *cj_malloc(size_t n) {
+  void *p = malloc(n);
+  if (p && rbl_budget_charge(malloc_usable_size(p)) != 0) {
+    free(p);
+    return NULL;
+  }
+  return p;
+}
+
+static void cj_free(void *p) { rbl_budget_free(p); }
+
+void rbl_budget_install_cjson(void) {
+  cJSON_Hooks h = {cj_malloc, cj_free};
+  cJSON_InitHooks(&h);
+}
