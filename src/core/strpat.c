@@ -35,7 +35,7 @@ typedef struct {
   capture cap[MAX_CAPTURES];
 } matcher;
 
-static _Atomic(rbl_strpat_poll_fn) g_poll = NULL;
+static _Atomic(rbl_strpat_poll_fn) g_poll; /* NULL: static storage is zeroed */
 
 void rbl_strpat_set_poll(rbl_strpat_poll_fn fn) {
   atomic_store_explicit(&g_poll, fn, memory_order_relaxed);
