@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define JSON_MAX_DEPTH 64
@@ -169,6 +170,33 @@ static cJSON *conv_table(conv *c, int idx, int depth) {
   return o;
 }
 
+/* cJSON prints a double with 15 digits when that reads back within a relative epsilon, so
+ * 27766207721121996 came back as 27766207721122000 (found by tests/fuzz/fuzz_json.c). With
+ * RBL_JSON_EXACT_NUMBERS (json.encode) a number 15 digits would not give back exactly is
+ * written as a raw literal with 17, and an integer beyond 2^53 digit for digit. */
+static cJSON *conv_number(conv *c, int idx) {
+  lua_State *L = c->L;
+  char buf[40];
+  if (lua_isinteger(L, idx)) {
+    lua_Integer i = lua_tointeger(L, idx);
+    if ((c->flags & RBL_JSON_EXACT_NUMBERS) && (i > (1LL << 53) || i < -(1LL << 53))) {
+      snprintf(buf, sizeof buf, "%lld", (long long)i);
+      return cJSON_CreateRaw(buf);
+    }
+    return cJSON_CreateNumber((double)i);
+  }
+  double d = lua_tonumber(L, idx);
+  if (!isfinite(d)) return conv_fail(c, "number is not finite (nan or inf)");
+  if (c->flags & RBL_JSON_EXACT_NUMBERS) {
+    snprintf(buf, sizeof buf, "%.15g", d);
+    if (strtod(buf, NULL) != d) {
+      snprintf(buf, sizeof buf, "%.17g", d);
+      return cJSON_CreateRaw(buf);
+    }
+  }
+  return cJSON_CreateNumber(d);
+}
+
 static cJSON *conv_value(conv *c, int idx, int depth) {
   lua_State *L = c->L;
   if (++c->nodes > JSON_MAX_NODES) return conv_fail(c, "value too large (over 1e6 nodes)");
@@ -177,11 +205,7 @@ static cJSON *conv_value(conv *c, int idx, int depth) {
   switch (lua_type(L, idx)) {
   case LUA_TNIL: return cJSON_CreateNull();
   case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
-  case LUA_TNUMBER: {
-    double d = lua_tonumber(L, idx);
-    if (!isfinite(d)) return conv_fail(c, "number is not finite (nan or inf)");
-    return cJSON_CreateNumber(d);
-  }
+  case LUA_TNUMBER: return conv_number(c, idx);
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
@@ -220,7 +244,7 @@ static int l_encode(lua_State *L) {
   char err[160];
   luaL_checkany(L, 1);
   rbl__poll_limits(L);
-  cJSON *j = rbl_json_from_lua(L, 1, RBL_JSON_REDACT, err, sizeof err);
+  cJSON *j = rbl_json_from_lua(L, 1, RBL_JSON_REDACT | RBL_JSON_EXACT_NUMBERS, err, sizeof err);
   if (!j) {
     rbl__poll_limits(L); /* stopped for a limit, or out of the memory budget: raises */
     luaL_pushfail(L);

