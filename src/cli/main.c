@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "families.h"
 #include "rbl.h"
+#include "serve.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@ static const char *const usage_main =
     "  repl --tenant T         run primitives one line at a time\n"
     "  audit verify|show PATH  verify or show an audit chain\n"
     "  rollback PATH           undo the reversible changes an audit chain recorded\n"
+    "  serve --config FILE     take Alertmanager webhooks and run the routed runbooks\n"
     "  version                 print the version (also --version, -V)\n"
     "  help COMMAND            help for one command; `rbl help errors` lists the error codes\n";
 
@@ -110,6 +112,8 @@ static int help(const char *cmd) {
     fputs(usage_rollback, stdout);
   else if (!strcmp(cmd, "audit"))
     fputs(usage_audit, stdout);
+  else if (!strcmp(cmd, "serve"))
+    rbl_serve_usage();
   else if (!strcmp(cmd, "errors")) {
     printf("The error codes a failing primitive raises ({code = NAME, message = ...}):\n");
     rbl_err_each(print_error, NULL);
@@ -210,6 +214,7 @@ int main(int argc, char **argv) {
   no_core_dumps();
   /* A child that closes its stdin early must not kill rbl: writes then fail with EPIPE. */
   signal(SIGPIPE, SIG_IGN);
+  rbl_serve_child_init();
   if (argc < 2) {
     fputs(usage_main, stderr);
     return 2;
@@ -247,6 +252,7 @@ int main(int argc, char **argv) {
     if (is_help(argv[2])) return help("rollback");
     return rbl_cmd_rollback(argc - 2, argv + 2);
   }
+  if (!strcmp(cmd, "serve")) return rbl_cmd_serve(argc - 2, argv + 2);
   fprintf(stderr, "rbl: unknown command '%s'\n", cmd);
   fputs(usage_main, stderr);
   return 2;

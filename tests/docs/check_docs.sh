@@ -34,11 +34,11 @@ if errs=$("$RBL" help errors | tail -n +2); then
 else
   problem "rbl help errors failed"
 fi
-for cmd in run check repl audit rollback version errors; do
+for cmd in run check repl audit rollback serve version errors; do
   out=$("$RBL" help "$cmd") || { problem "no help for $cmd"; continue; }
   [ -n "$out" ] || problem "empty help for $cmd"
 done
-for f in README.md docs/runbook-language.md docs/config.md docs/audit.md docs/errors.md docs/internals.md; do
+for f in README.md docs/runbook-language.md docs/config.md docs/audit.md docs/errors.md docs/internals.md docs/serve.md; do
   [ -s "$ROOT/$f" ] || problem "missing doc: $f"
 done
 if grep -rn '\.\./shared\|shared/API\.md\|shared/DESIGN' "$ROOT/README.md" "$ROOT/docs" "$ROOT"/src/families/*/*.md; then

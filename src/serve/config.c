@@ -1,0 +1,357 @@
+/* rbl serve's config: the serve table of the config file (evaluated in the same sandbox as for
+ * rbl run), checked once at start into plain C structs; and route matching. */
+#include "cli.h"
+#include "engine_int.h"
+#include "serve.h"
+#include "session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int cfail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int cfail(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("rbl serve: config: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return 2;
+}
+
+static int valid_label_name(const char *s) {
+  if (!s || !*s || strlen(s) > 128) return 0;
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
+          (p > s && *p >= '0' && *p <= '9')))
+      return 0;
+  return 1;
+}
+
+/* Absolute path of p, relative paths taken from the config file's directory. */
+static char *abs_from(const char *dir, const char *p) {
+  char buf[4096];
+  if (p[0] == '/')
+    snprintf(buf, sizeof buf, "%s", p);
+  else
+    snprintf(buf, sizeof buf, "%s/%s", dir, p);
+  return strdup(buf);
+}
+
+static const char *opt_str(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the string stays alive: t holds it */
+  return s;
+}
+
+/* A number field: def when absent; -1 (after printing) when not a number in [lo, hi]. */
+static double opt_num(lua_State *L, int t, const char *where, const char *k, double def, double lo,
+                      double hi, int *bad) {
+  lua_getfield(L, t, k);
+  double v = def;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < lo || lua_tonumber(L, -1) > hi) {
+      cfail("%s.%s must be a number from %g to %g", where, k, lo, hi);
+      *bad = 1;
+    } else
+      v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int read_token(srv_config *c, const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return cfail("serve.token_file %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) {
+    close(fd);
+    return cfail("serve.token_file %s: not a regular file of at most 4 KiB", path);
+  }
+  if (st.st_mode & 077) {
+    close(fd);
+    return cfail("serve.token_file %s is readable by group or others (mode %04o); run: chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 07777), path);
+  }
+  char buf[4097];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n < 0) return cfail("serve.token_file %s: %s", path, strerror(errno));
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+    n--;
+  buf[n] = 0;
+  if (n < 16) return cfail("serve.token_file %s: the token must be at least 16 characters", path);
+  for (ssize_t i = 0; i < n; i++)
+    if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+      return cfail("serve.token_file %s: the token must be printable ASCII without spaces", path);
+  c->token = strdup(buf);
+  c->token_len = (size_t)n;
+  return 0;
+}
+
+static int load_tenants(srv_config *c, lua_State *L, int cfg) {
+  lua_getfield(L, cfg, "tenants");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return cfail("rbl serve needs the config's tenants list: an alert may only name a tenant the "
+                 "config knows");
+  }
+  int t = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : lua_tostring(L, -1);
+    if (name) {
+      char **n = realloc(c->tenants, (size_t)(c->ntenants + 1) * sizeof *n);
+      if (!n) return cfail("out of memory");
+      c->tenants = n;
+      c->tenants[c->ntenants++] = strdup(name);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (c->ntenants == 0) return cfail("tenants is empty");
+  return 0;
+}
+
+static int load_matches(srv_route *r, lua_State *L, int rt, const char *field, int is_re) {
+  lua_getfield(L, rt, field);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (!lua_istable(L, -1)) return cfail("route %s: %s must be a table of label = value", r->name, field);
+  int t = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING ||
+        !valid_label_name(lua_tostring(L, -2)))
+      return cfail("route %s: %s wants label names mapped to strings", r->name, field);
+    srv_match *n = realloc(r->match, (size_t)(r->nmatch + 1) * sizeof *n);
+    if (!n) return cfail("out of memory");
+    r->match = n;
+    srv_match *m = &r->match[r->nmatch];
+    memset(m, 0, sizeof *m);
+    m->label = strdup(lua_tostring(L, -2));
+    m->value = strdup(lua_tostring(L, -1));
+    m->is_re = is_re;
+    if (is_re) {
+      /* Anchored like Alertmanager's matchers: the whole value must match. */
+      size_t len = strlen(m->value) + 8;
+      char *pat = malloc(len);
+      snprintf(pat, len, "^(%s)$", m->value);
+      int rc = regcomp(&m->re, pat, REG_EXTENDED | REG_NOSUB);
+      free(pat);
+      if (rc) {
+        char e[128];
+        regerror(rc, &m->re, e, sizeof e);
+        return cfail("route %s: match_re.%s = '%s': %s", r->name, m->label, m->value, e);
+      }
+    }
+    r->nmatch++;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int load_route(srv_config *c, srv_route *r, lua_State *L, int rt, int idx, const char *dir,
+                      const char *def_tenant_label) {
+  char where[64];
+  const char *name = opt_str(L, rt, "name");
+  if (name) {
+    for (const char *p = name; *p; p++)
+      if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+        return cfail("serve.routes[%d].name '%s': use a-z, 0-9, '-' and '_'", idx, name);
+    r->name = strdup(name);
+  } else {
+    snprintf(where, sizeof where, "route-%d", idx);
+    r->name = strdup(where);
+  }
+  snprintf(where, sizeof where, "serve.routes[%d]", idx);
+  const char *rb = opt_str(L, rt, "runbook");
+  if (!rb) return cfail("%s: runbook is required (the runbook file this route runs)", where);
+  r->runbook = abs_from(dir, rb);
+  if (access(r->runbook, R_OK) != 0)
+    return cfail("%s.runbook %s: %s", where, r->runbook, strerror(errno));
+  const char *rr = opt_str(L, rt, "resolved_runbook");
+  if (rr) {
+    r->resolved_runbook = abs_from(dir, rr);
+    if (access(r->resolved_runbook, R_OK) != 0)
+      return cfail("%s.resolved_runbook %s: %s", where, r->resolved_runbook, strerror(errno));
+  }
+  const char *tl = opt_str(L, rt, "tenant_label");
+  r->tenant_label = strdup(tl ? tl : def_tenant_label);
+  if (!valid_label_name(r->tenant_label))
+    return cfail("%s.tenant_label '%s' is not a label name", where, r->tenant_label);
+  if (load_matches(r, L, rt, "match", 0) || load_matches(r, L, rt, "match_re", 1)) return 2;
+  if (r->nmatch == 0)
+    return cfail("%s: match or match_re must name at least one label (a route that matches every "
+                 "alert is almost always a mistake)",
+                 where);
+  lua_getfield(L, rt, "params");
+  if (lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING ||
+          !valid_label_name(lua_tostring(L, -2)) || !valid_label_name(lua_tostring(L, -1)))
+        return cfail("%s.params wants PARAM = \"label\" pairs (identifiers)", where);
+      srv_param *n = realloc(r->params, (size_t)(r->nparams + 1) * sizeof *n);
+      if (!n) return cfail("out of memory");
+      r->params = n;
+      r->params[r->nparams].name = strdup(lua_tostring(L, -2));
+      r->params[r->nparams].label = strdup(lua_tostring(L, -1));
+      r->nparams++;
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, -1))
+    return cfail("%s.params must be a table", where);
+  lua_pop(L, 1);
+  int bad = 0;
+  r->cooldown = opt_num(L, rt, where, "cooldown", 600, 0, 86400 * 7, &bad);
+  r->max_runs_per_hour = (int)opt_num(L, rt, where, "max_runs_per_hour", 4, 1, 100000, &bad);
+  r->concurrency = (int)opt_num(L, rt, where, "concurrency", 1, 1, 1000, &bad);
+  (void)c;
+  return bad ? 2 : 0;
+}
+
+static int load_serve(srv_config *c, lua_State *L, int cfg, const char *dir) {
+  lua_getfield(L, cfg, "serve");
+  if (!lua_istable(L, -1)) return cfail("no serve = {...} table (see docs/serve.md)");
+  int s = lua_gettop(L);
+  lua_getfield(L, s, "ha");
+  int has_ha = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (has_ha)
+    return cfail("serve.ha is not supported by this build of rbl serve yet: run one replica "
+                 "(remove serve.ha)");
+  const char *tf = opt_str(L, s, "token_file");
+  if (!tf) return cfail("serve.token_file is required (the bearer token Alertmanager sends)");
+  char *tpath = abs_from(dir, tf);
+  int rc = read_token(c, tpath);
+  free(tpath);
+  if (rc) return rc;
+  const char *sp = opt_str(L, s, "spool");
+  c->spool = abs_from(dir, sp ? sp : "spool");
+  size_t sl = strlen(c->spool);
+  while (sl > 1 && c->spool[sl - 1] == '/')
+    c->spool[--sl] = 0;
+  if (!c->listen) {
+    const char *l = opt_str(L, s, "listen");
+    c->listen = strdup(l ? l : "127.0.0.1:9095");
+  }
+  int bad = 0;
+  c->max_concurrent = (int)opt_num(L, s, "serve", "max_concurrent", 8, 1, 1000, &bad);
+  c->max_queued = (int)opt_num(L, s, "serve", "max_queued", 1000, 1, 1000000, &bad);
+  c->max_body = (size_t)opt_num(L, s, "serve", "max_body_kb", 1024, 1, 65536, &bad) * 1024;
+  c->drain_timeout = opt_num(L, s, "serve", "drain_timeout", 30, 0, 86400, &bad);
+  if (bad) return 2;
+  const char *orr = opt_str(L, s, "on_restart");
+  if (orr && strcmp(orr, "interrupt") && strcmp(orr, "rerun"))
+    return cfail("serve.on_restart must be \"interrupt\" (default) or \"rerun\", not '%s'", orr);
+  c->on_restart_rerun = orr && !strcmp(orr, "rerun");
+  const char *def_tl = "tenant";
+  lua_getfield(L, cfg, "prom");
+  if (lua_istable(L, -1)) {
+    const char *p = opt_str(L, lua_gettop(L), "tenant_label");
+    if (p) def_tl = p;
+  }
+  lua_getfield(L, s, "routes");
+  if (!lua_istable(L, -1) || lua_rawlen(L, -1) == 0)
+    return cfail("serve.routes must be a non-empty list of routes");
+  int rt = lua_gettop(L);
+  c->nroutes = (int)lua_rawlen(L, rt);
+  c->routes = calloc((size_t)c->nroutes, sizeof *c->routes);
+  if (!c->routes) return cfail("out of memory");
+  for (int i = 0; i < c->nroutes; i++) {
+    lua_rawgeti(L, rt, i + 1);
+    if (!lua_istable(L, -1)) return cfail("serve.routes[%d] is not a table", i + 1);
+    rc = load_route(c, &c->routes[i], L, lua_gettop(L), i + 1, dir, def_tl);
+    if (rc) return rc;
+    for (int j = 0; j < i; j++)
+      if (!strcmp(c->routes[j].name, c->routes[i].name))
+        return cfail("two routes are named '%s'", c->routes[i].name);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+int rbl_serve_config_load(srv_config *c, const char *path, const char *listen) {
+  memset(c, 0, sizeof *c);
+  char real[4096];
+  if (!path) return cfail("--config FILE is required");
+  if (!realpath(path, real)) return cfail("%s: %s", path, strerror(errno));
+  c->config_path = strdup(real);
+  if (listen) c->listen = strdup(listen);
+  rbl_run_opts o;
+  memset(&o, 0, sizeof o);
+  o.quiet = 1;
+  rbl_engine *e = rbl__setup_engine(&o);
+  if (!e) return cfail("out of memory");
+  int rc = rbl__load_config(e, c->config_path);
+  if (!rc) {
+    lua_State *L = e->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, "rbl.config");
+    int cfg = lua_gettop(L);
+    char *dir = rbl__dir_of(c->config_path);
+    rc = load_tenants(c, L, cfg);
+    if (!rc) rc = load_serve(c, L, cfg, dir);
+    free(dir);
+  }
+  rbl__engine_free(e);
+  return rc;
+}
+
+void rbl_serve_config_free(srv_config *c) {
+  for (int i = 0; i < c->nroutes; i++) {
+    srv_route *r = &c->routes[i];
+    for (int j = 0; j < r->nmatch; j++) {
+      if (r->match[j].is_re) regfree(&r->match[j].re);
+      free(r->match[j].label);
+      free(r->match[j].value);
+    }
+    for (int j = 0; j < r->nparams; j++) {
+      free(r->params[j].name);
+      free(r->params[j].label);
+    }
+    free(r->match);
+    free(r->params);
+    free(r->name);
+    free(r->runbook);
+    free(r->resolved_runbook);
+    free(r->tenant_label);
+  }
+  free(c->routes);
+  for (int i = 0; i < c->ntenants; i++)
+    free(c->tenants[i]);
+  free(c->tenants);
+  free(c->config_path);
+  free(c->listen);
+  free(c->token);
+  free(c->spool);
+  memset(c, 0, sizeof *c);
+}
+
+int rbl_serve_route_matches(const srv_route *r, const cJSON *labels) {
+  for (int i = 0; i < r->nmatch; i++) {
+    const srv_match *m = &r->match[i];
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(labels, m->label));
+    if (!v) v = ""; /* as Alertmanager: a missing label is the empty value */
+    if (m->is_re ? regexec(&m->re, v, 0, NULL, 0) != 0 : strcmp(v, m->value) != 0) return 0;
+  }
+  return 1;
+}
+
+int rbl_serve_tenant_known(const srv_config *c, const char *t) {
+  for (int i = 0; i < c->ntenants; i++)
+    if (!strcmp(c->tenants[i], t)) return 1;
+  return 0;
+}

@@ -1,0 +1,4 @@
+# rbl serve (docs/serve.md): receiving, bad input, routing, once, pause, SIGTERM, a hostile spool
+# (test_serve.py); kill -9 under load (test_crash.py); a flood (test_flood.py).
+add_test(NAME serve_http COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_serve.py $<TARGET_FILE:rbl>)
+set_tests_properties(serve_http PROPERTIES TIMEOUT 240)
