@@ -78,8 +78,9 @@ static int read_token(srv_config *c, const char *path) {
   }
   if (st.st_mode & 077) {
     close(fd);
-    return cfail("serve.token_file %s is readable by group or others (mode %04o); run: chmod 600 %s",
-                 path, (unsigned)(st.st_mode & 07777), path);
+    return cfail(
+        "serve.token_file %s is readable by group or others (mode %04o); run: chmod 600 %s", path,
+        (unsigned)(st.st_mode & 07777), path);
   }
   char buf[4097];
   ssize_t n = read(fd, buf, sizeof buf - 1);
@@ -127,7 +128,8 @@ static int load_matches(srv_route *r, lua_State *L, int rt, const char *field, i
     lua_pop(L, 1);
     return 0;
   }
-  if (!lua_istable(L, -1)) return cfail("route %s: %s must be a table of label = value", r->name, field);
+  if (!lua_istable(L, -1))
+    return cfail("route %s: %s must be a table of label = value", r->name, field);
   int t = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, t)) {

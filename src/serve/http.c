@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HEAD_MAX 16384
+#define HEAD_MAX        16384
 #define HEAD_TIMEOUT_MS 10000
 #define BODY_TIMEOUT_MS 30000
 #define IDLE_TIMEOUT_MS 60000
-#define MAX_HEADERS 100
+#define MAX_HEADERS     100
 
 enum { C_HEAD, C_BODY, C_HANDLER, C_WRITING, C_CLOSING };
 
@@ -152,9 +152,7 @@ static void fail(srv_conn *c, int st, const char *msg) {
 
 static void arm(srv_conn *c, uint64_t ms);
 
-static int is_tchar(int ch) {
-  return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
+static int is_tchar(int ch) { return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch)); }
 
 static int ieq(const char *a, size_t alen, const char *b) {
   return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
@@ -209,7 +207,8 @@ static int parse_head(srv_conn *c, const char **msg) {
     while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
       ve--;
     for (char *q = v; q < ve; q++)
-      if ((unsigned char)*q < 0x20 && *q != '\t') return *msg = "control character in a header", 400;
+      if ((unsigned char)*q < 0x20 && *q != '\t')
+        return *msg = "control character in a header", 400;
     size_t nl = (size_t)(colon - p), vlen = (size_t)(ve - v);
     if (ieq(p, nl, "content-length")) {
       size_t x = 0;
@@ -320,9 +319,7 @@ static void timer_cb(uv_timer_t *t) {
     fail(c, 408, "request not received in time");
 }
 
-static void arm(srv_conn *c, uint64_t ms) {
-  uv_timer_start(&c->timer, timer_cb, ms, 0);
-}
+static void arm(srv_conn *c, uint64_t ms) { uv_timer_start(&c->timer, timer_cb, ms, 0); }
 
 void rbl_srv_respond(srv_conn *c, int status, const char *ctype, const char *body, size_t len) {
   c->in_handler = 0;
@@ -349,9 +346,7 @@ void rbl_srv_respond(srv_conn *c, int status, const char *ctype, const char *bod
   process(c);
 }
 
-int rbl_srv_conn_alive(const srv_conn *c) {
-  return !c->closed;
-}
+int rbl_srv_conn_alive(const srv_conn *c) { return !c->closed; }
 static void on_connection(uv_stream_t *server, int status) {
   srv_http *h = server->data;
   if (status < 0 || h->closing) return;

@@ -289,7 +289,8 @@ static int build_units(srv_state *S, const cJSON *alerts, unit *u, int *nu, cJSO
       continue;
     }
     srv_route *rt = &S->cfg.routes[r];
-    const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(labels, rt->tenant_label));
+    const char *t =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(labels, rt->tenant_label));
     if (!t || !*t)
       return bad_request(out,
                          "alerts[%d] (%s) matches route %s but has no label '%s' to take the "
@@ -299,8 +300,7 @@ static int build_units(srv_state *S, const cJSON *alerts, unit *u, int *nu, cJSO
     for (k = 0; k < *nu; k++)
       if (u[k].route == r && !strcmp(u[k].tenant, t)) break;
     if (k == *nu) {
-      if (*nu >= 64)
-        return bad_request(out, "one payload spans more than 64 route/tenant pairs");
+      if (*nu >= 64) return bad_request(out, "one payload spans more than 64 route/tenant pairs");
       memset(&u[k], 0, sizeof u[k]);
       u[k].route = r;
       snprintf(u[k].tenant, sizeof u[k].tenant, "%s", t);
@@ -698,7 +698,7 @@ cJSON *rbl_serve_runs_json(srv_state *S) {
 /* What a run's chain says about the run serve started with report path marker: 0 no run_start
  * names it, 1 started (child run id in child), 2 ended (outcome in outcome). */
 static int chain_state(const char *chain, const char *marker, char *child, size_t cl, char *outcome,
-                       size_t ol) {
+                       size_t ol, int *exit_code) {
   FILE *f = fopen(chain, "re");
   if (!f) return 0;
   char *line = NULL;
@@ -715,6 +715,7 @@ static int chain_state(const char *chain, const char *marker, char *child, size_
     const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "kind"));
     const char *run = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "run"));
     if (kind && run && is_start && !strcmp(kind, "run_start")) {
+      *exit_code = -1;
       const cJSON *a;
       cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(rec, "argv")) {
         if (cJSON_IsString(a) && !strcmp(a->valuestring, marker)) {
@@ -727,6 +728,8 @@ static int chain_state(const char *chain, const char *marker, char *child, size_
       state = 2;
       const char *oc = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "outcome"));
       snprintf(outcome, ol, "%s", oc && !strcmp(oc, "resolved") ? "succeeded" : "failed");
+      const cJSON *ec = cJSON_GetObjectItemCaseSensitive(rec, "exit_code");
+      if (cJSON_IsNumber(ec)) *exit_code = ec->valueint;
     }
     cJSON_Delete(rec);
   }
@@ -811,8 +814,8 @@ static void replay_rec(void *ud, const cJSON *rec) {
   cJSON *e = cJSON_GetObjectItemCaseSensitive(rp->runs, id);
   if (!strcmp(k, "accept")) {
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(rec, "params");
-    int ok = str_ok(rec, "incident", 64) && str_ok(rec, "tenant", 64) && str_ok(rec, "route", 128) &&
-             cJSON_IsObject(params) && !e;
+    int ok = str_ok(rec, "incident", 64) && str_ok(rec, "tenant", 64) &&
+             str_ok(rec, "route", 128) && cJSON_IsObject(params) && !e;
     const cJSON *p;
     cJSON_ArrayForEach(p, params) ok = ok && cJSON_IsString(p);
     if (!ok) {
@@ -827,10 +830,14 @@ static void replay_rec(void *ud, const cJSON *rec) {
     replay_bad(rp, 0, "start/end entry of a run the spool never accepted", id);
     return;
   }
-  if (cJSON_GetObjectItemCaseSensitive(e, k) || (!strcmp(k, "end") && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(rec, "outcome")))) {
-    replay_bad(rp, 0, "repeated or malformed start/end entry", id);
+  int is_end = !strcmp(k, "end");
+  if (cJSON_GetObjectItemCaseSensitive(e, "end") ||
+      (is_end && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(rec, "outcome")))) {
+    replay_bad(rp, 0, "an entry after the run's end, or a malformed end", id);
     return;
   }
+  /* A second start: a restart found the run never began and started it again. */
+  cJSON_DeleteItemFromObjectCaseSensitive(e, k);
   cJSON_AddItemToObject(e, k, cJSON_Duplicate(rec, 1));
 }
 
@@ -865,9 +872,9 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
     if (!end) replay_note(S, id, "dropped: its route or tenant is no longer in the config");
     return;
   }
-  srv_run *r = run_new(S, cJSON_GetObjectItemCaseSensitive(acc, "incident")->valuestring, ri, tenant,
-                       cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(acc, "params"), 1),
-                       resolved, at);
+  srv_run *r =
+      run_new(S, cJSON_GetObjectItemCaseSensitive(acc, "incident")->valuestring, ri, tenant,
+              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(acc, "params"), 1), resolved, at);
   if (!r) return;
   snprintf(r->id, sizeof r->id, "%s", id);
   srv_incident *inc = incident_get(S, r->incident, 1);
@@ -894,7 +901,8 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
   if (start) cJSON_AddItemToArray(keep, cJSON_Duplicate(start, 1));
   char chain[4200], report[4200], logp[4200], child[64] = "", outcome[32] = "";
   run_paths(S, r, chain, report, logp, sizeof chain);
-  int cs = chain_state(chain, report, child, sizeof child, outcome, sizeof outcome);
+  int ec = -1;
+  int cs = chain_state(chain, report, child, sizeof child, outcome, sizeof outcome, &ec);
   if (inc) {
     if (resolved)
       inc->active_res = r;
@@ -903,8 +911,9 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
   }
   r->accept_seq = 1; /* durable: it was read back from the spool */
   if (cs == 0) {
-    replay_note(S, id, start ? "started but its run never began (no run_start): starts now"
-                             : "accepted, not started: starts now");
+    replay_note(S, id,
+                start ? "started but its run never began (no run_start): starts now"
+                      : "accepted, not started: starts now");
     return;
   }
   /* It began: it will not be started again as if new. */
@@ -915,6 +924,7 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
     r->state = R_RUNNING; /* so run_finish books it like any ended run */
     S->in_flight++;
     S->cfg.routes[ri].in_flight++;
+    r->exit_code = ec;
     run_finish(S, r, outcome, now);
     return;
   }
@@ -935,7 +945,9 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
     }
     return;
   }
-  replay_note(S, id, "interrupted mid-run: marked on its chain, not re-run (on_restart = interrupt)");
+  replay_note(S, id,
+              "interrupted mid-run: marked on its chain, not re-run (on_restart = interrupt)");
+  r->exit_code = -1;
   S->queued--;
   r->state = R_RUNNING;
   S->in_flight++;

@@ -135,7 +135,8 @@ static void answer_after_sync(srv_state *S, srv_conn *c, int st, cJSON *j) {
   }
   size_t n = strlen(s);
   p->body = realloc(s, n + 2);
-  if (!p->body) p->body = s;
+  if (!p->body)
+    p->body = s;
   else {
     p->body[n] = '\n';
     p->body[n + 1] = 0;
@@ -186,7 +187,8 @@ static void handle_pause(srv_state *S, srv_conn *c, const srv_request *r, int pa
   const char *why = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(b, "reason"));
   if (r->body_len && !cJSON_IsObject(b)) {
     cJSON_Delete(b);
-    respond_error(c, 400, "the body must be empty or a JSON object {\"by\": NAME, \"reason\": TEXT}");
+    respond_error(c, 400,
+                  "the body must be empty or a JSON object {\"by\": NAME, \"reason\": TEXT}");
     return;
   }
   cJSON *rec = cJSON_CreateObject();
@@ -237,7 +239,7 @@ static void handle_metrics(srv_state *S, srv_conn *c) {
   size_t len = 0, cap = 0;
   srv_metrics *m = &S->m;
 #define C(name, help, val)                                                                         \
-  metric(&o, &len, &cap, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",      \
+  metric(&o, &len, &cap, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",     \
          (unsigned long long)(val))
   C("rbl_serve_alerts_received_total", "Alerts in accepted webhook payloads.", m->received);
   C("rbl_serve_alerts_accepted_total", "Alerts whose group started a run (queued).", m->accepted);
@@ -313,8 +315,8 @@ static void handler(void *ud, srv_conn *c, const srv_request *r) {
   if (!known) return respond_error(c, 404, "no such endpoint (see rbl help serve)");
   if (!authorized(S, r)) {
     S->m.refused_auth++;
-    return respond_error(c, 401,
-                         "missing or wrong bearer token (Authorization: Bearer <serve.token_file>)");
+    return respond_error(
+        c, 401, "missing or wrong bearer token (Authorization: Bearer <serve.token_file>)");
   }
   if (!strcmp(clean, "/v1/alertmanager")) {
     if (!post) return respond_error(c, 405, "use POST");
@@ -364,8 +366,9 @@ static void on_signal(uv_signal_t *h, int sig) {
     }
     return;
   }
-  fprintf(stderr, "rbl serve: %s: no new alerts; %d run(s) get %gs to finish; %d queued stay in "
-                  "the spool\n",
+  fprintf(stderr,
+          "rbl serve: %s: no new alerts; %d run(s) get %gs to finish; %d queued stay in "
+          "the spool\n",
           sig == SIGTERM ? "SIGTERM" : "SIGINT", S->in_flight, S->cfg.drain_timeout, S->queued);
   S->draining = 1;
   rbl_srv_http_stop(&S->http);
@@ -453,9 +456,7 @@ static int parse_args(int argc, char **argv, const char **config, const char **l
   return -1;
 }
 
-void rbl_serve_usage(void) {
-  fputs(usage, stdout);
-}
+void rbl_serve_usage(void) { fputs(usage, stdout); }
 
 static void close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);

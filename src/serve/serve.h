@@ -40,7 +40,7 @@ typedef struct srv_config {
   char *listen;      /* "ADDR:PORT" */
   char *token;       /* the bearer token (file contents, trailing newline dropped) */
   size_t token_len;
-  char *spool;      /* directory, absolute */
+  char *spool; /* directory, absolute */
   int max_concurrent;
   int max_queued;       /* accepted runs waiting to start; beyond: 429 */
   size_t max_body;      /* bytes */
@@ -64,11 +64,11 @@ int rbl_serve_tenant_known(const srv_config *c, const char *t);
 typedef struct srv_spool {
   int fd;
   char *path;
-  uint64_t seq;       /* last seq appended */
-  uint64_t synced;    /* last seq known durable */
+  uint64_t seq;         /* last seq appended */
+  uint64_t synced;      /* last seq known durable */
   uint64_t sync_target; /* what the sync in flight covers */
-  int syncing;        /* an fdatasync is on the thread pool */
-  int failed;         /* a write or sync failed: nothing is accepted any more */
+  int syncing;          /* an fdatasync is on the thread pool */
+  int failed;           /* a write or sync failed: nothing is accepted any more */
   char err[4400];
   uv_fs_t req;
   uv_loop_t *loop;
@@ -179,7 +179,7 @@ typedef struct srv_metrics {
 } srv_metrics;
 
 #define SRV_NBUCKET 10
-#define SRV_HASH 4096
+#define SRV_HASH    4096
 
 typedef struct srv_state {
   srv_config cfg;

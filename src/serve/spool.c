@@ -224,17 +224,38 @@ static int fsync_dir_of(const char *path) {
   return rc;
 }
 
+static double seq_of(const cJSON *r) {
+  const cJSON *q = cJSON_GetObjectItemCaseSensitive(r, "seq");
+  return cJSON_IsNumber(q) ? q->valuedouble : 0;
+}
+
+static int by_seq(const void *a, const void *b) {
+  double x = seq_of(*(const cJSON *const *)a), y = seq_of(*(const cJSON *const *)b);
+  return x < y ? -1 : x > y;
+}
+
 int rbl_serve_spool_rewrite(srv_spool *s, const char *path, const cJSON *recs, uint64_t seq) {
+  /* Written in seq order (the reader refuses a seq that does not increase). */
+  int n = cJSON_GetArraySize(recs), k = 0;
+  const cJSON **v = calloc((size_t)n + 1, sizeof *v);
+  if (!v) {
+    snprintf(s->err, sizeof s->err, "spool %s: out of memory", path);
+    return -1;
+  }
+  const cJSON *it;
+  cJSON_ArrayForEach(it, recs) v[k++] = it;
+  qsort(v, (size_t)n, sizeof *v, by_seq);
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
     snprintf(s->err, sizeof s->err, "spool %s: %s", tmp, strerror(errno));
+    free(v);
     return -1;
   }
-  const cJSON *r;
   int bad = 0;
-  cJSON_ArrayForEach(r, recs) {
+  for (int i = 0; i < n; i++) {
+    const cJSON *r = v[i];
     char *json = cJSON_PrintUnformatted(r);
     size_t len = 0;
     char *line = json ? rbl_serve_spool_line(json, &len) : NULL;
@@ -243,6 +264,7 @@ int rbl_serve_spool_rewrite(srv_spool *s, const char *path, const cJSON *recs, u
     free(line);
     if (bad) break;
   }
+  free(v);
   if (bad || fsync(fd) != 0 || close(fd) != 0) {
     snprintf(s->err, sizeof s->err, "spool %s: write: %s", tmp, strerror(errno));
     if (bad) close(fd);
