@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev libcurl4-openssl-dev
       libcjson-dev libssl-dev libyaml-dev libedit-dev libcmocka-dev python3 python3-yaml jq
       openssl curl docker.io busybox-static procps util-linux iproute2 hyperfine clang-format
-      prometheus prometheus-pushgateway time clang)
+      prometheus prometheus-pushgateway prometheus-alertmanager time clang)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

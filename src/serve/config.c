@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int cfail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -256,6 +257,16 @@ static int load_serve(srv_config *c, lua_State *L, int cfg, const char *dir) {
   c->max_body = (size_t)opt_num(L, s, "serve", "max_body_kb", 1024, 1, 65536, &bad) * 1024;
   c->drain_timeout = opt_num(L, s, "serve", "drain_timeout", 30, 0, 86400, &bad);
   if (bad) return 2;
+  lua_getfield(L, s, "tls");
+  if (lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    const char *cert = opt_str(L, t, "cert"), *key = opt_str(L, t, "key");
+    if (!cert || !key) return cfail("serve.tls needs both cert and key (PEM files)");
+    c->tls_cert = abs_from(dir, cert);
+    c->tls_key = abs_from(dir, key);
+  } else if (!lua_isnil(L, -1))
+    return cfail("serve.tls must be a table { cert = FILE, key = FILE }");
+  lua_pop(L, 1);
   const char *orr = opt_str(L, s, "on_restart");
   if (orr && strcmp(orr, "interrupt") && strcmp(orr, "rerun"))
     return cfail("serve.on_restart must be \"interrupt\" (default) or \"rerun\", not '%s'", orr);
@@ -286,6 +297,28 @@ static int load_serve(srv_config *c, lua_State *L, int cfg, const char *dir) {
   return 0;
 }
 
+/* `rbl check FILE` in a child (the same binary): a route's runbook must load before serve takes
+ * alerts for it. 0, or 2 after the check's own message. */
+static int check_runbook(const char *where, const char *file) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return 0;
+  self[n] = 0;
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) return cfail("%s: cannot check %s: %s", where, file, strerror(errno));
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, 1); /* its findings go to stderr */
+    execl(self, self, "check", file, (char *)NULL);
+    _exit(127);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
+  return cfail("%s: the runbook %s does not pass `rbl check` (above)", where, file);
+}
+
 int rbl_serve_config_load(srv_config *c, const char *path, const char *listen) {
   memset(c, 0, sizeof *c);
   char real[4096];
@@ -309,6 +342,13 @@ int rbl_serve_config_load(srv_config *c, const char *path, const char *listen) {
     free(dir);
   }
   rbl__engine_free(e);
+  for (int i = 0; !rc && i < c->nroutes; i++) {
+    char where[64];
+    snprintf(where, sizeof where, "serve.routes[%d]", i + 1);
+    rc = check_runbook(where, c->routes[i].runbook);
+    if (!rc && c->routes[i].resolved_runbook)
+      rc = check_runbook(where, c->routes[i].resolved_runbook);
+  }
   return rc;
 }
 
@@ -339,6 +379,8 @@ void rbl_serve_config_free(srv_config *c) {
   free(c->listen);
   free(c->token);
   free(c->spool);
+  free(c->tls_cert);
+  free(c->tls_key);
   memset(c, 0, sizeof *c);
 }
 

@@ -3,6 +3,8 @@
 #include "serve.h"
 
 #include <ctype.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,8 @@ struct srv_conn {
   int in_handler;   /* the handler holds the connection until it answers */
   int closed;       /* conn_close ran */
   char saved;       /* the byte the body's NUL terminator replaced */
+  SSL *ssl;         /* TLS: the session over memory BIOs, or NULL */
+  char *raw;        /* TLS: ciphertext read buffer */
   srv_request req;
   srv_conn *next, *prev;
 };
@@ -67,6 +71,8 @@ static const char *reason(int st) {
 }
 
 static void conn_free(srv_conn *c) {
+  if (c->ssl) SSL_free(c->ssl);
+  free(c->raw);
   free(c->req.authorization);
   free(c->buf);
   free(c);
@@ -106,7 +112,7 @@ static void write_done(uv_write_t *w, int status) {
   }
 }
 
-static void send_raw(srv_conn *c, const char *data, size_t len, int close_after) {
+static void sock_write(srv_conn *c, const char *data, size_t len, int close_after) {
   wreq *r = malloc(sizeof *r + len);
   if (!r) {
     conn_close(c);
@@ -120,6 +126,35 @@ static void send_raw(srv_conn *c, const char *data, size_t len, int close_after)
     free(r);
     conn_close(c);
   }
+}
+
+/* TLS: sends what the session wrote into its output BIO. */
+static void tls_flush(srv_conn *c, int close_after) {
+  BIO *w = SSL_get_wbio(c->ssl);
+  size_t n = BIO_ctrl_pending(w);
+  if (n == 0) {
+    if (close_after) conn_close(c);
+    return;
+  }
+  char *buf = malloc(n);
+  int got = buf ? BIO_read(w, buf, (int)n) : -1;
+  if (got > 0)
+    sock_write(c, buf, (size_t)got, close_after);
+  else
+    conn_close(c);
+  free(buf);
+}
+
+static void send_raw(srv_conn *c, const char *data, size_t len, int close_after) {
+  if (!c->ssl) {
+    sock_write(c, data, len, close_after);
+    return;
+  }
+  if (len && SSL_write(c->ssl, data, (int)len) != (int)len) {
+    conn_close(c);
+    return;
+  }
+  tls_flush(c, close_after);
 }
 
 static void send_response(srv_conn *c, int st, const char *ctype, const char *body, size_t blen,
@@ -283,8 +318,7 @@ static void process(srv_conn *c) {
   }
 }
 
-static void alloc_cb(uv_handle_t *hd, size_t suggested, uv_buf_t *b) {
-  srv_conn *c = hd->data;
+static void grow(srv_conn *c) {
   size_t limit = HEAD_MAX + c->h->max_body + 65536;
   if (c->cap - c->len < 16384 && c->cap < limit) {
     size_t ncap = c->cap ? c->cap * 2 : 32768;
@@ -295,7 +329,40 @@ static void alloc_cb(uv_handle_t *hd, size_t suggested, uv_buf_t *b) {
       c->cap = ncap;
     }
   }
+}
+
+static void alloc_cb(uv_handle_t *hd, size_t suggested, uv_buf_t *b) {
+  srv_conn *c = hd->data;
+  if (c->ssl) {
+    *b = uv_buf_init(c->raw, c->raw ? 65536 : 0);
+    return;
+  }
+  grow(c);
   *b = uv_buf_init(c->buf ? c->buf + c->len : NULL, c->buf ? (unsigned)(c->cap - c->len) : 0);
+}
+
+/* TLS: decrypts what the session holds into c->buf. Returns -1 when the session failed. */
+static int tls_drain(srv_conn *c) {
+  if (!SSL_is_init_finished(c->ssl)) {
+    int r = SSL_do_handshake(c->ssl);
+    tls_flush(c, 0);
+    if (r <= 0) {
+      int e = SSL_get_error(c->ssl, r);
+      return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+    }
+  }
+  for (;;) {
+    grow(c);
+    if (!c->buf || c->cap == c->len) return 0;
+    int r = SSL_read(c->ssl, c->buf + c->len, (int)(c->cap - c->len));
+    if (r > 0) {
+      c->len += (size_t)r;
+      continue;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    tls_flush(c, 0);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+  }
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
@@ -306,8 +373,16 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   }
   if (n == 0) return;
   if (c->state != C_HEAD && c->state != C_BODY) return;
-  c->len += (size_t)n;
-  if (c->state == C_HEAD && c->len == (size_t)n) arm(c, HEAD_TIMEOUT_MS);
+  size_t before = c->len;
+  if (c->ssl) {
+    if (BIO_write(SSL_get_rbio(c->ssl), c->raw, (int)n) != (int)n || tls_drain(c) < 0) {
+      conn_close(c);
+      return;
+    }
+    if (c->closed) return;
+  } else
+    c->len += (size_t)n;
+  if (c->state == C_HEAD && before == 0 && c->len > 0) arm(c, HEAD_TIMEOUT_MS);
   process(c);
 }
 
@@ -336,6 +411,10 @@ void rbl_srv_respond(srv_conn *c, int status, const char *ctype, const char *bod
   /* Keep-alive: drop the answered request and go on with what is buffered. */
   memmove(c->buf, c->buf + used, c->len - used);
   c->len -= used;
+  if (c->ssl && tls_drain(c) < 0) {
+    conn_close(c);
+    return;
+  }
   c->head_len = c->content_length = 0;
   c->state = C_HEAD;
   if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) {
@@ -383,6 +462,19 @@ static void on_connection(uv_stream_t *server, int status) {
     c->state = C_WRITING;
     send_response(c, 503, NULL, "{\"error\":\"too many connections\"}\n", 33, 1);
     return;
+  }
+  if (h->tls) {
+    c->ssl = SSL_new(h->tls);
+    c->raw = malloc(65536);
+    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+    if (!c->ssl || !c->raw || !rb || !wb) {
+      BIO_free(rb);
+      BIO_free(wb);
+      conn_close(c);
+      return;
+    }
+    SSL_set_bio(c->ssl, rb, wb);
+    SSL_set_accept_state(c->ssl);
   }
   c->state = C_HEAD;
   arm(c, IDLE_TIMEOUT_MS);
@@ -447,4 +539,35 @@ void rbl_srv_http_stop(srv_http *h) {
     n = c->next;
     if (c->state == C_HEAD && c->len == 0) conn_close(c);
   }
+}
+
+int rbl_srv_http_tls(srv_http *h, const char *cert, const char *key, char *err, size_t errlen) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) {
+    snprintf(err, errlen, "TLS: cannot create a context");
+    return -1;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  const char *what = NULL;
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+    what = "serve.tls.cert: cannot load the certificate chain (PEM)";
+  else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+    what = "serve.tls.key: cannot load the private key (PEM)";
+  else if (SSL_CTX_check_private_key(ctx) != 1)
+    what = "serve.tls: the key does not match the certificate";
+  if (what) {
+    char e[256];
+    ERR_error_string_n(ERR_get_error(), e, sizeof e);
+    snprintf(err, errlen, "%s (%s; %s)", what, cert, e);
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return -1;
+  }
+  h->tls = ctx;
+  return 0;
+}
+
+void rbl_srv_http_free(srv_http *h) {
+  if (h->tls) SSL_CTX_free(h->tls);
+  h->tls = NULL;
 }

@@ -695,46 +695,48 @@ cJSON *rbl_serve_runs_json(srv_state *S) {
 
 /* ---- replay ---- */
 
-/* What a run's chain says about the run serve started with report path marker: 0 no run_start
- * names it, 1 started (child run id in child), 2 ended (outcome in outcome). */
+/* What a run's chain says about the run serve started with report path marker, read back through
+ * the chain verifier (hostile until verified): 0 no run_start names it, 1 started (child run id in
+ * child), 2 ended (outcome, exit code), 3 the chain does not verify (why in outcome). */
 static int chain_state(const char *chain, const char *marker, char *child, size_t cl, char *outcome,
                        size_t ol, int *exit_code) {
-  FILE *f = fopen(chain, "re");
-  if (!f) return 0;
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t n;
+  if (access(chain, F_OK) != 0) return 0;
+  rbl_audit_verified v;
+  memset(&v, 0, sizeof v);
+  char msg[600];
+  int rc = rbl_audit_verify_file(chain, NULL, NULL, &v, msg, sizeof msg);
+  if (rc != 0) {
+    snprintf(outcome, ol, "%s", msg);
+    cJSON_Delete(v.records);
+    cJSON_Delete(v.notes);
+    return 3;
+  }
   int state = 0;
-  size_t lines = 0;
-  while ((n = getline(&line, &cap, f)) > 0 && lines++ < 10000000) {
-    if (n > (16 << 20)) continue;
-    int is_start = state == 0 && strstr(line, "\"run_start\"") != NULL;
-    int is_end = state == 1 && strstr(line, "\"run_end\"") != NULL;
-    if (!is_start && !is_end) continue;
-    cJSON *rec = cJSON_ParseWithLength(line, (size_t)n);
+  const cJSON *rec;
+  cJSON_ArrayForEach(rec, v.records) {
     const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "kind"));
     const char *run = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "run"));
-    if (kind && run && is_start && !strcmp(kind, "run_start")) {
-      *exit_code = -1;
+    if (!kind || !run) continue;
+    if (state == 0 && !strcmp(kind, "run_start")) {
       const cJSON *a;
       cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(rec, "argv")) {
         if (cJSON_IsString(a) && !strcmp(a->valuestring, marker)) {
           state = 1;
+          *exit_code = -1;
           snprintf(child, cl, "%s", run);
           break;
         }
       }
-    } else if (kind && run && is_end && !strcmp(kind, "run_end") && !strcmp(run, child)) {
+    } else if (state == 1 && !strcmp(kind, "run_end") && !strcmp(run, child)) {
       state = 2;
       const char *oc = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "outcome"));
       snprintf(outcome, ol, "%s", oc && !strcmp(oc, "resolved") ? "succeeded" : "failed");
       const cJSON *ec = cJSON_GetObjectItemCaseSensitive(rec, "exit_code");
       if (cJSON_IsNumber(ec)) *exit_code = ec->valueint;
     }
-    cJSON_Delete(rec);
   }
-  free(line);
-  fclose(f);
+  cJSON_Delete(v.records);
+  cJSON_Delete(v.notes);
   return state;
 }
 
@@ -899,7 +901,7 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
   }
   cJSON_AddItemToArray(keep, cJSON_Duplicate(acc, 1));
   if (start) cJSON_AddItemToArray(keep, cJSON_Duplicate(start, 1));
-  char chain[4200], report[4200], logp[4200], child[64] = "", outcome[32] = "";
+  char chain[4200], report[4200], logp[4200], child[64] = "", outcome[600] = "";
   run_paths(S, r, chain, report, logp, sizeof chain);
   int ec = -1;
   int cs = chain_state(chain, report, child, sizeof child, outcome, sizeof outcome, &ec);
@@ -914,6 +916,20 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
     replay_note(S, id,
                 start ? "started but its run never began (no run_start): starts now"
                       : "accepted, not started: starts now");
+    return;
+  }
+  if (cs == 3) {
+    /* Nothing it says can be trusted: never re-run on its word. */
+    char note[700];
+    snprintf(note, sizeof note,
+             "its chain does not verify (%.560s): not re-run, marked interrupted", outcome);
+    replay_note(S, id, note);
+    S->queued--;
+    r->state = R_RUNNING;
+    S->in_flight++;
+    S->cfg.routes[ri].in_flight++;
+    r->exit_code = -1;
+    run_finish(S, r, "interrupted", now);
     return;
   }
   /* It began: it will not be started again as if new. */

@@ -504,6 +504,11 @@ int rbl_cmd_serve(int argc, char **argv) {
   S->http.max_body = S->cfg.max_body;
   S->http.handler = handler;
   S->http.ud = S;
+  if (!rc && S->cfg.tls_cert &&
+      rbl_srv_http_tls(&S->http, S->cfg.tls_cert, S->cfg.tls_key, err, sizeof err) != 0) {
+    fprintf(stderr, "rbl serve: config: %s\n", err);
+    rc = -1;
+  }
   if (!rc && rbl_srv_http_listen(&S->http, &loop, S->cfg.listen, err, sizeof err) != 0) {
     fprintf(stderr, "rbl serve: %s\n", err);
     rc = -1;
@@ -513,11 +518,12 @@ int rbl_cmd_serve(int argc, char **argv) {
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    rbl_srv_http_free(&S->http);
     return 2;
   }
-  fprintf(stderr, "rbl serve: listening on %s (port %d), spool %s, %d route(s)%s\n", S->cfg.listen,
-          rbl_srv_http_port(&S->http), S->cfg.spool, S->cfg.nroutes,
-          S->paused ? ", PAUSED (POST /v1/resume)" : "");
+  fprintf(stderr, "rbl serve: listening on %s (port %d, %s), spool %s, %d route(s)%s\n",
+          S->cfg.listen, rbl_srv_http_port(&S->http), S->http.tls ? "TLS" : "plain HTTP",
+          S->cfg.spool, S->cfg.nroutes, S->paused ? ", PAUSED (POST /v1/resume)" : "");
   uv_signal_init(&loop, &S->sigterm);
   uv_signal_init(&loop, &S->sigint);
   S->sigterm.data = S->sigint.data = S;
@@ -546,6 +552,7 @@ int rbl_cmd_serve(int argc, char **argv) {
   uv_walk(&loop, close_walk, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  rbl_srv_http_free(&S->http);
   for (srv_run *r = S->runs, *n; r; r = n) {
     n = r->next;
     cJSON_Delete(r->params);

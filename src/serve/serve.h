@@ -50,6 +50,7 @@ typedef struct srv_config {
   int ntenants;
   srv_route *routes;
   int nroutes;
+  char *tls_cert, *tls_key; /* serve.tls = {cert, key}: both or neither */
 } srv_config;
 
 /* Loads and checks FILE's serve table. Returns 0, or 2 after printing the cause. */
@@ -123,10 +124,14 @@ typedef struct srv_http {
   int nconns, max_conns;
   int closing;
   srv_conn *conns;
+  struct ssl_ctx_st *tls; /* SSL_CTX for every connection, or NULL (plain HTTP) */
 } srv_http;
 
 int rbl_srv_http_listen(srv_http *h, uv_loop_t *loop, const char *addr_port, char *err,
                         size_t errlen);
+/* Loads cert and key (PEM): every connection is then TLS. 0 or -1 with err. */
+int rbl_srv_http_tls(srv_http *h, const char *cert, const char *key, char *err, size_t errlen);
+void rbl_srv_http_free(srv_http *h);
 /* The port actually bound (for --listen ADDR:0). */
 int rbl_srv_http_port(srv_http *h);
 /* Stops accepting new connections; open ones finish their request and close. */

@@ -330,6 +330,35 @@ for p in "/api/v1/namespaces/prod-tenant-7/configmaps/..%2Fsecrets%2Fdb-credenti
     eq "$(jq -r .kind "$WORK/trav.json")" "Status" "traversal answer is a Status"
 done
 
+STEP "leases (coordination.k8s.io/v1): create, get, update, resourceVersion conflicts"
+cat >"$WORK/lease.yaml" <<'YAML'
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: { name: am-group-1, namespace: prod-tenant-7 }
+spec: { holderIdentity: replica-a, leaseDurationSeconds: 15 }
+YAML
+ok "$ADMIN" create -f "$WORK/lease.yaml" -o json
+eq "$(jq -r '.spec.holderIdentity' <<<"$out")" "replica-a" "lease created"
+rv=$(jq -r '.metadata.resourceVersion' <<<"$out")
+ok "$ADMIN" get lease am-group-1 "${P7[@]}" -o json
+eq "$(jq -r '.kind + " " + .apiVersion' <<<"$out")" "Lease coordination.k8s.io/v1" "lease kind and group"
+ok "$ADMIN" get leases "${P7[@]}"
+contains "$out" "am-group-1" "kubectl get leases lists it"
+# replica b takes it over with the resourceVersion it read
+jq '.spec.holderIdentity = "replica-b"' <<<"$(kubectl --kubeconfig "$ADMIN" get lease am-group-1 "${P7[@]}" -o json)" >"$WORK/lease-b.json"
+ok "$ADMIN" replace -f "$WORK/lease-b.json" -o json
+eq "$(jq -r '.spec.holderIdentity' <<<"$out")" "replica-b" "lease updated"
+[[ $(jq -r '.metadata.resourceVersion' <<<"$out") != "$rv" ]] || fail "resourceVersion did not change"
+# replica a, still holding the old resourceVersion, loses the race: 409 Conflict
+jq --arg rv "$rv" '.spec.holderIdentity = "replica-a" | .metadata.resourceVersion = $rv' "$WORK/lease-b.json" >"$WORK/lease-a.json"
+bad "$ADMIN" replace -f "$WORK/lease-a.json"
+contains "$err" 'Operation cannot be fulfilled on leases.coordination.k8s.io "am-group-1": the object has been modified' "lease conflict message"
+ok "$ADMIN" get lease am-group-1 "${P7[@]}" -o jsonpath='{.spec.holderIdentity}'
+eq "$out" "replica-b" "the lost race changed nothing"
+bad "$ADMIN" create -f "$WORK/lease.yaml"
+contains "$err" 'leases.coordination.k8s.io "am-group-1" already exists' "a second create is AlreadyExists"
+ok "$ADMIN" delete lease am-group-1 "${P7[@]}"
+
 STEP "wrong token -> 401"
 log_mark
 bad "$WRONG" get configmap db-pool-config "${P7[@]}"

@@ -355,6 +355,29 @@ def test_hostile_spool():
     env.start()
     check(env.metrics()["rbl_serve_spool_refused_entries_total"] == 0, "the rewritten spool reads back clean")
     env.stop()
+    # a started run whose chain does not verify: never re-run on its word, marked interrupted
+    env.start()
+    env.request("POST", "/v1/pause", {"by": "t"})
+    st, j = env.post(payload("h5", [alert("h5", marker=m)]))
+    run_id, inc = j["results"][0]["run"], j["results"][0]["incident"]
+    env.stop()
+    import hashlib, re
+    data = open(path, "rb").read()
+    seq = max(int(x) for x in re.findall(rb'"seq":([0-9]+)', data)) + 1
+    start = b'{"k":"start","run":"%s","t":%f,"seq":%d}' % (run_id.encode(), time.time(), seq)
+    open(path, "ab").write(hashlib.sha256(start).hexdigest().encode() + b" " + start + b"\n")
+    chain = os.path.join(env.dir, "spool", "audit", inc + ".jsonl")
+    open(chain, "w").write('{"kind":"run_start","run":"x","argv":["%s"]}\n' %
+                           os.path.join(env.dir, "spool", "runs", run_id + ".json"))
+    env.start()
+    env.request("POST", "/v1/resume", {"by": "t"})
+    time.sleep(0.5)
+    j = env.wait_idle()
+    h5 = [r for r in j["runs"] if r["id"] == run_id]
+    check(h5 and h5[0]["outcome"] == "interrupted", "a run whose chain does not verify is marked interrupted")
+    check("h5" not in [x[0] for x in env.marks()], "and is not re-run")
+    check("does not verify" in env.stderr(), "the replay says the chain does not verify")
+    env.stop()
     # a spool locked by another serve: refused
     env.start()
     other = Env(RBL)
@@ -384,6 +407,9 @@ def test_config_errors():
     os.chmod(os.path.join(env.dir, "token"), 0o600)
     rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ match = {a="b"}, runbook = "missing.lua" }} } }')
     check(rc == 2 and "missing.lua" in err, "a missing runbook: exit 2 naming it")
+    open(os.path.join(env.dir, "broken.lua"), "w").write("step 'x' { run = function( end }\n")
+    rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ match = {a="b"}, runbook = "broken.lua" }} } }')
+    check(rc == 2 and "broken.lua" in err and "rbl check" in err, "a runbook that fails rbl check: exit 2")
     rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ match_re = {a="(("}, runbook = "rb.lua" }} } }')
     check(rc == 2 and "match_re" in err, "a bad regex: exit 2")
     rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ runbook = "rb.lua" }} } }')
@@ -398,12 +424,61 @@ def test_config_errors():
     check(r.returncode == 0 and "/v1/alertmanager" in r.stdout, "--help lists the endpoints")
 
 
+def test_tls():
+    import ssl, subprocess
+    env = Env(RBL, serve_extra='tls = { cert = "server.crt", key = "server.key" },',
+              route_extra="cooldown = 0, max_runs_per_hour = 100")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", os.path.join(env.dir, "server.key"), "-out", os.path.join(env.dir, "server.crt")],
+                   check=True, capture_output=True)
+    env.tls_probe = True
+    env.start()
+    check("TLS" in env.stderr(), "serve says it listens with TLS")
+    ctx = ssl.create_default_context(cafile=os.path.join(env.dir, "server.crt"))
+    conn = http.client.HTTPSConnection("127.0.0.1", env.port, context=ctx, timeout=10)
+    st, j = env.request("POST", "/v1/alertmanager", payload("tls1", [alert("tls1", marker=env.marker)]), conn=conn)
+    check(st == 200 and j["results"][0]["decision"] == "accepted", "an alert over TLS is accepted")
+    st, j = env.request("GET", "/v1/runs", conn=conn)
+    check(st == 200 and len(j["runs"]) == 1, "keep-alive over TLS: a second request on the connection")
+    big = json.dumps(payload("tls2", [alert("tls2", marker=env.marker)]) | {"commonAnnotations": {"x": "y" * 200000}})
+    st, j = env.request("POST", "/v1/alertmanager", big, conn=conn)
+    check(st == 200, "a 200 KB body over TLS (many records) is read whole")
+    conn.close()
+    resp = raw(env, b"GET /healthz HTTP/1.1\r\n\r\n")
+    check(b"200 OK" not in resp, "plain HTTP to the TLS port gets no answer")
+    bad = ssl.create_default_context()  # the system CAs do not know this certificate
+    try:
+        c2 = http.client.HTTPSConnection("127.0.0.1", env.port, context=bad, timeout=10)
+        c2.request("GET", "/healthz")
+        c2.getresponse()
+        refused = False
+    except ssl.SSLError:
+        refused = True
+    check(refused, "a client that does not trust the certificate fails the handshake")
+    st, j = env.request("GET", "/healthz", conn=http.client.HTTPSConnection("127.0.0.1", env.port, context=ctx))
+    check(st == 200, "the server still answers after a failed handshake")
+    for _ in range(100):
+        st, j = env.request("GET", "/v1/runs", conn=http.client.HTTPSConnection("127.0.0.1", env.port, context=ctx))
+        if j["in_flight"] == 0 and j["queued"] == 0:
+            break
+        time.sleep(0.1)
+    check(sorted(x[0] for x in env.marks()) == ["tls1", "tls2"], "both alerts sent over TLS ran")
+    env.stop()
+    os.unlink(os.path.join(env.dir, "server.key"))
+    p = env.start(wait=True, expect_fail=True)
+    p.wait(10)
+    check(p.returncode == 2 and "serve.tls.key" in env.stderr(), "a missing key file: exit 2 naming serve.tls.key")
+
+
 if __name__ == "__main__":
-    which = sys.argv[2:] or ["config", "receiving", "once", "pause", "spool"]
+    which = sys.argv[2:] or ["config", "receiving", "tls", "once", "pause", "spool"]
     if "config" in which:
         test_config_errors()
     if "receiving" in which:
         test_receiving_and_bad_input()
+    if "tls" in which:
+        test_tls()
     if "once" in which:
         test_once()
     if "pause" in which:

@@ -4,3 +4,11 @@ add_test(NAME serve_http COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_se
 set_tests_properties(serve_http PROPERTIES TIMEOUT 240)
 add_test(NAME serve_crash COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_crash.py $<TARGET_FILE:rbl> 10)
 set_tests_properties(serve_crash PROPERTIES TIMEOUT 240)
+add_test(NAME serve_flood COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_flood.py $<TARGET_FILE:rbl> 10 1000)
+set_tests_properties(serve_flood PROPERTIES TIMEOUT 240)
+# End to end with the real parts: prometheus, prometheus-alertmanager, the pushgateway, dockerd.
+add_test(NAME serve_e2e COMMAND bash ${CMAKE_SOURCE_DIR}/tests/serve/e2e.sh $<TARGET_FILE:rbl>)
+set_tests_properties(serve_e2e PROPERTIES TIMEOUT 300)
+# deploy/ against the API stand-in with the real kubectl (apply --dry-run=server).
+add_test(NAME serve_deploy COMMAND bash ${CMAKE_SOURCE_DIR}/tests/serve/deploy.sh $<TARGET_FILE:rbl>)
+set_tests_properties(serve_deploy PROPERTIES TIMEOUT 180)
