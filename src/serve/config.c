@@ -155,7 +155,11 @@ static int load_matches(srv_route *r, lua_State *L, int rt, const char *field, i
       if (rc) {
         char e[128];
         regerror(rc, &m->re, e, sizeof e);
-        return cfail("route %s: match_re.%s = '%s': %s", r->name, m->label, m->value, e);
+        cfail("route %s: match_re.%s = '%s': %s", r->name, m->label, m->value, e);
+        regfree(&m->re);
+        free(m->label);
+        free(m->value);
+        return 2;
       }
     }
     r->nmatch++;

@@ -571,3 +571,8 @@ void rbl_srv_http_free(srv_http *h) {
   if (h->tls) SSL_CTX_free(h->tls);
   h->tls = NULL;
 }
+
+void rbl_srv_http_close_all(srv_http *h) {
+  while (h->conns)
+    conn_close(h->conns);
+}

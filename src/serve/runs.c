@@ -119,6 +119,24 @@ static void runs_trim(srv_state *S) {
   }
 }
 
+/* Forgets incidents with nothing queued or running whose last run ended longer ago than the
+ * longest cooldown: they no longer decide anything, and the table stays bounded. */
+static void incidents_prune(srv_state *S, double now) {
+  double maxcd = 0;
+  for (int i = 0; i < S->cfg.nroutes; i++)
+    if (S->cfg.routes[i].cooldown > maxcd) maxcd = S->cfg.routes[i].cooldown;
+  for (int h = 0; h < SRV_HASH; h++) {
+    for (srv_incident **pp = &S->inc[h]; *pp;) {
+      srv_incident *i = *pp;
+      if (!i->active && !i->active_res && now - i->last_end > maxcd + 3600) {
+        *pp = i->next;
+        free(i);
+      } else
+        pp = &i->next;
+    }
+  }
+}
+
 static srv_run *run_new(srv_state *S, const char *incident, int route, const char *tenant,
                         cJSON *params, int resolved, double now) {
   srv_run *r = calloc(1, sizeof *r);
@@ -482,6 +500,7 @@ int rbl_serve_decide(srv_state *S, const cJSON *p, cJSON **out) {
     return st;
   }
   S->m.received += (uint64_t)cJSON_GetArraySize(alerts);
+  if (++S->decisions % 4096 == 0) incidents_prune(S, rbl_serve_now());
   S->m.unrouted += unrouted;
   if (unrouted) note(S, "unrouted", NULL, "", "", "no route matches", (int)unrouted);
   double now = rbl_serve_now();
@@ -802,7 +821,8 @@ static void replay_rec(void *ud, const cJSON *rec) {
   rp->last_seq = (uint64_t)cJSON_GetObjectItemCaseSensitive(rec, "seq")->valuedouble;
   if (!strcmp(k, "pause") || !strcmp(k, "resume")) {
     rp->paused = !strcmp(k, "pause");
-    cJSON_ReplaceItemInObject(rp->keep, "pause", cJSON_Duplicate(rec, 1));
+    cJSON_DeleteItemFromObjectCaseSensitive(rp->keep, "pause");
+    cJSON_AddItemToObject(rp->keep, "pause", cJSON_Duplicate(rec, 1));
     return;
   }
   if (strcmp(k, "accept") && strcmp(k, "start") && strcmp(k, "end")) return; /* notes */

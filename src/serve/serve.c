@@ -134,13 +134,14 @@ static void answer_after_sync(srv_state *S, srv_conn *c, int st, cJSON *j) {
     return;
   }
   size_t n = strlen(s);
-  p->body = realloc(s, n + 2);
-  if (!p->body)
-    p->body = s;
-  else {
+  p->body = malloc(n + 2);
+  if (p->body) {
+    memcpy(p->body, s, n);
     p->body[n] = '\n';
     p->body[n + 1] = 0;
-  }
+    free(s);
+  } else
+    p->body = s;
   p->c = c;
   p->seq = S->spool.seq;
   p->status = st;
@@ -202,9 +203,14 @@ static void handle_pause(srv_state *S, srv_conn *c, const srv_request *r, int pa
   cJSON_AddStringToObject(sp, "k", pause ? "pause" : "resume");
   cJSON_AddNumberToObject(sp, "t", rbl_serve_now());
   rbl_serve_spool_append(&S->spool, sp);
+  char who[65];
+  size_t k = 0;
+  for (const char *q = by ? by : r->peer; *q && k < sizeof who - 1; q++) /* no control characters */
+    who[k++] = (unsigned char)*q < 0x20 || *q == 0x7f ? '?' : *q;
+  who[k] = 0;
   cJSON_Delete(b);
   S->paused = pause;
-  fprintf(stderr, "rbl serve: %s by %s\n", pause ? "paused" : "resumed", by ? by : r->peer);
+  fprintf(stderr, "rbl serve: %s by %s\n", pause ? "paused" : "resumed", who);
   cJSON *j = cJSON_CreateObject();
   cJSON_AddBoolToObject(j, "paused", S->paused);
   cJSON_AddNumberToObject(j, "queued", S->queued);
@@ -462,6 +468,35 @@ static void close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* Frees what the state owns; the loop is closed and every handle's close callback has run. */
+static void state_free(srv_state *S) {
+  for (srv_pending *p = S->pending, *n; p; p = n) { /* their connections are closed: freed here */
+    n = p->next;
+    rbl_srv_respond(p->c, 503, NULL, "", 0);
+    free(p->body);
+    free(p);
+  }
+  for (srv_run *r = S->runs, *n; r; r = n) {
+    n = r->next;
+    cJSON_Delete(r->params);
+    free(r);
+  }
+  for (int i = 0; i < SRV_HASH; i++)
+    for (srv_incident *x = S->inc[i], *n; x; x = n) {
+      n = x->next;
+      free(x);
+    }
+  for (int i = 0; i < S->cfg.nroutes; i++)
+    free(S->route_starts[i]);
+  free(S->route_starts);
+  free(S->route_nstarts);
+  if (S->spool.fd >= 0) close(S->spool.fd);
+  free(S->spool.path);
+  rbl_serve_config_free(&S->cfg);
+  if (S->lock_fd >= 0) close(S->lock_fd);
+  free(S);
+}
+
 int rbl_cmd_serve(int argc, char **argv) {
   const char *config = NULL, *listen = NULL;
   int rc = parse_args(argc, argv, &config, &listen);
@@ -477,6 +512,8 @@ int rbl_cmd_serve(int argc, char **argv) {
   size_t sz = sizeof S->self_exe;
   if (uv_exepath(S->self_exe, &sz) != 0) {
     fprintf(stderr, "rbl serve: cannot find its own executable\n");
+    rbl_serve_config_free(&S->cfg);
+    free(S);
     return 2;
   }
   S->route_starts = calloc((size_t)S->cfg.nroutes, sizeof *S->route_starts);
@@ -519,6 +556,7 @@ int rbl_cmd_serve(int argc, char **argv) {
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     rbl_srv_http_free(&S->http);
+    state_free(S);
     return 2;
   }
   fprintf(stderr, "rbl serve: listening on %s (port %d, %s), spool %s, %d route(s)%s\n",
@@ -549,29 +587,12 @@ int rbl_cmd_serve(int argc, char **argv) {
   rbl_serve_note(S, rec);
   rbl_audit_close(S->chain);
   fprintf(stderr, "rbl serve: stopped; %d queued run(s) stay in the spool\n", S->queued);
+  rbl_srv_http_close_all(&S->http);
   uv_walk(&loop, close_walk, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   rbl_srv_http_free(&S->http);
-  for (srv_run *r = S->runs, *n; r; r = n) {
-    n = r->next;
-    cJSON_Delete(r->params);
-    free(r);
-  }
-  for (int i = 0; i < SRV_HASH; i++)
-    for (srv_incident *x = S->inc[i], *n; x; x = n) {
-      n = x->next;
-      free(x);
-    }
-  for (int i = 0; i < S->cfg.nroutes; i++)
-    free(S->route_starts[i]);
-  free(S->route_starts);
-  free(S->route_nstarts);
-  if (S->spool.fd >= 0) close(S->spool.fd);
-  free(S->spool.path);
-  rbl_serve_config_free(&S->cfg);
-  if (S->lock_fd >= 0) close(S->lock_fd);
-  free(S);
+  state_free(S);
   return failed ? 1 : 0;
 }
 

@@ -132,6 +132,8 @@ int rbl_srv_http_listen(srv_http *h, uv_loop_t *loop, const char *addr_port, cha
 /* Loads cert and key (PEM): every connection is then TLS. 0 or -1 with err. */
 int rbl_srv_http_tls(srv_http *h, const char *cert, const char *key, char *err, size_t errlen);
 void rbl_srv_http_free(srv_http *h);
+/* Closes every open connection (at exit; their memory is freed in the close callbacks). */
+void rbl_srv_http_close_all(srv_http *h);
 /* The port actually bound (for --listen ADDR:0). */
 int rbl_srv_http_port(srv_http *h);
 /* Stops accepting new connections; open ones finish their request and close. */
@@ -201,7 +203,8 @@ typedef struct srv_state {
   double **route_starts; /* per route: acceptance times within the last hour */
   int *route_nstarts;
   int paused, draining;
-  int replaying; /* rbl_serve_replay is rebuilding state: nothing is appended */
+  uint64_t decisions; /* payloads decided (prunes the incident table now and then) */
+  int replaying;      /* rbl_serve_replay is rebuilding state: nothing is appended */
   srv_metrics m;
   struct srv_pending *pending;
   uv_signal_t sigterm, sigint;
