@@ -260,6 +260,8 @@ static int load_serve(srv_config *c, lua_State *L, int cfg, const char *dir) {
   c->max_queued = (int)opt_num(L, s, "serve", "max_queued", 1000, 1, 1000000, &bad);
   c->max_body = (size_t)opt_num(L, s, "serve", "max_body_kb", 1024, 1, 65536, &bad) * 1024;
   c->drain_timeout = opt_num(L, s, "serve", "drain_timeout", 30, 0, 86400, &bad);
+  c->compact_bytes =
+      (size_t)opt_num(L, s, "serve", "spool_compact_kb", 65536, 16, 200 * 1024, &bad) * 1024;
   if (bad) return 2;
   lua_getfield(L, s, "tls");
   if (lua_istable(L, -1)) {

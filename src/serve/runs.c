@@ -102,12 +102,23 @@ static void run_free(srv_run *r) {
   free(r);
 }
 
-/* Keeps the list bounded: ended runs beyond 1000 are dropped, oldest first. */
+/* How long ended runs still decide something: the longest cooldown, at least the brake's hour. */
+static double horizon(const srv_state *S) {
+  double h = 3600;
+  for (int i = 0; i < S->cfg.nroutes; i++)
+    if (S->cfg.routes[i].cooldown > h) h = S->cfg.routes[i].cooldown;
+  return h;
+}
+
+/* Keeps the list bounded: ended runs beyond 1000 are dropped, oldest first, once they are past
+ * the horizon (within it they decide cooldowns and the brake, and compaction writes them). The
+ * brake bounds how many runs fit in the horizon. */
 static void runs_trim(srv_state *S) {
   srv_run **pp = &S->runs, *prev = NULL;
+  double old = rbl_serve_now() - horizon(S);
   while (S->nruns_done > 1000 && *pp) {
     srv_run *r = *pp;
-    if (r->state == R_DONE && !r->proc_open) {
+    if (r->state == R_DONE && !r->proc_open && r->ended_at < old) {
       *pp = r->next;
       if (S->runs_tail == r) S->runs_tail = prev;
       run_free(r);
@@ -989,6 +1000,60 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
   S->in_flight++;
   S->cfg.routes[ri].in_flight++;
   run_finish(S, r, "interrupted", now);
+}
+
+static cJSON *rec_seq(cJSON *rec, uint64_t *seq) {
+  cJSON_AddNumberToObject(rec, "seq", (double)++*seq);
+  return rec;
+}
+
+void rbl_serve_compact(srv_state *S) {
+  srv_spool *sp = &S->spool;
+  if (sp->failed || sp->syncing || sp->synced != sp->seq || S->pending ||
+      sp->bytes < S->cfg.compact_bytes)
+    return;
+  double now = rbl_serve_now(), old = now - horizon(S);
+  uint64_t seq = 0;
+  cJSON *recs = cJSON_CreateArray();
+  if (S->paused) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "k", "pause");
+    cJSON_AddNumberToObject(p, "t", now);
+    cJSON_AddItemToArray(recs, rec_seq(p, &seq));
+  }
+  for (srv_run *r = S->runs; r; r = r->next) {
+    if (r->state == R_DONE && r->ended_at < old) continue;
+    cJSON_AddItemToArray(recs, rec_seq(accept_record(S, r, NULL), &seq));
+    uint64_t aseq = seq;
+    if (r->started_at > 0) {
+      cJSON *st = cJSON_CreateObject();
+      cJSON_AddStringToObject(st, "k", "start");
+      cJSON_AddStringToObject(st, "run", r->id);
+      cJSON_AddNumberToObject(st, "t", r->started_at);
+      cJSON_AddItemToArray(recs, rec_seq(st, &seq));
+    }
+    if (r->state == R_DONE) {
+      cJSON *e = cJSON_CreateObject();
+      cJSON_AddStringToObject(e, "k", "end");
+      cJSON_AddStringToObject(e, "run", r->id);
+      cJSON_AddStringToObject(e, "incident", r->incident);
+      cJSON_AddStringToObject(e, "outcome", r->outcome);
+      cJSON_AddNumberToObject(e, "exit", r->exit_code);
+      cJSON_AddBoolToObject(e, "resolved", r->resolved);
+      cJSON_AddNumberToObject(e, "t", r->ended_at);
+      cJSON_AddItemToArray(recs, rec_seq(e, &seq));
+    }
+    if (r->state == R_QUEUED) r->accept_seq = aseq;
+  }
+  size_t before = sp->bytes;
+  if (rbl_serve_spool_rewrite(sp, sp->path, recs, seq) != 0) {
+    /* The old file is intact (the rename did not happen) unless the error came after it. */
+    fprintf(stderr, "rbl serve: spool compaction failed: %s\n", sp->err);
+    sp->failed = 1;
+  } else
+    fprintf(stderr, "rbl serve: spool compacted: %zu -> %zu bytes, %llu entries\n", before,
+            sp->bytes, (unsigned long long)seq);
+  cJSON_Delete(recs);
 }
 
 int rbl_serve_replay(srv_state *S) {

@@ -115,6 +115,7 @@ static void on_synced(srv_spool *sp) {
   srv_state *S = sp->ud;
   if (sp->failed) fprintf(stderr, "rbl serve: %s: no alert is accepted any more\n", sp->err);
   flush_pending(S);
+  rbl_serve_compact(S);
   rbl_serve_schedule(S);
 }
 

@@ -46,6 +46,7 @@ typedef struct srv_config {
   size_t max_body;      /* bytes */
   double drain_timeout; /* SIGTERM: seconds runs get to finish */
   int on_restart_rerun; /* on_restart = "rerun" (else "interrupt") */
+  size_t compact_bytes; /* serve.spool_compact_kb: the spool is rewritten beyond this size */
   char **tenants;
   int ntenants;
   srv_route *routes;
@@ -68,6 +69,7 @@ typedef struct srv_spool {
   uint64_t seq;         /* last seq appended */
   uint64_t synced;      /* last seq known durable */
   uint64_t sync_target; /* what the sync in flight covers */
+  size_t bytes;         /* the file's size (what triggers compaction) */
   int syncing;          /* an fdatasync is on the thread pool */
   int failed;           /* a write or sync failed: nothing is accepted any more */
   char err[4400];
@@ -217,6 +219,9 @@ double rbl_serve_now(void);
 /* Decides one Alertmanager payload (already parsed). Appends what it decided to the spool and
  * returns the HTTP status; *out gets the JSON answer. */
 int rbl_serve_decide(srv_state *S, const cJSON *payload, cJSON **out);
+/* Rewrites the spool from what is live in memory when it has grown past serve.spool_compact_kb
+ * and nothing waits for a sync. */
+void rbl_serve_compact(srv_state *S);
 /* Starts every queued run that may start now. */
 void rbl_serve_schedule(srv_state *S);
 /* Replays the spool at start (before listening). 0 or -1 (message printed). */

@@ -77,6 +77,7 @@ uint64_t rbl_serve_spool_append(srv_spool *s, cJSON *rec) {
     return 0;
   }
   s->seq = seq;
+  s->bytes += len;
   return seq;
 }
 
@@ -274,12 +275,16 @@ int rbl_serve_spool_rewrite(srv_spool *s, const char *path, const cJSON *recs, u
     snprintf(s->err, sizeof s->err, "spool %s: rename: %s", path, strerror(errno));
     return -1;
   }
-  s->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (s->fd < 0) {
+  int fd2 = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd2 < 0) {
     snprintf(s->err, sizeof s->err, "spool %s: %s", path, strerror(errno));
     return -1;
   }
-  s->path = strdup(path);
+  struct stat st;
+  s->bytes = fstat(fd2, &st) == 0 ? (size_t)st.st_size : 0;
+  if (s->fd >= 0) close(s->fd);
+  s->fd = fd2;
+  if (!s->path) s->path = strdup(path);
   s->seq = s->synced = seq;
   return 0;
 }
