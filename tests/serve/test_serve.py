@@ -388,6 +388,35 @@ def test_hostile_spool():
     env.stop()
 
 
+def max_overlap(runs):
+    ev = []
+    for r in runs:
+        ev.append((r["started_at"], 1))
+        ev.append((r["ended_at"], -1))
+    cur = best = 0
+    for _, d in sorted(ev, key=lambda x: (x[0], x[1])):
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def test_limits():
+    tenants = ("t1", "t2", "t3", "t4", "t5", "t6")
+    for serve_extra, conc, want, what in (("max_concurrent = 2,", 5, 2, "the global max_concurrent"),
+                                          ("max_concurrent = 8,", 3, 3, "the route's concurrency")):
+        env = Env(RBL, serve_extra=serve_extra, route_extra="cooldown = 0, max_runs_per_hour = 100, concurrency = %d" % conc,
+                  tenants=tenants)
+        env.start()
+        for i, t in enumerate(tenants):
+            g = "l%d" % i
+            st, j = env.post(payload(g, [alert(g, tenant=t, marker=env.marker, sleep="0.8")]))
+            assert j["results"][0]["decision"] == "accepted", j
+        runs = env.wait_idle()["runs"]
+        check(len(runs) == 6 and all(r["outcome"] == "succeeded" for r in runs), "six runs of six tenants succeeded")
+        check(max_overlap(runs) == want, "%s holds: at most %d at once (saw %d)" % (what, want, max_overlap(runs)))
+        env.stop()
+
+
 def test_compaction():
     env = Env(RBL, serve_extra="spool_compact_kb = 16,", route_extra="cooldown = 3600, max_runs_per_hour = 100")
     env.start()
@@ -502,7 +531,7 @@ def test_tls():
 
 
 if __name__ == "__main__":
-    which = sys.argv[2:] or ["config", "receiving", "tls", "once", "pause", "spool", "compact"]
+    which = sys.argv[2:] or ["config", "receiving", "tls", "once", "limits", "pause", "spool", "compact"]
     if "config" in which:
         test_config_errors()
     if "receiving" in which:
@@ -511,6 +540,8 @@ if __name__ == "__main__":
         test_tls()
     if "once" in which:
         test_once()
+    if "limits" in which:
+        test_limits()
     if "pause" in which:
         test_pause_and_sigterm()
     if "spool" in which:
