@@ -17,24 +17,29 @@ void rbl_budget_unbind(rbl_engine *e) {
   e->ext = 0; /* blocks still held are released uncounted */
 }
 
-/* Of the head room a run killed for memory gets, what external buffers may use: the audit
- * records and the report are small; a parser must not go on filling the rest. */
-#define EXT_SLACK (4u << 20)
-
-int rbl_budget_charge(size_t n) {
-  rbl_engine *e = bound;
-  if (!e) return 0;
-  /* A parser (cJSON_Parse of 100 MiB, libyaml's aliases) offers no poll of its own, but it
-   * allocates as it goes: past a deadline or a kill its allocations fail, so it stops, and the
-   * caller's rbl__poll_limits raises the reason. */
-  if ((++e->charges & 1023) == 0 && e->running && rbl__task_stopping(e->running))
-    return RBL_ECANCELED;
-  if (e->mem + e->ext + n > e->mem_cap) rbl__memory_exceeded(e); /* kills, grants head room */
-  size_t cap = e->mem_cap;
-  if (e->mem_slack && cap > RBL_MEM_SLACK) cap = cap - RBL_MEM_SLACK + EXT_SLACK;
-  if (e->mem + e->ext + n > cap) return RBL_ENOMEM;
+/* Bulk bytes (a parser's output, a response body, a file) grow with the input: they fail once
+ * they do not fit, and once the run was killed for memory. Everything else cJSON allocates
+ * (audit records, the gate's decisions) is the host's own bookkeeping, small per operation: it
+ * is counted, may trigger the kill, and is always granted, so a killed run still writes its
+ * records and its run_end. */
+static int charge(rbl_engine *e, size_t n, int bulk) {
+  if (e->mem + e->ext + n > e->mem_cap) {
+    rbl__memory_exceeded(e); /* kills the run, grants the Lua allocator head room */
+    if (bulk) return RBL_ENOMEM;
+  }
+  if (bulk && e->mem_slack) return RBL_ENOMEM;
   e->ext += n;
   return 0;
+}
+
+int rbl_budget_charge(size_t n) { return bound ? charge(bound, n, 1) : 0; }
+
+void rbl_budget_parse_begin(void) {
+  if (bound) bound->parsing++;
+}
+
+void rbl_budget_parse_end(void) {
+  if (bound && bound->parsing > 0) bound->parsing--;
 }
 
 void rbl_budget_release(size_t n) {
@@ -69,9 +74,15 @@ void rbl_budget_free(void *p) {
   free(p);
 }
 
+/* A parser (cJSON_Parse of 100 MiB, libyaml's aliases) offers no poll of its own, but it
+ * allocates as it goes: past a deadline or a kill its allocations fail, so it stops, and the
+ * caller's rbl__poll_limits raises the reason. */
 static void *cj_malloc(size_t n) {
+  rbl_engine *e = bound;
+  if (e && e->parsing && (++e->charges & 1023) == 0 && e->running && rbl__task_stopping(e->running))
+    return NULL;
   void *p = malloc(n);
-  if (p && rbl_budget_charge(malloc_usable_size(p)) != 0) {
+  if (p && e && charge(e, malloc_usable_size(p), e->parsing > 0) != 0) {
     free(p);
     return NULL;
   }

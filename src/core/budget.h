@@ -13,9 +13,14 @@ struct rbl_engine;
 void rbl_budget_bind(struct rbl_engine *e);
 void rbl_budget_unbind(struct rbl_engine *e);
 
-/* Charges n bytes: 0, or RBL_ENOMEM when they do not fit; the run is then killed for its
+/* Charges n bulk bytes: 0, or RBL_ENOMEM when they do not fit; the run is then killed for its
  * memory limit (exit 3) and the caller fails the operation (rbl__poll_limits raises). */
 int rbl_budget_charge(size_t n);
+
+/* Around a parser's run (cJSON_Parse, rbl_yaml_parse): what cJSON allocates meanwhile is bulk,
+ * refused over the budget, and refused past the running task's deadline, so the parse stops. */
+void rbl_budget_parse_begin(void);
+void rbl_budget_parse_end(void);
 void rbl_budget_release(size_t n);
 
 /* realloc/free whose bytes are charged (malloc_usable_size, so no header): for buffers that

@@ -70,7 +70,8 @@ struct rbl_engine {
   int mem_slack;            /* the cap holds RBL_MEM_SLACK of head room (killed for memory) */
   int unprotected;          /* scheduler code outside any task: an allocation failure would panic */
   rbl_task *running;        /* the task being resumed, or NULL */
-  unsigned charges;         /* budget.c: charges since the last deadline check */
+  unsigned charges;         /* budget.c: allocations of parsers, for the deadline check */
+  int parsing;              /* budget.c: a parser runs (rbl_budget_parse_begin) */
   rbl_limits limits;
   size_t printed;
   uint64_t run_deadline; /* uv_hrtime() ns; 0 = none */

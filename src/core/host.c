@@ -275,6 +275,10 @@ static int l_intent(lua_State *L) {
   char err[160];
   cJSON *rec = call_record("intent", c);
   cJSON *args = rbl_json_from_lua(L, 2, RBL_JSON_REDACT, err, sizeof err);
+  if (!args && rbl__limits_hit(L)) { /* the copy stopped at a deadline or a kill: no intent */
+    cJSON_Delete(rec);
+    rbl__poll_limits(L);
+  }
   cJSON_AddItemToObject(rec, "args", args ? args : cJSON_CreateString(err));
   if (!lua_isnoneornil(L, 3)) {
     cJSON *tg = rbl_json_from_lua(L, 3, RBL_JSON_REDACT, err, sizeof err);
@@ -430,6 +434,7 @@ static int l_record(lua_State *L) {
                                  : cJSON_CreateObject();
   if (!rec || !cJSON_IsObject(rec)) {
     cJSON_Delete(rec);
+    rbl__poll_limits(L); /* stopped at a deadline or a kill: that is the error */
     return luaL_error(L, "record: %s", err);
   }
   cJSON_DeleteItemFromObject(rec, "kind");

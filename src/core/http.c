@@ -710,8 +710,15 @@ static int l_push(lua_State *L, void *ud) {
   }
   /* the gate sees the answer before host Lua does: it learns from it, and may refuse it */
   char why[1024];
-  if (rbl_gate_answer(rbl_gate_of(L), &r->ticket, r->resp.status, r->resp.body, r->resp.body_len,
-                      why, sizeof why) != 0) {
+  rbl_budget_parse_begin(); /* the gate's parse of the answer is bulk: refused over the budget */
+  int refused = rbl_gate_answer(rbl_gate_of(L), &r->ticket, r->resp.status, r->resp.body,
+                                r->resp.body_len, why, sizeof why);
+  rbl_budget_parse_end();
+  if (rbl__limits_hit(L)) { /* the parse outgrew the budget (or a deadline passed): raises */
+    lreq_free(r);
+    rbl__poll_limits(L);
+  }
+  if (refused != 0) {
     char prim[sizeof r->prim];
     memcpy(prim, r->prim, sizeof prim);
     lreq_free(r);

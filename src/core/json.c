@@ -1,5 +1,6 @@
 /* Lua <-> cJSON conversion, and the sandbox's json module (encode, decode, null). */
 #include "json.h"
+#include "budget.h"
 #include "engine_int.h"
 #include "rbl.h"
 
@@ -265,7 +266,9 @@ static int l_decode(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &len);
   const char *end = NULL;
   rbl__poll_limits(L);
+  rbl_budget_parse_begin();
   cJSON *j = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+  rbl_budget_parse_end();
   if (!j) {
     rbl__poll_limits(L); /* the tree outgrew the memory budget: the run is killed */
     luaL_pushfail(L);

@@ -182,7 +182,9 @@ static int l_read_json(lua_State *L) {
   size_t len;
   iac_load(L, &buf, &len);
   const char *end = NULL;
+  rbl_budget_parse_begin();
   cJSON *j = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+  rbl_budget_parse_end();
   if (!j && rbl__limits_hit(L)) {
     rbl_budget_free(buf);
     rbl__poll_limits(L); /* the tree outgrew the memory budget: raises "killed" */
@@ -204,7 +206,9 @@ static int l_read_yaml(lua_State *L) {
   size_t len;
   char err[512];
   iac_load(L, &buf, &len);
+  rbl_budget_parse_begin();
   cJSON *docs = rbl_yaml_parse(buf, len, err, sizeof err);
+  rbl_budget_parse_end();
   rbl_budget_free(buf);
   if (!docs) rbl__poll_limits(L); /* out of the memory budget (alias expansion): raises */
   if (!docs) return rbl_raise(L, "invalid", "iac: %s: invalid YAML: %s", lua_tostring(L, 1), err);

@@ -1,6 +1,7 @@
 /* rbl.kube.c: YAML, file, base64 and time helpers for kubeconfig loading, and the exec
  * credential plugin runner (uv_spawn, yields; not an audited exec: it only fetches a token). */
 #include "kube.h"
+#include "budget.h"
 #include "gate.h"
 #include "proc.h"
 #include "engine_int.h"
@@ -26,7 +27,9 @@ static int kubec_parse_yaml(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   char err[256];
+  rbl_budget_parse_begin();
   cJSON *docs = rbl_yaml_parse(s, len, err, sizeof err);
+  rbl_budget_parse_end();
   if (!docs) {
     rbl__poll_limits(L); /* out of the memory budget: raises */
     luaL_pushfail(L);
