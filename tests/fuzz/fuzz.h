@@ -22,7 +22,8 @@
     }                                                                                              \
   } while (0)
 
-/* One engine for the whole fuzzing session, as rbl__setup_engine builds it. */
+/* One engine for the whole fuzzing session, as rbl__setup_engine builds it; it also binds the
+ * byte budget (256 MiB), as in a run, so parser output is bounded the way rbl bounds it. */
 static rbl_engine *fuzz_engine(void) {
   static rbl_engine *e;
   if (e) return e;
@@ -34,6 +35,16 @@ static rbl_engine *fuzz_engine(void) {
   rbl__open_modules(e->L);
   rbl_sandbox_init(e->L);
   return e;
+}
+
+/* After each input: a run killed for memory by the last input is alive again for the next. */
+static void fuzz_reset(rbl_engine *e) {
+  e->killed = RBL_KILL_NONE;
+  e->kill_msg[0] = '\0';
+  if (e->mem_slack) {
+    e->mem_cap -= RBL_MEM_SLACK;
+    e->mem_slack = 0;
+  }
 }
 
 #endif

@@ -31,5 +31,6 @@ int LLVMFuzzerTestOneInput(const unsigned char *d, size_t n) {
   FUZZ_CHECK(rc == LUA_OK, "%s", lua_tostring(L, -1));
   lua_settop(L, 0);
   lua_gc(L, LUA_GCCOLLECT, 0);
+  fuzz_reset(e);
   return 0;
 }

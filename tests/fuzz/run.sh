@@ -18,7 +18,7 @@ run)
   work="$out/corpus/$name"
   mkdir -p "$work" "$out/artifacts"
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
-    "$out/fuzz_$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    "$out/fuzz_$name" -max_total_time="$secs" -timeout=60 -rss_limit_mb=2048 -max_len=65536 \
     -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" "$work" "$here/corpus/$name"
   ;;
 *) echo "usage: run.sh build OUT | run.sh run OUT NAME SECONDS" >&2; exit 2 ;;
