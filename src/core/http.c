@@ -1,7 +1,7 @@
 /* HTTP client on the event loop: one curl multi per loop, driven by libuv polls and one timer. */
 #include "http.h"
 
-#include <curl/curl.h>
+#include "curl_dl.h" /* libcurl, loaded on first use */
 #include <errno.h>
 #include <stdarg.h>
 #include <lauxlib.h>
@@ -209,11 +209,7 @@ static int on_timer_set(CURLM *m, long ms, void *userp) {
 /* ---- life of the multi ---- */
 
 int rbl_http_new(rbl_http **out, uv_loop_t *loop) {
-  static int global_done;
-  if (!global_done) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return RBL_EIO;
-    global_done = 1;
-  }
+  if (rbl_curl_load(NULL, 0) != 0) return RBL_EIO;
   rbl_http *h = calloc(1, sizeof *h);
   if (!h) return RBL_ENOMEM;
   h->loop = loop;
@@ -852,7 +848,11 @@ static int l_request(lua_State *L) {
     return rbl_refuse(L, prim, "%s", why);
 
   rbl_http *h = rbl_engine_http(rbl_engine_of(L));
-  if (!h) return rbl_raise(L, "failed", "http: no client for this engine");
+  if (!h) {
+    char cause[256] = "no client for this engine";
+    rbl_curl_load(cause, sizeof cause);
+    return rbl_raise(L, "failed", "http: %s", cause);
+  }
   lreq *r = calloc(1, sizeof *r);
   if (!r) return luaL_error(L, "not enough memory");
   r->ticket = ticket;

@@ -3,7 +3,7 @@
 #include "audit.h"
 #include "engine_int.h"
 
-#include <curl/curl.h>
+#include "curl_dl.h" /* curl_getdate, from libcurl loaded on first use */
 #include <lauxlib.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -177,7 +177,10 @@ static int l_hmac(lua_State *L) {
 
 /* http_date(s): an HTTP date (RFC 9110 IMF-fixdate, or the obsolete forms) as unix seconds. */
 static int l_http_date(lua_State *L) {
-  time_t t = curl_getdate(luaL_checkstring(L, 1), NULL);
+  const char *d = luaL_checkstring(L, 1);
+  char err[256];
+  if (rbl_curl_load(err, sizeof err) != 0) return luaL_error(L, "http_date: %s", err);
+  time_t t = curl_getdate(d, NULL);
   if (t == (time_t)-1) return 0;
   lua_pushinteger(L, (lua_Integer)t);
   return 1;
