@@ -30,7 +30,9 @@ static int load_embedded(lua_State *L) {
   const struct rbl_embedded *m = lua_touserdata(L, lua_upvalueindex(1));
   char chunk[96];
   snprintf(chunk, sizeof chunk, "=[rbl]/%s.lua", m->name + 4);
-  if (luaL_loadbufferx(L, m->src, m->len, chunk, "t") != LUA_OK) return lua_error(L);
+  /* rbl's own modules only, compiled at build time (cmake/embed_lua.c): the one place that
+   * accepts bytecode; runbooks and their modules load as text only (sandbox.c) */
+  if (luaL_loadbufferx(L, m->src, m->len, chunk, "b") != LUA_OK) return lua_error(L);
   lua_pushstring(L, m->name);
   lua_call(L, 1, 1);
   return 1;
