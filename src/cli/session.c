@@ -8,17 +8,17 @@
 #include "sandbox.h"
 #include "budget.h"
 #include "session.h"
+#include "sha256.h"
 
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,30 +58,25 @@ char *rbl__read_file(const char *path, size_t cap, size_t *len, char *err, size_
 
 void rbl__sha256_hex(const char *data, size_t len, char out[72]) {
   unsigned char md[32];
-  unsigned int n = 0;
-  EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+  rbl_sha256(data, len, md);
   strcpy(out, "sha256:");
-  for (unsigned i = 0; i < n; i++)
-    snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+  rbl_audit_hex(md, 32, out + 7);
 }
 
 int rbl__sha256_file(const char *path, char out[72]) {
   FILE *f = fopen(path, "rb");
   if (!f) return -1;
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  rbl_sha256_ctx c;
   unsigned char buf[65536], dig[32];
-  unsigned int n = 0;
   size_t got;
-  EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+  rbl_sha256_init(&c);
   while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-    EVP_DigestUpdate(md, buf, got);
+    rbl_sha256_update(&c, buf, got);
   int bad = ferror(f);
   fclose(f);
-  EVP_DigestFinal_ex(md, dig, &n);
-  EVP_MD_CTX_free(md);
+  rbl_sha256_final(&c, dig);
   strcpy(out, "sha256:");
-  for (unsigned i = 0; i < n; i++)
-    snprintf(out + 7 + 2 * i, 3, "%02x", dig[i]);
+  rbl_audit_hex(dig, 32, out + 7);
   return bad ? -1 : 0;
 }
 
@@ -99,7 +94,7 @@ static int valid_id(const char *s, int maxlen) {
 
 void rbl__gen_run_id(char out[40]) {
   unsigned char r[8];
-  if (RAND_bytes(r, sizeof r) != 1) {
+  if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
     uint64_t x = uv_hrtime() ^ (uint64_t)getpid();
     memcpy(r, &x, sizeof r);
   }

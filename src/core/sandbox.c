@@ -7,7 +7,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <limits.h>
-#include <openssl/evp.h>
+#include "sha256.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,10 +295,9 @@ static int read_module(lua_State *L, const char *dir, const char *name, char *pa
 static void audit_module(lua_State *L, const char *name, const char *path, const char *src,
                          size_t len) {
   unsigned char md[32];
-  unsigned int mdlen = 0;
   char hex[80] = "sha256:";
-  EVP_Digest(src, len, md, &mdlen, EVP_sha256(), NULL);
-  for (unsigned i = 0; i < mdlen; i++)
+  rbl_sha256(src, len, md);
+  for (unsigned i = 0; i < 32; i++)
     snprintf(hex + 7 + 2 * i, 3, "%02x", md[i]);
   cJSON *rec = cJSON_CreateObject();
   cJSON_AddStringToObject(rec, "kind", "module");
