@@ -18,18 +18,31 @@ end
 
 -- Builds the sandbox's globals from the families registry (src/families/families.c), and
 -- holds every family to its row: nothing unregistered, nothing registered missing.
+-- The core family is loaded at once; every other family on the first touch of one of its
+-- names (the sandbox's global lookup calls the loader; pairs(_G) loads them all first), so a
+-- run pays only for the families it uses. -> g (the core's names), lazy (name -> loader)
 local function build_globals(book)
-  local g, want, members = {}, {}, {}
+  local g, want, members, owner = {}, {}, {}, {}
+  local lazy, loaded = {}, {}
   for _, f in ipairs(families) do
     for _, n in ipairs(f.globals) do
       want[n] = f.name
       local t = n:match("^([^.]+)%.")
-      if t then members[t] = true end
+      if t then members[t] = true elseif f.name ~= "core" then owner[n] = f end
     end
   end
-  for _, f in ipairs(families) do
+  -- families see one table of every global (isolation asks for docker and kube through it),
+  -- loading a family when one of its names is read
+  local all = setmetatable({}, { __index = function(_, k)
+    local f = owner[k]
+    if f and not loaded[f.name] then lazy[k](k) end
+    return rawget(g, k)
+  end })
+  local function load(f)
+    loaded[f.name] = true
     local mod = require(f.module)
-    for k, v in pairs(mod.globals(book, g)) do
+    local out = {}
+    for k, v in pairs(mod.globals(book, all)) do
       if g[k] ~= nil then error(string.format("rbl: family %s redefines global %s (bug in rbl)", f.name, k), 0) end
       local names = {}
       exported(k, v, members, names)
@@ -40,20 +53,41 @@ local function build_globals(book)
         want[n] = nil
       end
       g[k] = v
+      out[k] = v
+    end
+    for n, fam in pairs(want) do
+      if fam == f.name and n ~= "tenant" then -- tenant: computed per task by the sandbox
+        error(string.format("rbl: family %s does not provide its registered name %s (bug in rbl)", fam, n), 0)
+      end
+    end
+    for n, o in pairs(owner) do
+      if o == f then lazy[n] = nil end
+    end
+    return out
+  end
+  for _, f in ipairs(families) do
+    if f.name == "core" then
+      load(f)
+    else
+      local function loader() return load(f) end
+      for n, o in pairs(owner) do
+        if o == f then lazy[n] = loader end
+      end
     end
   end
-  for n, fam in pairs(want) do
-    if n ~= "tenant" then -- computed per task by the sandbox
-      error(string.format("rbl: family %s does not provide its registered name %s (bug in rbl)", fam, n), 0)
-    end
-  end
-  return g
+  -- notify's config on_end summary is sent even when the runbook never names notify
+  local cfg = host.config()
+  local ncfg = type(cfg) == "table" and rawget(cfg, "notify")
+  if type(ncfg) == "table" and rawget(ncfg, "on_end") ~= nil and lazy.notify then lazy.notify("notify") end
+  return g, lazy
 end
 
--- -> book, extras (the globals the sandbox adds to the standard allow-list)
+-- -> book, extras (the globals the sandbox adds to the standard allow-list, the core's now),
+--    lazy (name -> function loading the family that owns it: returns that family's globals)
 function M.prepare(default_id)
   local book = runbook.new_book(default_id)
-  return book, build_globals(book)
+  local g, lazy = build_globals(book)
+  return book, g, lazy
 end
 
 function M.main(book, chunk)

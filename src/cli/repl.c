@@ -98,14 +98,14 @@ int rbl_cmd_repl(rbl_run_opts *o) {
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "prepare");
     lua_pushliteral(L, "repl");
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK)
+    if (lua_pcall(L, 1, 3, 0) != LUA_OK) /* -> book, extras, lazy */
       rc = rbl__fail(2, "internal: %s", luaL_tolstring(L, -1, NULL));
   }
   if (rc) {
     rbl__engine_free(e);
     return rc;
   }
-  rbl_sandbox_push_env(L); /* entry, book, env */
+  rbl_sandbox_push_env_lazy(L); /* entry, book, env */
   lua_replace(L, 1);
   lua_settop(L, 1); /* env */
   rbl__audit(e, rbl__run_start_record(&c));

@@ -234,9 +234,9 @@ int rbl__load_runbook(run_ctx *c) {
   if (lua_pcall(L, 1, 1, 0) != LUA_OK) return rbl__fail(2, "internal: %s", lua_tostring(L, -1));
   lua_getfield(L, -1, "prepare");
   lua_pushstring(L, c->default_id);
-  if (lua_pcall(L, 1, 2, 0) != LUA_OK) /* -> book, extras */
+  if (lua_pcall(L, 1, 3, 0) != LUA_OK) /* -> book, extras, lazy */
     return rbl__fail(2, "internal: %s", luaL_tolstring(L, -1, NULL));
-  rbl_sandbox_push_env(L); /* extras -> env */
+  rbl_sandbox_push_env_lazy(L); /* extras, lazy -> env */
   char chunk[4200];
   snprintf(chunk, sizeof chunk, "@%s", c->o->file);
   if (rbl_sandbox_load(L, c->src, c->srclen, chunk, -1) != LUA_OK)

@@ -717,10 +717,57 @@ void rbl_sandbox_each_name(void (*fn)(const char *name, void *ud), void *ud) {
   each_member("coroutine", co_names, co_wrapped, fn, ud);
 }
 
-/* upvalue 1: G (read-only names), 2: U (the runbook's own globals). */
+/* Families loaded on first touch (entry.lua): `lazy` maps each name of a family not loaded yet
+ * to a host function that loads the family and returns its globals, which go into G like the
+ * eager ones (tables as read-only proxies). */
+static void lazy_load(lua_State *L, int G, int lazy, int key) {
+  luaL_checkstack(L, 8, "lazy global");
+  lua_pushvalue(L, key);
+  if (lua_rawget(L, lazy) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, key);
+  lua_call(L, 1, 1);
+  int t = lua_gettop(L);
+  if (lua_istable(L, t)) {
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      if (lua_type(L, -1) == LUA_TTABLE && !has_metatable(L, -1)) make_readonly(L, 0);
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, G);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* Loads every family still pending (pairs(_G) lists what a runbook can reach: all of it). */
+static void lazy_load_all(lua_State *L, int G, int lazy) {
+  if (!lua_istable(L, lazy)) return;
+  for (;;) {
+    lua_pushnil(L);
+    if (!lua_next(L, lazy)) return;
+    lua_pop(L, 1); /* the loader; the key stays */
+    int top = lua_gettop(L);
+    lazy_load(L, G, lazy, top);
+    lua_pushvalue(L, top); /* a loader that did not clear its names must not loop forever */
+    lua_pushnil(L);
+    lua_rawset(L, lazy);
+    lua_settop(L, top - 1);
+  }
+}
+
+/* upvalue 1: G (read-only names), 2: U (the runbook's own globals), 3: lazy (or nil). */
 static int env_newindex(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "tenant"))
     return luaL_error(L, "attempt to assign to read-only global 'tenant'");
+  if (lua_istable(L, lua_upvalueindex(3))) {
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(3)) != LUA_TNIL)
+      return luaL_error(L, "attempt to assign to read-only global '%s'", luaL_tolstring(L, 2, NULL));
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) {
     return luaL_error(L, "attempt to assign to read-only global '%s'", luaL_tolstring(L, 2, NULL));
@@ -731,6 +778,7 @@ static int env_newindex(lua_State *L) {
   return 0;
 }
 
+/* G's __index; upvalue 1: lazy (or nil). */
 static int g_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "tenant")) {
     const char *t = rbl_task_tenant(L);
@@ -740,12 +788,19 @@ static int g_index(lua_State *L) {
       lua_pushnil(L);
     return 1;
   }
-  return 0;
+  if (!lua_istable(L, lua_upvalueindex(1)) || lua_type(L, 2) != LUA_TSTRING) return 0;
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lazy_load(L, 1, 3, 2);
+  lua_settop(L, 2);
+  lua_rawget(L, 1);
+  return 1;
 }
 
 /* pairs(_G): the read-only globals (G, upvalue 1) and the runbook's own (U, upvalue 2), as one
  * snapshot, so what a runbook can reach is also what it can list. */
 static int env_pairs(lua_State *L) {
+  lazy_load_all(L, lua_upvalueindex(1), lua_upvalueindex(3));
   lua_newtable(L);
   for (int up = 1; up <= 2; up++) {
     lua_pushnil(L);
@@ -783,7 +838,13 @@ static void push_coroutine_lib(lua_State *L, int G) {
 }
 
 void rbl_sandbox_push_env(lua_State *L) {
-  int extras = lua_gettop(L);
+  lua_pushnil(L);
+  rbl_sandbox_push_env_lazy(L);
+}
+
+void rbl_sandbox_push_env_lazy(lua_State *L) {
+  int lazy = lua_gettop(L);
+  int extras = lazy - 1;
   lua_newtable(L);
   int G = lua_gettop(L);
   static const char *const base[] = {"assert", "error",    "ipairs",   "next", "pairs",
@@ -850,11 +911,13 @@ void rbl_sandbox_push_env(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pushvalue(L, G);
   lua_pushvalue(L, U);
-  lua_pushcclosure(L, env_newindex, 2);
+  lua_pushvalue(L, lazy);
+  lua_pushcclosure(L, env_newindex, 3);
   lua_setfield(L, -2, "__newindex");
   lua_pushvalue(L, G);
   lua_pushvalue(L, U);
-  lua_pushcclosure(L, env_pairs, 2);
+  lua_pushvalue(L, lazy);
+  lua_pushcclosure(L, env_pairs, 3);
   lua_setfield(L, -2, "__pairs");
   lua_pushliteral(L, "sandbox");
   lua_setfield(L, -2, "__metatable");
@@ -870,7 +933,8 @@ void rbl_sandbox_push_env(lua_State *L) {
   lua_setfield(L, G, "require");
   /* `tenant` is the calling task's binding, so it is computed, not stored. */
   lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, g_index);
+  lua_pushvalue(L, lazy);
+  lua_pushcclosure(L, g_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushliteral(L, "sandbox");
   lua_setfield(L, -2, "__metatable");

@@ -8,6 +8,10 @@
  * (or nil) holds extra read-only globals (tenant, params, the primitives...).
  * Every global of the result is read-only; assignments create the runbook's own globals. */
 void rbl_sandbox_push_env(lua_State *L);
+/* The same with two tables on top: extras, then lazy (or nil): name -> host function that loads
+ * the family owning the name and returns its globals (entry.lua). A lazy name reads as if it
+ * were there (first touch loads it), cannot be assigned, and pairs(_G) loads all of them. */
+void rbl_sandbox_push_env_lazy(lua_State *L);
 
 /* Loads text (never bytecode) as a chunk whose _ENV is the table at env_idx.
  * Returns LUA_OK with the function pushed, or an error status with the message. */
