@@ -7,15 +7,37 @@
 #include "sandbox.h"
 #include "session.h"
 
-#include <editline/readline.h>
+#include <dlfcn.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* Line editing from Debian's libedit, loaded only for an interactive REPL (linking it cost every
+ * rbl start three more libraries); without it the prompt still works, unedited. */
+static char *(*el_readline)(const char *prompt);
+static int (*el_add_history)(const char *line);
+
+static void load_libedit(void) {
+  static int tried;
+  if (tried) return;
+  tried = 1;
+  void *lib = dlopen("libedit.so.2", RTLD_NOW | RTLD_LOCAL);
+  void *r = lib ? dlsym(lib, "readline") : NULL, *a = lib ? dlsym(lib, "add_history") : NULL;
+  if (r && a) {
+    memcpy(&el_readline, &r, sizeof r);
+    memcpy(&el_add_history, &a, sizeof a);
+  }
+}
+
 static char *repl_read(const char *prompt) {
-  if (isatty(0)) return readline(prompt);
+  if (isatty(0)) {
+    load_libedit();
+    if (el_readline) return el_readline(prompt);
+    fputs(prompt, stdout);
+    fflush(stdout);
+  }
   char *line = NULL;
   size_t cap = 0;
   ssize_t n = getline(&line, &cap, stdin);
@@ -119,7 +141,7 @@ int rbl_cmd_repl(rbl_run_opts *o) {
   char *line;
   while (!e->killed && (line = repl_read(prompt)) != NULL) {
     if (*line) {
-      if (isatty(0)) add_history(line);
+      if (isatty(0) && el_add_history) el_add_history(line);
       code = repl_eval(e, line);
     }
     free(line);
