@@ -79,6 +79,8 @@ void rbl__apply_limits(rbl_engine *e) {
   l->output = (size_t)cfg_number(L, "limits", "output_kb", (double)(l->output >> 10)) << 10;
   l->exec_output = (size_t)cfg_number(L, "limits", "exec_output_kb", (double)(l->exec_output >> 10))
                    << 10;
+  double hc = cfg_number(L, "limits", "http_connections", (double)l->http_connections);
+  l->http_connections = hc < 1 ? 1 : hc > 256 ? 256 : (int)hc;
   if (l->memory < (8u << 20)) l->memory = 8u << 20;
   e->mem_cap = l->memory;
 }

@@ -22,6 +22,7 @@ void rbl__default_limits(rbl_limits *lim) {
   lim->output = 1u << 20;
   lim->exec_output = 16u << 20;
   lim->instructions_per_check = 1000;
+  lim->http_connections = 16;
 }
 
 static void sched_cb(uv_idle_t *h);
@@ -73,7 +74,11 @@ const char *rbl_engine_runbook_dir(rbl_engine *e) { return e->runbook_dir ? e->r
 int rbl_engine_dry_run(rbl_engine *e) { return e->dry_run; }
 
 struct rbl_http *rbl_engine_http(rbl_engine *e) {
-  if (!e->http && rbl_http_new(&e->http, &e->loop) != 0) e->http = NULL;
+  if (e->http) return e->http;
+  if (rbl_http_new(&e->http, &e->loop) != 0)
+    e->http = NULL;
+  else
+    rbl_http_set_max_per_host(e->http, e->limits.http_connections);
   return e->http;
 }
 

@@ -44,6 +44,7 @@ typedef struct rbl_limits {
   size_t output;       /* bytes a runbook may print */
   size_t exec_output;  /* bytes captured per stream of exec */
   long instructions_per_check;
+  int http_connections; /* requests in flight per API server; more wait in a queue */
 } rbl_limits;
 
 struct rbl_engine {

@@ -23,11 +23,14 @@
 #define MAX_HEADER_BLOCK     (256u << 10)
 #define BACKOFF_FIRST_MS     100L
 #define BACKOFF_MAX_MS       5000L
+#define RBL_HTTP_DEFAULT_PER_HOST 16 /* requests in flight per API server (limits.http_connections) */
 
 typedef struct sock_ctx sock_ctx;
 
 /* One per loop. Freed in the close callback of the last uv handle it owns, after
  * rbl_http_close: `live` counts the timer, the socket polls and the retry timers. */
+typedef struct endpoint endpoint;
+
 struct rbl_http {
   uv_loop_t *loop;
   CURLM *multi;
@@ -38,6 +41,19 @@ struct rbl_http {
   rbl_http_op *ops; /* requests started and not finished nor cancelled */
   CURL *pool[POOL_MAX];
   int npool;
+  endpoint *eps;     /* one per API server seen: its requests in flight and its queue */
+  int max_per_host;  /* requests in flight per endpoint (and curl's connections to it) */
+  int pump_pending;  /* a slot was freed: start queued requests */
+};
+
+/* The bounded pool: however wide the fan-out, at most max_per_host requests to one API server
+ * are in curl at once (so at most that many connections, or streams of one HTTP/2 connection);
+ * the rest wait here in FIFO order, holding no socket and no TLS state. */
+struct endpoint {
+  char key[200]; /* "host:port" or the unix socket path (op->endpoint) */
+  int active;
+  rbl_http_op *qhead, *qtail;
+  endpoint *next;
 };
 
 /* One per socket curl watches; owned by the rbl_http, freed in the poll's close callback. */
@@ -73,6 +89,10 @@ struct rbl_http_op {
   char endpoint[200];
   char errbuf[CURL_ERROR_SIZE];
   rbl_http_op *prev, *next;
+  endpoint *ep;        /* its API server */
+  int holds_slot;      /* counted in ep->active (from dispatch until freed) */
+  rbl_http_op *qnext;  /* in ep's queue while queued */
+  int queued;
 };
 
 static void maybe_free(rbl_http *h) {
@@ -222,6 +242,9 @@ int rbl_http_new(rbl_http **out, uv_loop_t *loop) {
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  h->max_per_host = RBL_HTTP_DEFAULT_PER_HOST;
+  curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)h->max_per_host);
+  curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   uv_timer_init(loop, &h->timer);
   h->timer.data = h;
   h->live = 1;
@@ -242,6 +265,11 @@ void rbl_http_close(rbl_http *h) {
   h->closing = 1;
   while (h->ops)
     op_free(h->ops);
+  while (h->eps) {
+    endpoint *ep = h->eps;
+    h->eps = ep->next;
+    free(ep);
+  }
   /* closing the cached connections may call on_socket(REMOVE); the rest are closed below */
   curl_multi_cleanup(h->multi);
   h->multi = NULL;
@@ -277,9 +305,78 @@ static void on_retry_closed(uv_handle_t *hd) {
   maybe_free(h);
 }
 
+/* ---- the bounded pool: one endpoint per API server, a FIFO of requests waiting for a slot ---- */
+
+static endpoint *endpoint_of(rbl_http *h, const char *key) {
+  for (endpoint *ep = h->eps; ep; ep = ep->next)
+    if (!strcmp(ep->key, key)) return ep;
+  endpoint *ep = calloc(1, sizeof *ep);
+  if (!ep) return NULL;
+  snprintf(ep->key, sizeof ep->key, "%s", key);
+  ep->next = h->eps;
+  h->eps = ep;
+  return ep;
+}
+
+static void queue_unlink(rbl_http_op *op) {
+  if (!op->queued) return;
+  endpoint *ep = op->ep;
+  rbl_http_op **pp = &ep->qhead, *prev = NULL;
+  while (*pp && *pp != op) {
+    prev = *pp;
+    pp = &(*pp)->qnext;
+  }
+  if (*pp) *pp = op->qnext;
+  if (ep->qtail == op) ep->qtail = prev;
+  op->qnext = NULL;
+  op->queued = 0;
+}
+
+/* Hands op to curl and counts it against its endpoint. 0 or RBL_ENOMEM. */
+static int dispatch(rbl_http_op *op) {
+  if (curl_multi_add_handle(op->h->multi, op->easy) != CURLM_OK) return RBL_ENOMEM;
+  op->in_multi = 1;
+  op->holds_slot = 1;
+  op->ep->active++;
+  return 0;
+}
+
+/* Starts queued requests while their endpoints have free slots (after a request ended). */
+static void pump(rbl_http *h) {
+  if (!h->pump_pending || h->closing) return;
+  h->pump_pending = 0;
+  for (endpoint *ep = h->eps; ep; ep = ep->next) {
+    while (ep->qhead && ep->active < h->max_per_host) {
+      rbl_http_op *op = ep->qhead;
+      queue_unlink(op);
+      if (dispatch(op) == 0) continue;
+      rbl_http_resp resp = {.err = RBL_ENOMEM, .attempts = 1};
+      snprintf(resp.errmsg, sizeof resp.errmsg, "%s: out of memory", op->endpoint);
+      rbl_http_cb cb = op->cb;
+      void *ud = op->ud;
+      op_free(op);
+      cb(ud, &resp);
+      if (h->closing) return;
+    }
+  }
+}
+
+void rbl_http_set_max_per_host(rbl_http *h, int n) {
+  if (!h || n < 1) return;
+  h->max_per_host = n;
+  if (h->multi) curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)n);
+  h->pump_pending = 1;
+  pump(h);
+}
+
 /* Stops and frees op without calling its callback. */
 static void op_free(rbl_http_op *op) {
   rbl_http *h = op->h;
+  queue_unlink(op);
+  if (op->holds_slot) {
+    op->ep->active--;
+    h->pump_pending = 1;
+  }
   if (op->prev)
     op->prev->next = op->next;
   else if (h->ops == op)
@@ -298,7 +395,10 @@ static void op_free(rbl_http_op *op) {
 }
 
 void rbl_http_cancel(rbl_http_op *op) {
-  if (op) op_free(op);
+  if (!op) return;
+  rbl_http *h = op->h;
+  op_free(op);
+  pump(h);
 }
 
 /* "host:port" of the URL, or the unix socket path: what error messages name. */
@@ -435,12 +535,23 @@ int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *u
   op->easy = pool_get(h);
   int rc = op->easy ? setup_easy(op, req) : RBL_ENOMEM;
   op->attempts_left = op->idempotent && req->retries > 0 ? req->retries : 0;
-  if (rc == 0 && curl_multi_add_handle(h->multi, op->easy) != CURLM_OK) rc = RBL_ENOMEM;
+  if (rc == 0 && !(op->ep = endpoint_of(h, op->endpoint))) rc = RBL_ENOMEM;
+  if (rc == 0) {
+    if (!op->ep->qhead && op->ep->active < h->max_per_host) {
+      rc = dispatch(op);
+    } else { /* FIFO: behind the requests already waiting for this API server */
+      op->queued = 1;
+      if (op->ep->qtail)
+        op->ep->qtail->qnext = op;
+      else
+        op->ep->qhead = op;
+      op->ep->qtail = op;
+    }
+  }
   if (rc != 0) {
     op_free(op); /* not linked yet: op_free only unlinks what is linked */
     return rc;
   }
-  op->in_multi = 1;
   op->attempts = 1;
   op->next = h->ops;
   if (h->ops) h->ops->prev = op;
@@ -561,8 +672,10 @@ static void on_retry(uv_timer_t *t) {
   snprintf(resp.errmsg, sizeof resp.errmsg, "%s: out of memory", op->endpoint);
   rbl_http_cb cb = op->cb;
   void *ud = op->ud;
+  rbl_http *h = op->h;
   op_free(op);
   cb(ud, &resp);
+  pump(h);
 }
 
 static int schedule_retry(rbl_http_op *op) {
@@ -628,6 +741,7 @@ static void drain(rbl_http *h) {
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&op);
     if (op) op_done(op, rc);
   }
+  pump(h);
 }
 
 /* ---- rbl.http: the Lua binding for host modules ---- */

@@ -61,6 +61,7 @@ struct srv {
   int port;
   int conns; /* connections accepted */
   int open;  /* connections still open */
+  int max_open; /* the most connections open at once */
   int reqs;
   int status_hits;
   conn *list;
@@ -227,6 +228,7 @@ static void on_conn(uv_stream_t *l, int status) {
     return;
   }
   s->conns++;
+  if (s->open > s->max_open) s->max_open = s->open;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
@@ -707,6 +709,67 @@ static void test_concurrent(void **state) {
   assert_int_equal(f->s.conns, conns);
 }
 
+/* The bounded pool: 40 requests with 4 slots use at most 4 connections, queue in between
+ * (so they take at least 10 rounds), and all complete. */
+static void test_pool_bounded(void **state) {
+  fx *f = *state;
+  enum { N = 40 };
+  rbl_http_set_max_per_host(f->h, 4);
+  char u[128];
+  url(f, u, sizeof u, "/slow/50");
+  rbl_http_req rq = {.method = "GET", .url = u, .timeout_ms = 10000};
+  static result rs[N];
+  memset(rs, 0, sizeof rs);
+  for (int i = 0; i < N; i++)
+    start(f, &rq, &rs[i], NULL);
+  uint64_t t0 = uv_now(&f->loop);
+  int done = 0;
+  while (done < N && uv_now(&f->loop) - t0 < 20000) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    done = 0;
+    for (int i = 0; i < N; i++)
+      done += rs[i].called;
+  }
+  assert_int_equal(done, N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(rs[i].err, 0);
+    assert_int_equal(rs[i].status, 200);
+    result_free(&rs[i]);
+  }
+  assert_true(f->s.max_open <= 4);
+  assert_true(f->s.conns <= 4); /* kept alive and reused, never more than the pool */
+  assert_true(uv_now(&f->loop) - t0 >= (N / 4) * 50 - 20);
+}
+
+/* A queued request: its timeout starts when it is sent, and cancelling it while it waits
+ * leaves the rest of the queue running. */
+static void test_pool_queue(void **state) {
+  fx *f = *state;
+  rbl_http_set_max_per_host(f->h, 1);
+  char slow[128], fast[128];
+  url(f, slow, sizeof slow, "/slow/300");
+  url(f, fast, sizeof fast, "/slow/20");
+  rbl_http_req a = {.method = "GET", .url = slow, .timeout_ms = 10000};
+  rbl_http_req b = {.method = "GET", .url = fast, .timeout_ms = 200};
+  result ra = {0}, rb = {0}, rc = {0};
+  rbl_http_op *cancelled = NULL;
+  start(f, &a, &ra, NULL);
+  start(f, &b, &rc, &cancelled); /* queued, then cancelled */
+  start(f, &b, &rb, NULL);       /* queued behind both; waits ~300 ms, runs 20 ms */
+  int zero = 0;
+  run_until(f, &zero, 1, 50);
+  rbl_http_cancel(cancelled);
+  assert_true(run_until(f, &rb.called, 1, 5000));
+  assert_int_equal(ra.called, 1);
+  assert_int_equal(rc.called, 0);
+  assert_int_equal(rb.err, 0); /* 200 ms timeout, yet more than 200 ms after it was started */
+  assert_int_equal(rb.status, 200);
+  assert_true(rb.total_ms >= 250);
+  assert_int_equal(f->s.reqs, 2);
+  result_free(&ra);
+  result_free(&rb);
+}
+
 static void test_close_in_flight(void **state) {
   fx *f = *state;
   char u[128];
@@ -911,6 +974,8 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_get, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pool_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pool_queue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_post_binary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
