@@ -17,15 +17,18 @@ static int load_rc;
 static char load_err[256];
 
 /* Which table slot each symbol fills, in rbl_curl_api's order. */
-static const char *const syms[] = {
-    "curl_global_init",    "curl_easy_init",          "curl_easy_cleanup",
-    "curl_easy_reset",     "curl_easy_setopt",        "curl_easy_getinfo",
-    "curl_easy_strerror",  "curl_free",               "curl_getdate",
-    "curl_multi_init",     "curl_multi_cleanup",      "curl_multi_setopt",
-    "curl_multi_add_handle", "curl_multi_remove_handle", "curl_multi_assign",
-    "curl_multi_socket_action", "curl_multi_info_read", "curl_slist_append",
-    "curl_slist_free_all", "curl_url",                "curl_url_cleanup",
-    "curl_url_set",        "curl_url_get"};
+static const char *const syms[] = {"curl_global_init",      "curl_easy_init",
+                                   "curl_easy_cleanup",     "curl_easy_reset",
+                                   "curl_easy_setopt",      "curl_easy_getinfo",
+                                   "curl_easy_strerror",    "curl_free",
+                                   "curl_getdate",          "curl_multi_init",
+                                   "curl_multi_cleanup",    "curl_multi_setopt",
+                                   "curl_multi_add_handle", "curl_multi_remove_handle",
+                                   "curl_multi_assign",     "curl_multi_socket_action",
+                                   "curl_multi_info_read",  "curl_slist_append",
+                                   "curl_slist_free_all",   "curl_url",
+                                   "curl_url_cleanup",      "curl_url_set",
+                                   "curl_url_get"};
 
 _Static_assert(sizeof syms / sizeof *syms * sizeof(void (*)(void)) == sizeof(rbl_curl_api),
                "one symbol name per slot of rbl_curl_api");
@@ -33,13 +36,12 @@ _Static_assert(sizeof syms / sizeof *syms * sizeof(void (*)(void)) == sizeof(rbl
 static void load(void) {
   void *lib = dlopen(RBL_CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
-    snprintf(load_err, sizeof load_err,
-             "cannot load %s (%s): install Debian's libcurl4 package", RBL_CURL_SONAME,
-             dlerror());
+    snprintf(load_err, sizeof load_err, "cannot load %s (%s): install Debian's libcurl4 package",
+             RBL_CURL_SONAME, dlerror());
     load_rc = RBL_EIO;
     return;
   }
-  void (**slot)(void) = (void (**)(void))&rbl_curl;
+  void (**slot)(void) = (void (**)(void)) & rbl_curl;
   for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
     void *f = dlsym(lib, syms[i]);
     if (!f) {

@@ -23,7 +23,8 @@
 #define MAX_HEADER_BLOCK     (256u << 10)
 #define BACKOFF_FIRST_MS     100L
 #define BACKOFF_MAX_MS       5000L
-#define RBL_HTTP_DEFAULT_PER_HOST 16 /* requests in flight per API server (limits.http_connections) */
+#define RBL_HTTP_DEFAULT_PER_HOST                                                                  \
+  16 /* requests in flight per API server (limits.http_connections) */
 
 typedef struct sock_ctx sock_ctx;
 
@@ -41,9 +42,9 @@ struct rbl_http {
   rbl_http_op *ops; /* requests started and not finished nor cancelled */
   CURL *pool[POOL_MAX];
   int npool;
-  endpoint *eps;     /* one per API server seen: its requests in flight and its queue */
-  int max_per_host;  /* requests in flight per endpoint (and curl's connections to it) */
-  int pump_pending;  /* a slot was freed: start queued requests */
+  endpoint *eps;    /* one per API server seen: its requests in flight and its queue */
+  int max_per_host; /* requests in flight per endpoint (and curl's connections to it) */
+  int pump_pending; /* a slot was freed: start queued requests */
 };
 
 /* The bounded pool: however wide the fan-out, at most max_per_host requests to one API server
@@ -89,9 +90,9 @@ struct rbl_http_op {
   char endpoint[200];
   char errbuf[CURL_ERROR_SIZE];
   rbl_http_op *prev, *next;
-  endpoint *ep;        /* its API server */
-  int holds_slot;      /* counted in ep->active (from dispatch until freed) */
-  rbl_http_op *qnext;  /* in ep's queue while queued */
+  endpoint *ep;       /* its API server */
+  int holds_slot;     /* counted in ep->active (from dispatch until freed) */
+  rbl_http_op *qnext; /* in ep's queue while queued */
   int queued;
 };
 

@@ -765,7 +765,8 @@ static int env_newindex(lua_State *L) {
   if (lua_istable(L, lua_upvalueindex(3))) {
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(3)) != LUA_TNIL)
-      return luaL_error(L, "attempt to assign to read-only global '%s'", luaL_tolstring(L, 2, NULL));
+      return luaL_error(L, "attempt to assign to read-only global '%s'",
+                        luaL_tolstring(L, 2, NULL));
     lua_pop(L, 1);
   }
   lua_pushvalue(L, 2);

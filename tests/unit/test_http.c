@@ -59,8 +59,8 @@ struct srv {
   uv_tcp_t tcp;
   uv_loop_t *loop;
   int port;
-  int conns; /* connections accepted */
-  int open;  /* connections still open */
+  int conns;    /* connections accepted */
+  int open;     /* connections still open */
   int max_open; /* the most connections open at once */
   int reqs;
   int status_hits;
