@@ -423,6 +423,21 @@ static int l_sleep(lua_State *L) {
   return rbl_wait_yield(L, op->wait);
 }
 
+/* host.pause(seconds): parks the calling task for at most 1 s, with no call and no record: for
+ * host code waiting on another task of the run (kube's discovery, fetched once however many
+ * tasks ask at the same moment). Not a primitive: it has no effect to audit. */
+static int l_pause(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  if (!(s >= 0) || s > 1) return luaL_argerror(L, 1, "seconds must be within 0..1");
+  sleep_op *op = malloc(sizeof *op);
+  if (!op) return luaL_error(L, "out of memory");
+  uv_timer_init(rbl_engine_loop(rbl_engine_of(L)), &op->timer);
+  op->timer.data = op;
+  op->wait = rbl_wait_new(L, sleep_push, sleep_cancel, op);
+  uv_timer_start(&op->timer, sleep_cb, (uint64_t)(s * 1000), 0);
+  return rbl_wait_yield(L, op->wait);
+}
+
 /* ---- records, log, small accessors ---- */
 
 /* host.record(kind, fields): an audit record from the DSL (step transitions). */
@@ -628,6 +643,7 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"info", l_info},
                                       {"run_all", rbl__spawn_group},
                                       {"sleep", l_sleep},
+                                      {"pause", l_pause},
                                       {"record", l_record},
                                       {"progress", l_progress},
                                       {"progress_event", l_progress_event},

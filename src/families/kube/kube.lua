@@ -184,8 +184,29 @@ local function legacy_list(d, group, version, doc)
   end
 end
 
+local fetch_discovery
+
+-- One discovery per run however wide the fan-out: the first task asks, the others wait for
+-- its answer (1000 tasks starting at once sent 2000 discovery requests before).
 local function discover(call)
   if state.disc then return state.disc end
+  -- a task cancelled mid-discovery leaves the mark behind: past the requests' own time bound
+  -- (timeout with retries), the next task asks again
+  local wait, bound = 0.001, 4 * 1000 * (tonumber(cfg().timeout) or 30)
+  while state.disc_busy and host.now_ms() - state.disc_busy < bound do
+    host.pause(wait)
+    wait = math.min(wait * 2, 0.05)
+  end
+  if state.disc then return state.disc end
+  state.disc_busy = host.now_ms()
+  local ok, d = pcall(fetch_discovery, call)
+  state.disc_busy = nil
+  if not ok then error(d, 0) end
+  state.disc = d
+  return d
+end
+
+function fetch_discovery(call)
   local d = { list = {}, by = {} }
   local what = "kube discovery"
   for _, root in ipairs({ "/api", "/apis" }) do
@@ -206,7 +227,6 @@ local function discover(call)
       end
     end
   end
-  state.disc = d
   return d
 end
 
