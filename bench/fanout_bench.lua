@@ -1,6 +1,6 @@
 -- bench/fanout_bench.sh's runbook: patch one ConfigMap in each tenant's namespace, params.c
 -- at a time (every tenant of the run: --tenant 'bench-*').
-runbook { id = "fanout-bench" }
+runbook { id = "fanout-bench", params = { c = "32" } }
 step "patch" {
   run = function()
     each_tenant(function()

@@ -22,7 +22,7 @@ void rbl__default_limits(rbl_limits *lim) {
   lim->output = 1u << 20;
   lim->exec_output = 16u << 20;
   lim->instructions_per_check = 1000;
-  lim->http_connections = 16;
+  lim->http_connections = 32;
 }
 
 static void sched_cb(uv_idle_t *h);

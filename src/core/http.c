@@ -23,8 +23,8 @@
 #define MAX_HEADER_BLOCK     (256u << 10)
 #define BACKOFF_FIRST_MS     100L
 #define BACKOFF_MAX_MS       5000L
-#define RBL_HTTP_DEFAULT_PER_HOST                                                                  \
-  16 /* requests in flight per API server (limits.http_connections) */
+/* requests in flight per API server: limits.http_connections */
+#define DEFAULT_PER_HOST 32
 
 typedef struct sock_ctx sock_ctx;
 
@@ -243,7 +243,7 @@ int rbl_http_new(rbl_http **out, uv_loop_t *loop) {
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-  h->max_per_host = RBL_HTTP_DEFAULT_PER_HOST;
+  h->max_per_host = DEFAULT_PER_HOST;
   curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)h->max_per_host);
   curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   uv_timer_init(loop, &h->timer);

@@ -52,7 +52,7 @@ int rbl_http_new(rbl_http **out, uv_loop_t *loop);
 /* Starts a request; the callback runs from the loop. Returns 0 or RBL_E*. */
 int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *ud,
                    rbl_http_op **op);
-/* At most n requests in flight per API server ("host:port" or unix socket; default 16): a
+/* At most n requests in flight per API server ("host:port" or unix socket; default 32): a
  * wider fan-out waits in a FIFO per server, so connections and their TLS state stay bounded.
  * A request's timeout counts from when it is handed to curl. */
 void rbl_http_set_max_per_host(rbl_http *h, int n);
