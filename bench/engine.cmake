@@ -1,7 +1,5 @@
 add_executable(bench_yield bench/yield_bench.c)
 target_link_libraries(bench_yield PRIVATE rblcore)
-add_executable(bench_audit_verify bench/audit_verify.c)
-target_link_libraries(bench_audit_verify PRIVATE rblcore)
 # engine_bench_smoke: bench/engine_bench.py still runs (a few start-up pairs); the figures come
 # from a full run by hand: python3 bench/engine_bench.py build
 add_test(NAME engine_bench_smoke COMMAND python3 ${CMAKE_SOURCE_DIR}/bench/engine_bench.py ${CMAKE_BINARY_DIR} 3)
