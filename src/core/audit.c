@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,14 @@ struct rbl_audit {
   /* What this handle knows the file holds: for rbl_audit_changed. */
   dev_t dev;
   ino_t ino;
-  off_t expect;         /* bytes: the size at open plus everything this handle wrote */
-  EVP_MD_CTX *contents; /* SHA-256 of those bytes, in order; NULL: not tracked */
+  off_t expect;             /* bytes: the size at open plus everything this handle wrote */
+  rbl_sha256_ctx *contents; /* SHA-256 of those bytes, in order; NULL: not tracked */
+  /* A new file's directory entry is made durable by a thread started at open, overlapping
+   * the run_start record's own sync; the first sync waits for both (dir_sync_wait). */
+  pthread_t dir_thread;
+  int dir_pending;
+  int dir_rc; /* errno of the directory's fsync, once joined */
+  char *dir_path;
 };
 
 struct rbl_audit_hasher {
@@ -290,6 +297,32 @@ static int audit_sync_dir(rbl_audit *a) {
             : 0;
 }
 
+static void *dir_sync_thread(void *arg) {
+  rbl_audit *a = arg;
+  a->dir_rc = audit_fsync_dir(a->dir_path, 1);
+  return NULL;
+}
+
+/* Starts the directory's fsync beside the caller (synchronously when no thread can start). */
+static int dir_sync_start(rbl_audit *a) {
+  a->dir_path = strdup(a->path);
+  if (a->dir_path && pthread_create(&a->dir_thread, NULL, dir_sync_thread, a) == 0) {
+    a->dir_pending = 1;
+    return 0;
+  }
+  return audit_sync_dir(a);
+}
+
+static int audit_fail(rbl_audit *a, int e, const char *what);
+
+/* Waits for the directory's fsync; 0 or the chain's error (every later call returns it). */
+static int dir_sync_wait(rbl_audit *a) {
+  if (!a->dir_pending) return 0;
+  pthread_join(a->dir_thread, NULL);
+  a->dir_pending = 0;
+  return a->dir_rc ? audit_fail(a, a->dir_rc, "sync directory: ") : 0;
+}
+
 /* Creates the chain's directory (one level, e.g. ./audit) when it is missing. */
 static void audit_mkdir_parent(const char *path) {
   char *copy = strdup(path);
@@ -403,13 +436,11 @@ static int audit_recover(rbl_audit *a, off_t size) {
 }
 
 /* Hashes bytes [0, size) of fd into c (a fresh SHA-256 context). Returns 0 or -1. */
-static int audit_hash_file(int fd, off_t size, EVP_MD_CTX *c) {
+static int audit_hash_file(int fd, off_t size, rbl_sha256_ctx *c) {
   size_t cap = 1u << 20;
   char *b = malloc(cap);
-  if (!b || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
-    free(b);
-    return -1;
-  }
+  if (!b) return -1;
+  rbl_sha256_init(c);
   for (off_t off = 0; off < size;) {
     size_t want = size - off < (off_t)cap ? (size_t)(size - off) : cap;
     ssize_t r = pread(fd, b, want, off);
@@ -418,7 +449,7 @@ static int audit_hash_file(int fd, off_t size, EVP_MD_CTX *c) {
       free(b);
       return -1;
     }
-    EVP_DigestUpdate(c, b, (size_t)r);
+    rbl_sha256_update(c, b, (size_t)r);
     off += r;
   }
   free(b);
@@ -431,9 +462,9 @@ static void audit_track_open(rbl_audit *a, const struct stat *st) {
   a->dev = st->st_dev;
   a->ino = st->st_ino;
   a->expect = st->st_size;
-  a->contents = EVP_MD_CTX_new();
+  a->contents = malloc(sizeof *a->contents);
   if (a->contents && audit_hash_file(a->fd, st->st_size, a->contents) < 0) {
-    EVP_MD_CTX_free(a->contents);
+    free(a->contents);
     a->contents = NULL;
   }
 }
@@ -455,7 +486,7 @@ static int audit_open_file(rbl_audit *a) {
     return audit_seterr(a, rbl_from_errno(e), "audit: %s: %s", strerror(e));
   }
   int rc = audit_lock(a);
-  if (rc == 0 && created) rc = audit_sync_dir(a);
+  if (rc == 0 && created) rc = dir_sync_start(a);
   struct stat st;
   if (rc == 0 && fstat(a->fd, &st) < 0)
     rc = audit_seterr(a, RBL_EIO, "audit: %s: %s", strerror(errno));
@@ -465,8 +496,10 @@ static int audit_open_file(rbl_audit *a) {
 }
 
 static void audit_free(rbl_audit *a) {
+  if (a->dir_pending) pthread_join(a->dir_thread, NULL);
+  free(a->dir_path);
   if (a->fd >= 0) close(a->fd);
-  EVP_MD_CTX_free(a->contents);
+  free(a->contents);
   if (a->key) OPENSSL_cleanse(a->key, a->keylen);
   free(a->key);
   EVP_PKEY_free(a->sign);
@@ -521,7 +554,7 @@ static int audit_write_all(rbl_audit *a, const char *p, size_t n) {
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) return audit_fail(a, errno, "");
     if (w == 0) return audit_fail(a, EIO, "");
-    if (a->contents) EVP_DigestUpdate(a->contents, p, (size_t)w);
+    if (a->contents) rbl_sha256_update(a->contents, p, (size_t)w);
     a->expect += w;
     p += w;
     n -= (size_t)w;
@@ -605,12 +638,12 @@ int64_t rbl_audit_append(rbl_audit *a, cJSON *rec) {
 int rbl_audit_sync(rbl_audit *a) {
   if (!a) return RBL_EINVAL;
   if (a->failed) return a->failed;
-  if (!a->dirty) return 0;
+  if (!a->dirty) return dir_sync_wait(a);
   while (fdatasync(a->fd) < 0) {
     if (errno != EINTR) return audit_fail(a, errno, "sync: ");
   }
   a->dirty = 0;
-  return 0;
+  return dir_sync_wait(a);
 }
 
 const char *rbl_audit_head(const rbl_audit *a) { return a ? a->head : ""; }
@@ -640,13 +673,10 @@ int rbl_audit_changed(rbl_audit *a, char *msg, size_t n) {
     return 1;
   }
   unsigned char want[32], got[32];
-  unsigned int wl = 0, gl = 0;
-  EVP_MD_CTX *copy = EVP_MD_CTX_new(), *re = EVP_MD_CTX_new();
-  int ok = copy && re && EVP_MD_CTX_copy_ex(copy, a->contents) == 1 &&
-           EVP_DigestFinal_ex(copy, want, &wl) == 1 && audit_hash_file(a->fd, a->expect, re) == 0 &&
-           EVP_DigestFinal_ex(re, got, &gl) == 1;
-  EVP_MD_CTX_free(copy);
-  EVP_MD_CTX_free(re);
+  rbl_sha256_ctx copy = *a->contents, re;
+  rbl_sha256_final(&copy, want);
+  int ok = audit_hash_file(a->fd, a->expect, &re) == 0;
+  if (ok) rbl_sha256_final(&re, got);
   if (!ok) {
     snprintf(msg, n, "%s could not be read back to check it", a->path);
     return 1;
