@@ -64,9 +64,7 @@ struct rbl_audit {
 
 struct rbl_audit_hasher {
   /* the record hash is rbl's own SHA-256 (sha256.c): a chain without a key never initialises
-   * OpenSSL; only the HMAC (with --audit-key), signatures and bulk hashing use it */
-  EVP_MD *md; /* bulk (rbl audit verify): OpenSSL's faster SHA-256, fetched once */
-  EVP_MD_CTX *ctx;
+   * OpenSSL; only the HMAC (with --audit-key) and signatures use it */
   EVP_MAC *mac;
   EVP_MAC_CTX *mctx; /* NULL without a key */
   unsigned char *key;
@@ -151,17 +149,8 @@ int rbl_audit_load_key(const char *path, unsigned char **key, size_t *len, char 
 }
 
 rbl_audit_hasher *rbl_audit_hasher_new(const unsigned char *key, size_t keylen) {
-  return rbl_audit_hasher_new_bulk(key, keylen, 0);
-}
-
-rbl_audit_hasher *rbl_audit_hasher_new_bulk(const unsigned char *key, size_t keylen, int bulk) {
   rbl_audit_hasher *h = calloc(1, sizeof *h);
   if (!h) return NULL;
-  if (bulk) {
-    h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    h->ctx = EVP_MD_CTX_new();
-    if (!h->md || !h->ctx) goto fail;
-  }
   if (key) {
     h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     h->mctx = h->mac ? EVP_MAC_CTX_new(h->mac) : NULL;
@@ -181,8 +170,6 @@ fail:
 
 void rbl_audit_hasher_free(rbl_audit_hasher *h) {
   if (!h) return;
-  EVP_MD_CTX_free(h->ctx);
-  EVP_MD_free(h->md);
   EVP_MAC_CTX_free(h->mctx);
   EVP_MAC_free(h->mac);
   if (h->key) OPENSSL_cleanse(h->key, h->keylen);
@@ -206,19 +193,11 @@ static int audit_hmac(rbl_audit_hasher *h, const char *base, const rbl_jcs_piece
 int rbl_audit_hasher_run(rbl_audit_hasher *h, const char *base, const rbl_jcs_piece *p, size_t np,
                          char hash[RBL_AUDIT_HASH_LEN + 1], char mac[RBL_AUDIT_MAC_LEN + 1]) {
   unsigned char md[32];
-  if (h->md) {
-    unsigned int mdlen = 0;
-    if (!EVP_DigestInit_ex(h->ctx, h->md, NULL)) return RBL_EIO;
-    for (size_t i = 0; i < np; i++)
-      if (!EVP_DigestUpdate(h->ctx, base + p[i].off, p[i].len)) return RBL_EIO;
-    if (!EVP_DigestFinal_ex(h->ctx, md, &mdlen)) return RBL_EIO;
-  } else {
-    rbl_sha256_ctx c;
-    rbl_sha256_init(&c);
-    for (size_t i = 0; i < np; i++)
-      rbl_sha256_update(&c, base + p[i].off, p[i].len);
-    rbl_sha256_final(&c, md);
-  }
+  rbl_sha256_ctx c;
+  rbl_sha256_init(&c);
+  for (size_t i = 0; i < np; i++)
+    rbl_sha256_update(&c, base + p[i].off, p[i].len);
+  rbl_sha256_final(&c, md);
   memcpy(hash, "sha256:", 7);
   rbl_audit_hex(md, 32, hash + 7);
   if (mac) mac[0] = '\0';

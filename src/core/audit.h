@@ -90,9 +90,6 @@ int rbl_audit_load_key(const char *path, unsigned char **key, size_t *len, char 
 /* Record hashing: SHA-256 (and HMAC-SHA256 when a key is given) of pieces of base. */
 typedef struct rbl_audit_hasher rbl_audit_hasher;
 rbl_audit_hasher *rbl_audit_hasher_new(const unsigned char *key, size_t keylen);
-/* bulk != 0: hashes with OpenSSL's SHA-256 (faster per record, but its set-up costs a short run
- * more than it saves); rbl audit verify uses it. Both give the same SHA-256. */
-rbl_audit_hasher *rbl_audit_hasher_new_bulk(const unsigned char *key, size_t keylen, int bulk);
 void rbl_audit_hasher_free(rbl_audit_hasher *h);
 int rbl_audit_hasher_run(rbl_audit_hasher *h, const char *base, const rbl_jcs_piece *p, size_t np,
                          char hash[RBL_AUDIT_HASH_LEN + 1], char mac[RBL_AUDIT_MAC_LEN + 1]);

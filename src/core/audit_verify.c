@@ -667,7 +667,7 @@ int rbl_audit_verify_main(int argc, char **argv) {
   } else if (help) {
     fputs(verify_usage, stdout);
     rc = 0;
-  } else if (!(v.hasher = rbl_audit_hasher_new_bulk(v.key, v.keylen, 1)) || !v.notes) {
+  } else if (!(v.hasher = rbl_audit_hasher_new(v.key, v.keylen)) || !v.notes) {
     fprintf(stderr, "rbl audit verify: out of memory\n");
   } else if (verify_map(&v) == 0) {
     verify_lines(&v);

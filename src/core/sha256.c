@@ -1,4 +1,5 @@
-/* SHA-256 as FIPS 180-4 specifies it (section 6.2), one 64-byte block at a time. */
+/* SHA-256 as FIPS 180-4 specifies it (section 6.2), one 64-byte block at a time; with the x86
+ * SHA extensions when the CPU has them (the same function, about 4x faster). */
 #include "sha256.h"
 
 #include <string.h>
@@ -51,6 +52,70 @@ static void compress(uint32_t h[8], const unsigned char *p) {
   h[7] += k;
 }
 
+/* ---- x86 SHA extensions: the same compression, 4 rounds per pair of instructions ---- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+#define RBL_SHA_NI 1
+
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+compress_ni(uint32_t h[8], const unsigned char *p, size_t blocks) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1);  /* b a d c */
+  __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B); /* h g f e */
+  __m128i s0 = _mm_alignr_epi8(t, s1, 8); /* f e b a: ABEF, A in the top lane */
+  s1 = _mm_blend_epi16(s1, t, 0xF0);      /* h g d c: CDGH */
+  for (; blocks > 0; blocks--, p += 64) {
+    __m128i abef = s0, cdgh = s1, w[16];
+    for (int i = 0; i < 16; i++) {
+      if (i < 4)
+        w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+      else /* W[t-16] + s0(W[t-15]) + W[t-7], then + s1(W[t-2]) */
+        w[i] = _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(w[i - 4], w[i - 3]),
+                                                  _mm_alignr_epi8(w[i - 1], w[i - 2], 4)),
+                                    w[i - 1]);
+      __m128i m = _mm_add_epi32(w[i], _mm_loadu_si128((const __m128i *)&K[4 * i]));
+      s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+      s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));
+    }
+    s0 = _mm_add_epi32(s0, abef);
+    s1 = _mm_add_epi32(s1, cdgh);
+  }
+  t = _mm_shuffle_epi32(s0, 0x1B);                                  /* a b e f */
+  s1 = _mm_shuffle_epi32(s1, 0xB1);                                 /* g h c d */
+  _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(t, s1, 0xF0)); /* a b c d */
+  _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(s1, t, 8));    /* e f g h */
+}
+
+static int have_ni(void) {
+  static int known = -1;
+  if (known < 0) {
+    unsigned a, b, c, d;
+    int sse = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) && (c & bit_SSSE3);
+    known = sse && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)) ? 1 : 0;
+  }
+  return known;
+}
+#endif
+
+static int portable_only;
+
+void rbl_sha256_portable(int on) { portable_only = on; }
+
+/* Compresses `blocks` consecutive 64-byte blocks. */
+static void compress_blocks(uint32_t h[8], const unsigned char *p, size_t blocks) {
+#ifdef RBL_SHA_NI
+  if (!portable_only && have_ni()) {
+    compress_ni(h, p, blocks);
+    return;
+  }
+#endif
+  for (; blocks > 0; blocks--, p += 64)
+    compress(h, p);
+}
+
 void rbl_sha256_init(rbl_sha256_ctx *c) {
   static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -69,11 +134,12 @@ void rbl_sha256_update(rbl_sha256_ctx *c, const void *data, size_t len) {
     p += take;
     len -= take;
     if (c->used < 64) return;
-    compress(c->h, c->block);
+    compress_blocks(c->h, c->block, 1);
     c->used = 0;
   }
-  for (; len >= 64; p += 64, len -= 64)
-    compress(c->h, p);
+  compress_blocks(c->h, p, len / 64);
+  p += len / 64 * 64;
+  len %= 64;
   memcpy(c->block, p, len);
   c->used = len;
 }
@@ -83,13 +149,13 @@ void rbl_sha256_final(rbl_sha256_ctx *c, unsigned char out[32]) {
   c->block[c->used++] = 0x80;
   if (c->used > 56) {
     memset(c->block + c->used, 0, 64 - c->used);
-    compress(c->h, c->block);
+    compress_blocks(c->h, c->block, 1);
     c->used = 0;
   }
   memset(c->block + c->used, 0, 56 - c->used);
   for (int i = 0; i < 8; i++)
     c->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-  compress(c->h, c->block);
+  compress_blocks(c->h, c->block, 1);
   for (int i = 0; i < 8; i++) {
     out[4 * i] = (unsigned char)(c->h[i] >> 24);
     out[4 * i + 1] = (unsigned char)(c->h[i] >> 16);

@@ -17,6 +17,8 @@ typedef struct rbl_sha256_ctx {
 void rbl_sha256_init(rbl_sha256_ctx *c);
 void rbl_sha256_update(rbl_sha256_ctx *c, const void *data, size_t len);
 void rbl_sha256_final(rbl_sha256_ctx *c, unsigned char out[32]);
+/* Tests: on != 0 uses the portable C code even where the CPU has SHA extensions. */
+void rbl_sha256_portable(int on);
 /* One call: out = SHA-256(data). */
 void rbl_sha256(const void *data, size_t len, unsigned char out[32]);
 

@@ -77,10 +77,25 @@ static void test_against_openssl(void **state) {
   }
 }
 
+/* Both implementations: the SHA-extension one where the CPU has it, and the portable one. */
+static int portable(void **state) {
+  (void)state;
+  rbl_sha256_portable(1);
+  return 0;
+}
+
+static int native(void **state) {
+  (void)state;
+  rbl_sha256_portable(0);
+  return 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_vectors),
-      cmocka_unit_test(test_against_openssl),
+      cmocka_unit_test_setup(test_vectors, native),
+      cmocka_unit_test_setup(test_against_openssl, native),
+      cmocka_unit_test_setup(test_vectors, portable),
+      cmocka_unit_test_setup(test_against_openssl, portable),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
