@@ -200,6 +200,11 @@ class MemoryBudget(unittest.TestCase):
         cls.url = "http://127.0.0.1:%d" % cls.srv.server_address[1]
         base = run('step "s" { run = function() log("x") end }', MEM_CFG % cls.url)
         cls.base = base.peak
+        # libcurl and its TLS stack are loaded on the first request (src/core/curl_dl.c): the
+        # HTTP case's baseline is a run that loaded them (a request to a closed port)
+        http = run('step "s" { run = function() pcall(prom.query, "up") log("x") end }',
+                   MEM_CFG % "http://127.0.0.1:1")
+        cls.base_http = max(http.peak, cls.base)
 
     @classmethod
     def tearDownClass(cls):
@@ -220,9 +225,10 @@ class MemoryBudget(unittest.TestCase):
             with self.subTest(name):
                 r = self.check(name)
                 if RSS_ONLY:
-                    over = (r.peak - self.base) / MIB
+                    base = self.base_http if "http" in name else self.base
+                    over = (r.peak - base) / MIB
                     print("%-28s peak RSS %6.1f MiB (baseline %.1f MiB, limit 64 MiB): %.1f MiB over the baseline"
-                          % (name, r.peak / MIB, self.base / MIB, over), file=sys.stderr)
+                          % (name, r.peak / MIB, base / MIB, over), file=sys.stderr)
                     # the limit, plus the head room a killed run gets to finish (32 MiB for Lua,
                     # 4 MiB of it for parser buffers) and allocator slack
                     self.assertLess(over, 64 + 16, name)
