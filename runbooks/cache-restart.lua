@@ -13,11 +13,16 @@ local function systemctl(...)
   return exec({ params.systemctl, ... }, { timeout = 30 })
 end
 
+-- is-active and show change nothing: marked read-only, so a healthy cache ends nothing_to_do
+local function systemctl_read(...)
+  return exec({ params.systemctl, ... }, { timeout = 30, read_only = true })
+end
+
 local function first_word(s) return (s or ""):match("^%s*(%S*)") end
 
 step "check_health" {
   run = function(ctx)
-    ctx.state = first_word(systemctl("is-active", params.service).stdout)
+    ctx.state = first_word(systemctl_read("is-active", params.service).stdout)
     log("%s is %s", params.service, ctx.state)
   end,
 }
@@ -25,7 +30,7 @@ step "check_health" {
 step "restart_cache" {
   when = function(ctx) return ctx.state ~= "active", "service is healthy" end,
   pre = function(ctx)
-    local n = tonumber(first_word(systemctl("show", params.service, "-p", "NRestarts", "--value").stdout)) or 0
+    local n = tonumber(first_word(systemctl_read("show", params.service, "-p", "NRestarts", "--value").stdout)) or 0
     ctx.restarts = n
     if n >= params.max_restarts then
       return false, string.format("circuit breaker open: %d restarts already (limit %d); escalate", n, params.max_restarts)
@@ -38,7 +43,7 @@ step "restart_cache" {
   end,
   verify = function()
     for _ = 1, 10 do
-      if first_word(systemctl("is-active", params.service).stdout) == "active" then return true end
+      if first_word(systemctl_read("is-active", params.service).stdout) == "active" then return true end
       sleep(0.2)
     end
     return false, params.service .. " did not come back"

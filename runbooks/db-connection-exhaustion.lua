@@ -28,7 +28,9 @@ step "verify_isolation" {
 }
 
 step "remediate_config" {
-  pre = function(ctx) return ctx.drift.exists, "no drift: nothing to remediate" end,
+  -- no drift is not a failure: the step is skipped, and with nothing else to do the run
+  -- ends resolved with nothing_to_do = true
+  when = function(ctx) return ctx.drift.exists, "no drift: nothing to remediate" end,
   run = function(ctx)
     -- ConfigMap data are strings: the API rejects the spec's numbers as they are.
     local data = {}
@@ -43,6 +45,7 @@ step "remediate_config" {
 }
 
 step "restart_api" {
+  when = function(ctx) return ctx.drift.exists, "config unchanged: no restart needed" end,
   run = function() kube.rollout_restart(params.deployment) end,
   verify = function()
     local d = kube.get("deployment", params.deployment)

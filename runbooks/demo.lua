@@ -31,7 +31,7 @@ step "analyze_drift" {
 }
 
 step "remediate_config" {
-  pre = function(ctx) return ctx.drift.exists, "no drift: nothing to remediate" end,
+  when = function(ctx) return ctx.drift.exists, "no drift: nothing to remediate" end,
   run = function(ctx)
     -- ConfigMap data are strings: the API rejects the state's numbers as they are.
     local data = {}

@@ -2,6 +2,8 @@
 local host = require "rbl.host"
 local runbook = require "rbl.runbook"
 local families = require "rbl.families"
+local params = require "rbl.params"
+local partial = require "rbl.partial"
 
 local M = {}
 
@@ -92,6 +94,34 @@ end
 
 function M.main(book, chunk)
   return runbook.main(book, chunk)
+end
+
+-- Before a run (src/cli/preflight.c): evaluate top-level code with inert primitives, then
+-- check --param and the step selection against what it declared. -> "" (fine), the problem,
+-- or with help, the runbook's parameters and steps. A declaration the inert evaluation did not
+-- reach (top-level code stopped before it) is checked by the run itself when it is made.
+function M.preflight(book, chunk, help)
+  local _, _, nerr = host.run_all({ chunk })
+  local complete = nerr == 0
+  if help then
+    local text = params.help(book.meta, book.params_spec, book.steps)
+    if not complete then text = text .. "(top-level code stopped under inert evaluation: the list may be incomplete)\n" end
+    return text
+  end
+  if book.usage_error then return book.usage_error end
+  local info = host.info()
+  if book.params_spec then
+    local _, err = params.resolve(book.params_spec, info.cli_params or {})
+    if err then return err end
+  end
+  if not complete then return "" end
+  local _, err = partial.select(book, info.select)
+  if err then return err end
+  if info.resume then
+    local skip, from = partial.resume(book, info.resume)
+    if not skip then return from end
+  end
+  return ""
 end
 
 -- rbl check: evaluate top-level code with inert primitives, then check the structure.

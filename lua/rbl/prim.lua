@@ -2,13 +2,36 @@
 local host = require "rbl.host"
 
 local M = {}
-local unpack, pcall, error, type = table.unpack, pcall, error, type
+local unpack, pcall, error, type, ipairs, rawget = table.unpack, pcall, error, type, ipairs, rawget
 
 -- Hooks the DSL sets so effects can report reversible changes and drift to the current step.
 M.on_undo = function() end
 -- on_call(id, name, tenant, target, args, ok, summary_or_err, duration_ms): every call that
 -- reached its intent, for the report's per-step calls.
 M.on_call = function() end
+-- on_intent(name, args): after scope, before the intent: the DSL notes which steps wrote.
+M.on_intent = function() end
+
+-- Primitives that only read (or wait, or tell a person): a run that called nothing else made
+-- no change (nothing_to_do), and a resumed run may repeat a step that called only these.
+-- Any other primitive counts as a write, so one added later is a write until listed here.
+local READS = { sleep = true, detect_runtime = true, drift_compare = true, notify = true, wait_until = true,
+  ["docker.ps"] = true, ["docker.inspect"] = true, ["docker.logs"] = true, ["docker.stats"] = true,
+  ["docker.top"] = true, ["kube.get"] = true, ["kube.list"] = true, ["kube.can_i"] = true,
+  ["kube.logs"] = true, ["kube.events"] = true, ["kube.rollout_status"] = true, ["kube.wait"] = true }
+local READ_PREFIXES = { "^iac%.", "^prom%." }
+-- exec and docker_exec: a write unless the runbook marked the call {read_only = true}.
+local OPTS_AT = { exec = 2, docker_exec = 3 }
+
+function M.is_write(name, args)
+  if type(name) ~= "string" then return true end
+  if READS[name] then return false end
+  for _, p in ipairs(READ_PREFIXES) do if name:find(p) then return false end end
+  local at = OPTS_AT[name]
+  local o = at and type(args) == "table" and rawget(args, at)
+  if type(o) == "table" and rawget(o, "read_only") == true then return false end
+  return true
+end
 
 local function fail_before_intent(call, name, args, err)
   host.record("failed", { call = call:id(), prim = name, tenant = call:tenant(), phase = "scope",
@@ -41,6 +64,7 @@ function M.define(name, impl)
       if not ok then fail_before_intent(call, name, args, t) end
       target = t
     end
+    M.on_intent(name, args)
     host.intent(call, args, target)
     local t0 = host.now_ms()
     local ok, res, summary, before, undo = pcall(effect, call, unpack(args, 1, n))

@@ -2,12 +2,14 @@
 local host = require "rbl.host"
 local prim = require "rbl.prim"
 local report = require "rbl.report"
+local params = require "rbl.params"
+local partial = require "rbl.partial"
 
 local M = {}
 local type, pairs, ipairs, tostring, error, pcall = type, pairs, ipairs, tostring, error, pcall
 
 local STEP_FIELDS = { when = "function", pre = "function", run = "function", verify = "function",
-  rollback = "function|auto", timeout = "number", description = "string" }
+  rollback = "function|auto", timeout = "number", description = "string", retry = "table" }
 local RUNBOOK_FIELDS = { id = "string", description = "string", params = "table", version = "string",
   owner = "string", tags = "table" }
 
@@ -69,6 +71,13 @@ function M.new_book(default_id)
     cur.isolation = { score = res.score, findings = res.findings, skipped = res.skipped }
   end
 
+  -- Which steps called a primitive that writes (nothing_to_do; a resumed run's plan).
+  prim.on_intent = function(name, args)
+    if not prim.is_write(name, args) then return end
+    book.wrote = true
+    if book.current then book.current.wrote = true end
+  end
+
   -- Every call, for the report's per-step calls and action (lua/rbl/report.lua).
   prim.on_call = function(id, name, tenant, target, args, ok, res, ms)
     local cur = book.current or book.top
@@ -106,6 +115,15 @@ function M.new_book(default_id)
     if book.declared then error("runbook{}: declared twice", 2) end
     check_fields("runbook{}", t, RUNBOOK_FIELDS)
     if t.id and not t.id:match("^[%w][%w%._%-]*$") then error("runbook{}: id must be letters, digits, . _ -", 2) end
+    if t.params ~= nil then
+      local spec, err = params.declare(t.params)
+      if not spec then error("runbook{}: " .. err, 2) end
+      book.params_spec = spec
+      -- rbl check evaluates without --param; a run checks them here (and before it starts)
+      local vals, perr = params.resolve(spec, host.info().cli_params or {}, { partial = host.check_mode() })
+      if not vals then book.usage_error = perr; error(perr, 2) end
+      book.param_values = vals
+    end
     book.declared = true
     for k, v in pairs(t) do book.meta[k] = v end
     if t.id then host.runbook_id(t.id) end
@@ -120,12 +138,55 @@ function M.new_book(default_id)
       check_fields(string.format("step '%s'", name), def, STEP_FIELDS)
       if def.run == nil then error(string.format("step '%s': has no run function", name), 2) end
       if def.timeout and def.timeout <= 0 then error(string.format("step '%s': timeout must be > 0", name), 2) end
+      if def.retry then
+        local err = M.check_retry(def.retry)
+        if err then error(string.format("step '%s': %s", name, err), 2) end
+      end
       book.names[name] = true
       book.steps[#book.steps + 1] = { name = name, def = def }
     end
   end
   return book
 end
+
+-- retry = { attempts = n, backoff = seconds, on = { codes... } }: the step's run is tried again
+-- when it fails with one of the codes (default RETRY_ON); never after a refusal or a kill.
+local RETRY_FIELDS = { attempts = true, backoff = true, on = true }
+local RETRY_ON = { "timeout", "unavailable" }
+local NEVER_RETRY = { refused = true, killed = true, check = true }
+
+function M.check_retry(r)
+  for k in pairs(r) do
+    if not RETRY_FIELDS[k] then
+      return string.format("retry: unknown field '%s'%s (fields: attempts, backoff, on)", tostring(k),
+        params.suggest(k, { "attempts", "backoff", "on" }))
+    end
+  end
+  if math.type(r.attempts) ~= "integer" or r.attempts < 1 or r.attempts > 100 then
+    return "retry: attempts must be an integer from 1 to 100 (the first try included)"
+  end
+  if r.backoff ~= nil and (type(r.backoff) ~= "number" or r.backoff < 0 or r.backoff > 3600) then
+    return "retry: backoff must be a number of seconds from 0 to 3600"
+  end
+  if r.on ~= nil then
+    if type(r.on) ~= "table" or r.on[1] == nil then return "retry: on must be a non-empty list of error codes" end
+    for _, c in ipairs(r.on) do
+      if type(c) ~= "string" or host.error(c, "").code ~= c then
+        return string.format("retry: on: %s is not an error code (rbl help errors)", tostring(c))
+      end
+      if NEVER_RETRY[c] then return string.format("retry: on: %s is never retried", c) end
+    end
+  end
+end
+
+local function retry_codes(r)
+  local set = {}
+  for _, c in ipairs(r.on or RETRY_ON) do set[c] = true end
+  return set
+end
+
+-- The wait between attempts: audited like sleep, and bound by the step's deadline.
+local backoff_wait = prim.define("retry.backoff", { effect = function(call, s) host.sleep(call, s) end })
 
 -- Calls fn(ctx) as its own task with a deadline; returns ok, {results...} or false, err.
 local function invoke(fn, ctx, deadline)
@@ -147,7 +208,8 @@ end
 
 local function record_step(s, entry)
   host.record("step", { step = s.name, index = entry.step, status = entry.status,
-    duration_ms = entry.duration_ms, detail = entry.detail })
+    duration_ms = entry.duration_ms, detail = entry.detail, requested = entry.requested,
+    attempts = entry.attempts and #entry.attempts or nil })
 end
 
 -- Status words in colour on a terminal (never with NO_COLOR or when stderr is not a TTY).
@@ -170,6 +232,40 @@ local function progress(entry)
   progress_line(entry.step, entry.name, entry.status, entry.duration_ms, entry.detail)
 end
 
+-- Tries the step's run again while it fails with a code its retry lists, time is left and
+-- attempts remain; every attempt is a step record ("retrying") and an entry in the report.
+local function retry_run(s, ctx, entry, deadline, ok, r)
+  local spec, codes = s.def.retry, retry_codes(s.def.retry)
+  local attempt, t_attempt = 1, host.now_ms()
+  entry.attempts = {}
+  while true do
+    local a = { attempt = attempt, status = ok and "success" or "failed",
+      duration_ms = math.floor(host.now_ms() - t_attempt + 0.5) }
+    if not ok then a.error_code, a.detail = errcode(r) or "failed", errtext(r) end
+    entry.attempts[#entry.attempts + 1] = a
+    if ok then return ok, r end
+    local why
+    if attempt >= spec.attempts then why = "no attempts left"
+    elseif not codes[a.error_code] then why = "code " .. a.error_code .. " is not retried"
+    elseif host.killed() or host.interrupted() then why = "the run was stopped"
+    end
+    local wait = (spec.backoff or 1) * 2 ^ (attempt - 1)
+    if not why and host.now_ms() / 1000 + wait >= deadline then why = "the step's timeout leaves no time for another attempt" end
+    if why then
+      if attempt > 1 or spec.attempts > 1 then a.note = why end
+      return ok, r
+    end
+    host.record("step", { step = s.name, index = entry.step, status = "retrying", attempt = attempt,
+      attempts = spec.attempts, error = { code = a.error_code, message = a.detail }, backoff = wait })
+    progress_line(entry.step, s.name, "retrying", a.duration_ms,
+      string.format("attempt %d/%d: %s; next in %gs", attempt, spec.attempts, a.detail, wait))
+    local wok, werr = invoke(function() backoff_wait(wait) end, ctx, deadline)
+    if not wok then return false, werr end
+    attempt, t_attempt = attempt + 1, host.now_ms()
+    ok, r = invoke(s.def.run, ctx, deadline)
+  end
+end
+
 -- Runs one step; returns true when it succeeded or was skipped.
 local function run_step(book, ctx, i, s, entry)
   local def = s.def
@@ -189,7 +285,10 @@ local function run_step(book, ctx, i, s, entry)
   if def.when then
     local ok, r = invoke(def.when, ctx, deadline)
     if not ok then return finish("failed", "when: " .. errtext(r)) end
-    if not r[1] then return finish("skipped", r[2] and tostring(r[2]) or "when() returned false") end
+    if not r[1] then
+      entry.skipped_by_when = true
+      return finish("skipped", r[2] and tostring(r[2]) or "when() returned false")
+    end
   end
   if def.pre then
     local ok, r = invoke(def.pre, ctx, deadline)
@@ -198,6 +297,7 @@ local function run_step(book, ctx, i, s, entry)
   end
   entry.started = true
   local ok, r = invoke(def.run, ctx, deadline)
+  if def.retry then ok, r = retry_run(s, ctx, entry, deadline, ok, r) end
   if not ok then
     entry.error_code = errcode(r)
     return finish("failed", errtext(r))
@@ -241,6 +341,36 @@ local function rollback_step(book, ctx, s, entry)
   return ok
 end
 
+-- The steps skipped on request (--only/--from/--skip, or a resumed run's plan): index ->
+-- reason; nil when the request is wrong (book.usage_error says why: exit 2).
+function M.plan_steps(book)
+  if book.usage_error then return nil end
+  local info = host.info()
+  local skip, err = partial.select(book, info.select)
+  if skip and info.resume then
+    local rskip, from = partial.resume(book, info.resume)
+    if not rskip then skip, err = nil, from
+    else
+      for i, why in pairs(rskip) do skip[i] = skip[i] or why end
+      book.resumed = { run = info.resume.run, from = from }
+      host.progress(string.format("rbl: resuming run %s from step %s", info.resume.run, from))
+    end
+  end
+  if not skip then book.usage_error = err end
+  return skip
+end
+
+-- Nothing to do: the run resolved, called no primitive that writes (top level and steps
+-- alike), and at least one step was skipped by its `when`: the remediation was considered
+-- and found already in place.
+function M.nothing_to_do(book, outcome)
+  if outcome ~= "resolved" or book.wrote then return false end
+  for _, e in ipairs(book.trace or {}) do
+    if e.skipped_by_when then return true end
+  end
+  return false
+end
+
 -- The main task: top-level code, then the steps, then rollback on failure.
 function M.main(book, chunk)
   local t_start = host.now_ms()
@@ -264,17 +394,22 @@ function M.main(book, chunk)
     book.trace[1] = book.top
   end
   local failed_at
+  local skip = outcome == "resolved" and M.plan_steps(book) or nil
+  if not skip then outcome = "failed" end
   if outcome == "resolved" then
     for i, s in ipairs(book.steps) do
       local entry = entry_for(book, i, s)
       book.trace[#book.trace + 1] = entry
       s.entry = entry
-      if host.interrupted() then
+      if skip[i] and not host.interrupted() then
+        entry.status, entry.detail, entry.requested = "skipped", skip[i], true
+        record_step(s, entry)
+        progress(entry)
+      elseif host.interrupted() then
         entry.status, entry.detail = "failed", "not run: interrupted (Ctrl-C)"
         failed_at = i
         break
-      end
-      if not run_step(book, ctx, i, s, entry) then failed_at = i; break end
+      elseif not run_step(book, ctx, i, s, entry) then failed_at = i; break end
     end
   end
   if failed_at then
@@ -298,6 +433,7 @@ function M.main(book, chunk)
   end
   if host.interrupted() then book.interrupted = true end
   book.outcome = outcome
+  book.nothing_to_do = M.nothing_to_do(book, outcome)
   -- config notify.on_end: the run's summary; its failure never changes the outcome.
   if book.on_end then pcall(book.on_end, book, outcome) end
   return outcome
@@ -310,7 +446,8 @@ function M.report(book, info, killed_msg)
     local t = { step = e.step, name = e.name, action = e.action, status = e.status,
       duration_ms = e.duration_ms or 0, detail = e.detail, drift_detected = e.drift_detected,
       logs = e.logs, error_code = e.error_code, isolation = e.isolation, rollback = e.rollback, rollback_detail = e.rollback_detail,
-      rollback_ms = e.rollback_ms, notifications = e.notifications, slack_notification_sent = e.slack_notification_sent }
+      rollback_ms = e.rollback_ms, notifications = e.notifications, slack_notification_sent = e.slack_notification_sent,
+      requested = e.requested, attempts = e.attempts, fanout = e.fanout }
     if killed_msg and e.status == "pending" then t.status, t.detail = "failed", killed_msg end
     t.baseline_metric, t.current_metric = e.baseline_metric, e.current_metric
     trace[#trace + 1] = t
@@ -330,6 +467,8 @@ function M.report(book, info, killed_msg)
     total_execution_time_ms = math.floor(host.now_ms() - info.t0_ms + 0.5),
     human_intervention_required = human and true or false, dry_run = info.dry_run,
     notifications = book.notifications, slack_notification_sent = book.slack_sent,
+    nothing_to_do = (not killed_msg and book.nothing_to_do) and true or false,
+    resumes = book.resumed, selection = info.select,
   }
   return report.shape(rep, book, info, killed_msg)
 end

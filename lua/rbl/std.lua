@@ -41,33 +41,19 @@ local function concurrency_of(what, opts)
   return c
 end
 
-local function coerce(v, like)
-  if type(like) == "number" then
-    local n = tonumber(v)
-    if n == nil then error(string.format("--param: '%s' is not a number", v), 0) end
-    return n
-  elseif type(like) == "boolean" then
-    if v == "true" or v == "1" or v == "yes" then return true end
-    if v == "false" or v == "0" or v == "no" then return false end
-    error(string.format("--param: '%s' is not a boolean", v), 0)
-  end
-  return v
-end
-
+-- params: the declared parameters' checked values (rbl.params) once runbook{} declared them;
+-- before that, or in a runbook that declares none, the --param strings as given.
 local function params_proxy(book, cli)
+  local function current()
+    return book.param_values or cli
+  end
   local proxy = {}
   setmetatable(proxy, {
-    __index = function(_, k)
-      local defaults = book.meta.params or {}
-      local v = cli[k]
-      if v ~= nil then return coerce(v, defaults[k]) end
-      return defaults[k]
-    end,
+    __index = function(_, k) return current()[k] end,
     __newindex = function(_, k) host.raise("invalid", "params are read-only (" .. tostring(k) .. ")") end,
     __pairs = function()
       local all = {}
-      for k, v in pairs(book.meta.params or {}) do all[k] = v end
-      for k, v in pairs(cli) do all[k] = coerce(v, (book.meta.params or {})[k]) end
+      for k, v in pairs(current()) do all[k] = v end
       return next, all, nil
     end,
     __metatable = "read-only",

@@ -16,6 +16,11 @@ typedef struct rbl_run_opts {
   const char *audit_path, *audit_key, *sign_key, *report_path, *config_path;
   int argc;
   char **argv;
+  /* partial and resumed runs (docs/runbook-language.md, "Partial and resumed runs") */
+  const char *only[64], *skip[64], *from;
+  int nonly, nskip;
+  const char *resume; /* --resume AUDIT: tenants, params and FILE come from its chain */
+  int help;           /* rbl run FILE --help: the runbook's parameters */
 } rbl_run_opts;
 
 int rbl_cmd_run(rbl_run_opts *o);

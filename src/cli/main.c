@@ -31,13 +31,19 @@ static const char *const usage_main =
 
 static const char *const usage_run =
     "usage: rbl run FILE --tenant T [--tenant T2 | --tenant 'glob-*']... [options]\n"
+    "       rbl run FILE --help      the runbook's parameters and steps\n"
     "\n"
-    "Runs the runbook FILE bound to the given tenant(s).\n"
+    "Runs the runbook FILE bound to the given tenant(s). Every option also takes the form\n"
+    "--opt=value.\n"
     "\n"
     "  --tenant T         tenant the run is authorised for; repeat, or give a glob\n"
     "                     matched against the tenants the config knows\n"
     "  --incident ID      incident id (default: a generated run id)\n"
-    "  --param K=V        runbook parameter (over the defaults in runbook{}); repeatable\n"
+    "  --param K=V        runbook parameter (over the defaults in runbook{}); repeatable;\n"
+    "                     an unknown name, wrong type or value outside choices is exit 2\n"
+    "  --only STEP        run only this step; repeatable\n"
+    "  --from STEP        start at this step\n"
+    "  --skip STEP        leave this step out; repeatable\n"
     "  --dry-run          reads run for real; writes are server-side dry runs or not sent\n"
     "  --audit PATH       audit chain (default ./audit/<incident>.jsonl, appended)\n"
     "  --audit-key FILE   HMAC-SHA256 key for the chain (must not be group/world readable)\n"
@@ -147,8 +153,19 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
     i++;                                                                                           \
   } while (0)
     if (is_help(a) && strcmp(a, "help")) {
-      help(cmd);
-      return 0;
+      o->help = 1;
+    } else if (!strcmp(a, "--only") || !strcmp(a, "--skip")) {
+      VALUE();
+      int *n = a[2] == 'o' ? &o->nonly : &o->nskip;
+      if (*n >= 64) return bad_usage(cmd, "too many %s (max 64)", a);
+      (a[2] == 'o' ? o->only : o->skip)[(*n)++] = v;
+    } else if (!strcmp(a, "--from")) {
+      VALUE();
+      if (o->from) return bad_usage(cmd, "--from given twice (the first step to run is %s)", o->from);
+      o->from = v;
+    } else if (!strcmp(a, "--resume") && want_file) {
+      VALUE();
+      o->resume = v;
     } else if (!strcmp(a, "--tenant")) {
       VALUE();
       if (o->ntenants >= 64) return bad_usage(cmd, "too many --tenant (max %s)", "64");
@@ -187,13 +204,32 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
     } else if (!strcmp(a, "--config")) {
       VALUE();
       o->config_path = v;
-    } else if (a[0] == '-' && a[1])
+    } else if (a[0] == '-' && a[1] && strchr(a, '='))
+      return bad_usage(cmd, "unknown option '%s' (a flag takes no value: --dry-run, not --dry-run=1)",
+                       a);
+    else if (a[0] == '-' && a[1])
       return bad_usage(cmd, "unknown option '%s'", a);
     else if (want_file && !o->file)
       o->file = a;
     else
       return bad_usage(cmd, "unexpected argument '%s'", a);
 #undef VALUE
+  }
+  if (o->help) {
+    if (!want_file || !o->file) help(cmd);
+    return o->file ? -1 : 0; /* rbl run FILE --help: the runbook's own help (rbl_cmd_run) */
+  }
+  if (!want_file && (o->nonly || o->nskip || o->from))
+    return bad_usage(cmd, "%s selects steps: it belongs to rbl run", o->from ? "--from" : "--only/--skip");
+  if (o->resume) {
+    if (o->ntenants || o->nparams)
+      return bad_usage(cmd, "--resume takes the tenants and params from the chain; drop %s",
+                       o->ntenants ? "--tenant" : "--param");
+    if (o->incident) return bad_usage(cmd, "--resume continues the chain's incident; drop %s", "--incident");
+    if (o->nonly || o->nskip || o->from)
+      return bad_usage(cmd, "--resume continues from the failed step; drop %s",
+                       o->from ? "--from" : "--only/--skip");
+    return -1;
   }
   if (want_file && !o->file) return bad_usage(cmd, "missing the runbook %s", "FILE");
   if (o->ntenants == 0)
@@ -210,11 +246,62 @@ static void no_core_dumps(void) {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
+/* Every option that takes a value, whatever the command. "--opt=value" is split into "--opt"
+ * "value" before any command parses its arguments, so every option of every command accepts
+ * both forms; a command adding an option with a value adds its name here. */
+static const char *const value_opts[] = {
+    "--tenant", "--incident", "--param",  "--audit",    "--audit-key", "--sign-key", "--report",
+    "--config", "--key",      "--pubkey", "--head",     "--only",      "--from",     "--skip",
+    "--resume", "--plan-out", "--plan",   "--as",       "--reason",    "--listen",   NULL};
+
+/* -> a new argv (malloc'd array; its strings point into argv or value_opts), or NULL after
+ * printing why ("--quiet=1": a flag takes no value). Nothing after a bare "--" is touched. */
+static char **split_opt_values(int argc, char **argv, int *outc) {
+  char **out = malloc(sizeof *out * (size_t)(2 * argc + 1));
+  int n = 0, rest = 0;
+  if (!out) return NULL;
+  for (int i = 0; i < argc; i++) {
+    char *a = argv[i], *eq = strchr(a, '=');
+    if (!strcmp(a, "--")) rest = 1;
+    if (rest || strncmp(a, "--", 2) || !eq) {
+      out[n++] = a;
+      continue;
+    }
+    size_t len = (size_t)(eq - a);
+    const char *name = NULL;
+    for (int k = 0; value_opts[k] && !name; k++)
+      if (strlen(value_opts[k]) == len && !strncmp(a, value_opts[k], len)) name = value_opts[k];
+    if (!name) { /* a flag given a value, or an unknown option: the command names it */
+      out[n++] = a;
+      continue;
+    }
+    out[n++] = (char *)name;
+    out[n++] = eq + 1;
+  }
+  out[n] = NULL;
+  *outc = n;
+  return out;
+}
+
+static int dispatch(int argc, char **argv);
+
 int main(int argc, char **argv) {
   no_core_dumps();
   /* A child that closes its stdin early must not kill rbl: writes then fail with EPIPE. */
   signal(SIGPIPE, SIG_IGN);
   rbl_serve_child_init();
+  int n = 0;
+  char **args = split_opt_values(argc, argv, &n);
+  if (!args) {
+    fputs("rbl: out of memory\n", stderr);
+    return 2;
+  }
+  int rc = dispatch(n, args);
+  free(args);
+  return rc;
+}
+
+static int dispatch(int argc, char **argv) {
   if (argc < 2) {
     fputs(usage_main, stderr);
     return 2;

@@ -12,34 +12,49 @@
 #include <stdlib.h>
 #include <string.h>
 
-int rbl_cmd_run(rbl_run_opts *o) {
-  run_ctx c;
-  memset(&c, 0, sizeof c);
-  c.o = o;
+/* rbl run FILE --help: the runbook's parameters and steps, nothing run. */
+static int runbook_help(run_ctx *c) {
+  rbl__default_id_of(c->o->file, c->default_id);
+  snprintf(c->incident, sizeof c->incident, "help");
+  rbl__gen_run_id(c->run_id);
+  return rbl__preflight(c);
+}
+
+static int run_file(run_ctx *c) {
+  rbl_run_opts *o = c->o;
   char err[512];
-  c.src = rbl__read_file(o->file, RUNBOOK_MAX, &c.srclen, err, sizeof err);
-  if (!c.src) return rbl__fail(2, "cannot read runbook %s", err);
-  rbl__sha256_hex(c.src, c.srclen, c.sha);
-  if (rbl__init_identity(&c) != 0) {
-    free(c.src);
-    return 2;
-  }
-  rbl__default_id_of(o->file, c.default_id);
-  int rc = rbl__prepare_run(&c);
-  rbl_engine *e = c.e;
-  if (!e) {
-    free(c.src);
-    return rc;
-  }
-  if (!rc) rc = rbl__load_runbook(&c);
-  if (!rc) rc = rbl__open_audit(&c);
+  c->src = rbl__read_file(o->file, RUNBOOK_MAX, &c->srclen, err, sizeof err);
+  if (!c->src) return rbl__fail(2, "cannot read runbook %s", err);
+  rbl__sha256_hex(c->src, c->srclen, c->sha);
+  if (o->help) return runbook_help(c);
+  if (rbl__init_identity(c) != 0) return 2;
+  rbl__default_id_of(o->file, c->default_id);
+  int rc = rbl__prepare_run(c);
+  rbl_engine *e = c->e;
+  if (!e) return rc;
+  if (!rc) rc = rbl__preflight(c);
+  if (!rc) rc = rbl__load_runbook(c);
+  if (!rc) rc = rbl__open_audit(c);
   if (rc) {
     rbl__engine_free(e);
-    free(c.src);
     return rc;
   }
-  rc = rbl__drive_run(&c);
+  return rbl__drive_run(c);
+}
+
+int rbl_cmd_run(rbl_run_opts *o) {
+  run_ctx c;
+  rbl_resume resume;
+  memset(&c, 0, sizeof c);
+  c.o = o;
+  int rc = 0;
+  if (o->resume) {
+    c.resume = &resume;
+    rc = rbl__resume_prepare(o, &resume);
+  }
+  if (!rc) rc = run_file(&c);
   free(c.src);
+  if (o->resume) rbl__resume_free(o, &resume);
   return rc;
 }
 

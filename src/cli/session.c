@@ -131,6 +131,29 @@ static int mkdir_parent(const char *path) {
   return 0;
 }
 
+static void push_names(lua_State *L, const char *const *names, int n, const char *field) {
+  if (n == 0) return; /* absent, not an empty table (which the report would write as {}) */
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, field);
+}
+
+/* info.select = {only = {...}, from = name, skip = {...}} when any was given. */
+static void push_select(lua_State *L, const rbl_run_opts *o) {
+  if (!o->nonly && !o->nskip && !o->from) return;
+  lua_createtable(L, 0, 3);
+  push_names(L, o->only, o->nonly, "only");
+  push_names(L, o->skip, o->nskip, "skip");
+  if (o->from) {
+    lua_pushstring(L, o->from);
+    lua_setfield(L, -2, "from");
+  }
+  lua_setfield(L, -2, "select");
+}
+
 void rbl__push_info(run_ctx *c) {
   lua_State *L = c->e->L;
   lua_createtable(L, 0, 12);
@@ -171,6 +194,11 @@ void rbl__push_info(run_ctx *c) {
     lua_rawset(L, -3);
   }
   lua_setfield(L, -2, "cli_params");
+  push_select(L, c->o);
+  if (c->resume) {
+    rbl__resume_push(L, c->resume);
+    lua_setfield(L, -2, "resume");
+  }
   lua_setfield(L, LUA_REGISTRYINDEX, "rbl.info");
 }
 
@@ -192,6 +220,30 @@ int rbl__open_audit(run_ctx *c) {
   int rc = rbl_audit_open(&c->e->audit, &ao, err, sizeof err);
   if (rc != 0) return rbl__fail(rc == RBL_EINVAL || rc == RBL_EDENIED ? 2 : 4, "%s", err);
   return 0;
+}
+
+/* The run's --param pairs (what --resume runs again with), its step selection, and the run
+ * it resumes. */
+static void run_start_partial(run_ctx *c, cJSON *r) {
+  rbl_run_opts *o = c->o;
+  cJSON *ps = cJSON_AddObjectToObject(r, "params");
+  for (int i = 0; i < o->nparams; i++) {
+    const char *kv = o->params[i], *eq = strchr(kv, '=');
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(eq - kv), kv);
+    cJSON_DeleteItemFromObjectCaseSensitive(ps, name); /* the last --param wins, as in info */
+    cJSON_AddStringToObject(ps, name, eq + 1);
+  }
+  if (o->nonly || o->nskip || o->from) {
+    cJSON *sel = cJSON_AddObjectToObject(r, "select");
+    cJSON_AddItemToObject(sel, "only", cJSON_CreateStringArray(o->only, o->nonly));
+    cJSON_AddItemToObject(sel, "skip", cJSON_CreateStringArray(o->skip, o->nskip));
+    if (o->from) cJSON_AddStringToObject(sel, "from", o->from);
+  }
+  if (c->resume) {
+    cJSON *rs = cJSON_AddObjectToObject(r, "resumes");
+    cJSON_AddStringToObject(rs, "run", c->resume->run);
+  }
 }
 
 cJSON *rbl__run_start_record(run_ctx *c) {
@@ -223,6 +275,7 @@ cJSON *rbl__run_start_record(run_ctx *c) {
     cJSON_AddItemToArray(argv, cJSON_CreateString(c->o->argv[i]));
   cJSON_AddBoolToObject(r, "dry_run", c->o->dry_run);
   cJSON_AddStringToObject(r, "started_at", c->started);
+  run_start_partial(c, r);
   return r;
 }
 
@@ -376,6 +429,10 @@ int rbl__drive_run(run_ctx *c) {
       rbl__fail(0, "internal error: %s", luaL_tolstring(L, -1, NULL));
   }
   lua_settop(L, 1);
+  lua_getfield(L, 1, "usage_error"); /* --param / step names wrong, found only during the run */
+  int usage = lua_isstring(L, -1) && !e->killed;
+  if (usage) rbl__fail(0, "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
   e->ended = 1;
   rbl_budget_unbind(e); /* the report and run_end are the host's, not the runbook's, memory */
   const char *killed = e->killed ? e->kill_msg : NULL;
@@ -385,7 +442,7 @@ int rbl__drive_run(run_ctx *c) {
     free(m);
   }
   rbl__write_report(c, killed);
-  int code = rbl__exit_code_for(e, outcome);
+  int code = usage ? 2 : rbl__exit_code_for(e, outcome);
   if (c->chain_changed) code = 4;
   if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
     rbl__fail(0, "audit: %s", rbl_audit_error(e->audit));

@@ -11,6 +11,13 @@
 
 #define RUNBOOK_MAX (4u << 20)
 
+/* rbl run --resume: what resume.c read from the verified chain. Owns its strings and records. */
+typedef struct rbl_resume {
+  char *run, *incident;
+  cJSON *records; /* the resumed run's step and intent records */
+  int file_given;
+} rbl_resume;
+
 typedef struct run_ctx {
   rbl_run_opts *o;
   rbl_engine *e;
@@ -25,6 +32,7 @@ typedef struct run_ctx {
   const char *cmd;      /* the subcommand the run_start record names; NULL: "run" */
   char runbook_id[128]; /* the id run_start recorded: runbook{}'s, else default_id */
   int chain_changed;    /* someone else changed the chain while this run held it (exit 4) */
+  rbl_resume *resume;   /* rbl run --resume, else NULL */
 } run_ctx;
 
 /* session.c: identity, engine, audit chain, run_start, loading, driving a run to its end. */
@@ -46,6 +54,14 @@ int rbl__exit_code_for(rbl_engine *e, const char *outcome);
 int rbl__drive_run(run_ctx *c);
 /* run.c: a host module's main(book, arg) run as a run (rbl rollback). */
 int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg);
+
+/* resume.c: rbl run --resume AUDIT (verify the chain, then take the failed run's setup). */
+int rbl__resume_prepare(rbl_run_opts *o, rbl_resume *r);
+void rbl__resume_push(lua_State *L, const rbl_resume *r);
+void rbl__resume_free(rbl_run_opts *o, rbl_resume *r);
+
+/* preflight.c: the runbook's declarations checked against the command line before a run. */
+int rbl__preflight(run_ctx *c);
 
 /* config.c: the config file and the limits it sets. */
 int rbl__load_config(rbl_engine *e, const char *path);

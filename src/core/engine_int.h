@@ -78,6 +78,7 @@ struct rbl_engine {
   uint64_t run_deadline; /* uv_hrtime() ns; 0 = none */
   int dry_run;
   int check_mode; /* rbl check: primitives stop evaluation */
+  int silent;     /* print writes nothing (rbl run's preflight evaluation, src/cli/preflight.c) */
   int ended;      /* the run is over: no primitive may start */
   char *runbook_dir;
   int quiet, color;

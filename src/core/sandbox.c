@@ -214,6 +214,7 @@ static int sb_print(lua_State *L) {
     rbl__poll_limits(L);
   }
   e->printed += len;
+  if (e->silent) return 0;
   size_t mlen;
   char *m = rbl__mask(e, out, len, &mlen);
   if (fwrite(m ? m : out, 1, m ? mlen : len, stdout) == 0 && len) { /* stdout closed */

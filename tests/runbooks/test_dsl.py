@@ -215,7 +215,7 @@ class Scripts(unittest.TestCase):
         self.assertEqual(run(src).logs(), ["2 x false"])
         r = run(src, "--param", "n=41", "--param", "name=y", "--param", "on=true")
         self.assertEqual(r.logs(), ["42 y true"])
-        self.assertEqual(run(src, "--param", "n=abc").code, 1)
+        self.assertEqual(run(src, "--param", "n=abc").code, 2)  # a wrong type is a usage error
 
     def test_each_tenant_binds_every_task(self):
         r = run('local seen = each_tenant(function(t) sleep(0.01) log("in %s as %s", t, tenant) return t end, {concurrency = 2}) log("top %s", tostring(tenant))',
@@ -393,7 +393,8 @@ class Check(unittest.TestCase):
 
     def test_errors(self):
         for src, want in [('step "a" { run = function() end } step "a" { run = function() end }', "duplicate"),
-                          ('step "a" { run = function() end, retry = 1 }', "unknown field"),
+                          ('step "a" { run = function() end, retries = 1 }', "unknown field"),
+                          ('step "a" { run = function() end, retry = 1 }', "must be a table"),
                           ('step "a" { verify = function() end }', "no run"),
                           ('runbook{id="x"}\nlocal = 1', "rb.lua:2:")]:
             p, _ = self.check(src)

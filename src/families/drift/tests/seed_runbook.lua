@@ -20,6 +20,7 @@ step "analyze_drift" {
 }
 
 step "plan_patch" {
+  when = function(ctx) return ctx.drift.exists, "no drift: nothing to patch" end,
   run = function(ctx)
     local patch = { data = ctx.drift:patch() }
     log("patch: %s", json.encode(patch))

@@ -1,0 +1,182 @@
+/* rbl run --resume AUDIT: reads the chain once, verifies those bytes as `rbl audit verify` does,
+ * and only then takes from its last run (a failed rbl run) the incident, tenants, params and
+ * runbook to continue with. Where the run continues is lua/rbl/partial.lua's decision. */
+#include "audit.h"
+#include "cli.h"
+#include "json.h"
+#include "rbl.h"
+#include "session.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHAIN_MAX (256u << 20) /* a chain larger than this is refused, not read */
+
+static const char *str_of(const cJSON *o, const char *k) {
+  return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+/* The last run on the chain: its run_start, run_end (NULL if it crashed) and its step and
+ * intent records in order (a new array). Runs are contiguous: the chain is locked by a run. */
+static int last_run(const char *data, size_t size, cJSON **start, cJSON **end, cJSON **recs) {
+  const char *p = data, *stop = data + size, *run = NULL;
+  char cur[160] = "";
+  *start = *end = NULL;
+  *recs = cJSON_CreateArray();
+  while (p < stop && *recs) {
+    const char *nl = memchr(p, '\n', (size_t)(stop - p)), *le = nl ? nl : stop;
+    cJSON *r = cJSON_ParseWithLength(p, (size_t)(le - p));
+    p = nl ? nl + 1 : stop;
+    if (!r) continue; /* a torn line, which verify accepted as such */
+    const char *kind = str_of(r, "kind");
+    run = str_of(r, "run");
+    if (!kind || !run) {
+      cJSON_Delete(r);
+      continue;
+    }
+    if (strcmp(run, cur) != 0) { /* a new run: forget the previous one */
+      snprintf(cur, sizeof cur, "%s", run);
+      cJSON_Delete(*start);
+      cJSON_Delete(*end);
+      *start = *end = NULL;
+      cJSON_Delete(*recs);
+      *recs = cJSON_CreateArray();
+    }
+    if (!strcmp(kind, "run_start") && !*start)
+      *start = r;
+    else if (!strcmp(kind, "run_end"))
+      cJSON_Delete(*end), *end = r;
+    else if ((!strcmp(kind, "step") || !strcmp(kind, "intent")) && *recs)
+      cJSON_AddItemToArray(*recs, r);
+    else
+      cJSON_Delete(r);
+  }
+  return *recs ? 0 : -1;
+}
+
+/* What the run_start of the run to resume must say; -> 0, or the exit status after a message. */
+static int check_resumable(const char *chain, const cJSON *start, const cJSON *end) {
+  const char *run = str_of(start, "run");
+  const cJSON *argv = cJSON_GetObjectItemCaseSensitive(start, "argv");
+  const char *cmd = cJSON_GetStringValue(cJSON_GetArrayItem(argv, 1));
+  if (!cmd || strcmp(cmd, "run") != 0)
+    return rbl__fail(2,
+                     "resume %s: its last run %s is `rbl %s`, not a failed rbl run; a resume "
+                     "continues only the last run on the chain",
+                     chain, run, cmd ? cmd : "?");
+  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(start, "dry_run")))
+    return rbl__fail(2, "resume %s: run %s was a dry run: nothing was applied to continue; run the "
+                        "runbook for real",
+                     chain, run);
+  const char *outcome = end ? str_of(end, "outcome") : NULL;
+  if (outcome && !strcmp(outcome, "resolved"))
+    return rbl__fail(2, "resume %s: run %s resolved: nothing to resume", chain, run);
+  if (outcome && strcmp(outcome, "failed") != 0)
+    return rbl__fail(2,
+                     "resume %s: run %s ended %s: only a failed run is resumed (a refusal or a "
+                     "limit is fixed first, then the runbook run again)",
+                     chain, run, outcome);
+  if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(start, "params")))
+    return rbl__fail(2, "resume %s: run %s recorded no params (written by an older rbl): run the "
+                        "runbook again with its --param",
+                     chain, run);
+  return 0;
+}
+
+/* Tenants and params of the run into o (strdup'd: rbl__resume_free frees them). */
+static int take_tenants_params(const char *chain, const cJSON *start, rbl_run_opts *o) {
+  const cJSON *t, *ts = cJSON_GetObjectItemCaseSensitive(start, "tenants");
+  cJSON_ArrayForEach(t, ts) {
+    const char *name = cJSON_GetStringValue(t);
+    if (!name || strpbrk(name, "*?[") || o->ntenants >= 64)
+      return rbl__fail(2, "resume %s: the run's tenants are not a list of tenant names", chain);
+    o->tenants[o->ntenants++] = strdup(name);
+  }
+  if (o->ntenants == 0) return rbl__fail(2, "resume %s: the run names no tenant", chain);
+  const cJSON *kv;
+  cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(start, "params")) {
+    if (!cJSON_IsString(kv) || !kv->string[0] || strchr(kv->string, '=') || o->nparams >= 128)
+      return rbl__fail(2, "resume %s: the run's params are not NAME: string pairs", chain);
+    size_t n = strlen(kv->string) + strlen(kv->valuestring) + 2;
+    char *s = malloc(n);
+    if (!s) return rbl__fail(2, "out of memory");
+    snprintf(s, n, "%s=%s", kv->string, kv->valuestring);
+    o->params[o->nparams++] = s;
+  }
+  return 0;
+}
+
+/* The runbook: FILE if given, else the path the run recorded; its SHA-256 must be the one the
+ * run recorded, so the resumed steps are the same code. */
+static int take_runbook(const char *chain, const cJSON *start, rbl_run_opts *o) {
+  const cJSON *rb = cJSON_GetObjectItemCaseSensitive(start, "runbook");
+  const char *path = str_of(rb, "path"), *sha = str_of(rb, "sha256");
+  if (!path || !sha) return rbl__fail(2, "resume %s: the run names no runbook", chain);
+  if (!o->file) o->file = strdup(path);
+  char now[72];
+  if (rbl__sha256_file(o->file, now) != 0)
+    return rbl__fail(2, "resume %s: cannot read the runbook %s (give its path: rbl run FILE --resume %s)",
+                     chain, o->file, chain);
+  if (strcmp(now, sha) != 0)
+    return rbl__fail(2,
+                     "resume %s: runbook %s changed since run %s (%s recorded, %s now): refusing "
+                     "to resume other code; run it afresh",
+                     chain, o->file, str_of(start, "run"), sha, now);
+  return 0;
+}
+
+int rbl__resume_prepare(rbl_run_opts *o, rbl_resume *r) {
+  char err[600];
+  size_t len = 0;
+  const char *chain = o->resume;
+  memset(r, 0, sizeof *r);
+  r->file_given = o->file != NULL;
+  char *data = rbl__read_file(chain, CHAIN_MAX, &len, err, sizeof err);
+  if (!data) return rbl__fail(2, "resume: cannot read the chain %s", err);
+  int v = rbl_audit_verify_data(chain, data, len, o->audit_key, err, sizeof err);
+  if (v != 0) {
+    free(data);
+    return rbl__fail(2, "resume %s: the chain does not verify (%s): refusing to trust it", chain,
+                     err);
+  }
+  cJSON *start, *end;
+  int rc = last_run(data, len, &start, &end, &r->records);
+  free(data);
+  if (rc != 0) return rbl__fail(2, "out of memory");
+  if (!start) rc = rbl__fail(2, "resume %s: its last run has no run_start record", chain);
+  if (!rc) rc = check_resumable(chain, start, end);
+  if (!rc) rc = take_tenants_params(chain, start, o);
+  if (!rc) rc = take_runbook(chain, start, o);
+  if (!rc) {
+    r->run = strdup(str_of(start, "run") ? str_of(start, "run") : "?");
+    const char *inc = str_of(start, "incident");
+    r->incident = strdup(inc ? inc : "?");
+    o->incident = r->incident;
+    if (!o->audit_path) o->audit_path = chain;
+  }
+  cJSON_Delete(start);
+  cJSON_Delete(end);
+  return rc;
+}
+
+/* info.resume = {run = id, records = {...}} for lua/rbl/partial.lua. */
+void rbl__resume_push(lua_State *L, const rbl_resume *r) {
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, r->run);
+  lua_setfield(L, -2, "run");
+  rbl_json_push(L, r->records);
+  lua_setfield(L, -2, "records");
+}
+
+void rbl__resume_free(rbl_run_opts *o, rbl_resume *r) {
+  if (!o->resume) return;
+  for (int i = 0; i < o->ntenants; i++)
+    free((char *)o->tenants[i]);
+  for (int i = 0; i < o->nparams; i++)
+    free((char *)o->params[i]);
+  if (!r->file_given) free((char *)o->file);
+  free(r->run);
+  free(r->incident);
+  cJSON_Delete(r->records);
+}
