@@ -11,34 +11,78 @@ local function fmt(f, ...)
   return string.format(tostring(f), ...)
 end
 
+local function failures(fns, errors)
+  local parts, first = {}, nil
+  for i = 1, #fns do
+    local e = errors[i]
+    if e ~= nil then
+      first = first or e
+      parts[#parts + 1] = string.format("[%d] %s", i, tostring(e))
+      if #parts >= 5 then break end
+    end
+  end
+  local code = type(first) == "table" and type(first.code) == "string" and first.code or "failed"
+  return code, table.concat(parts, "; ")
+end
+
+-- With an error budget: within it, results and errors by index are returned; once it is
+-- spent (more than max_errors failed), the error says how many items never started.
+local function budgeted(fns, opts, what, book)
+  local results, errors, nerr, unstarted = host.run_all(fns, opts)
+  local n = #fns
+  local cur = book.current or book.top
+  if cur then
+    cur.fanout = cur.fanout or {}
+    cur.fanout[#cur.fanout + 1] = { what = what, items = n, started = n - unstarted, failed = nerr,
+      succeeded = n - unstarted - nerr, not_started = unstarted, max_errors = opts.max_errors,
+      max_errors_given = opts.max_errors_given, ramp = opts.ramp or nil, concurrency = opts.concurrency }
+  end
+  if nerr <= opts.max_errors then return results, errors end
+  local code, parts = failures(fns, errors)
+  error(host.error(code, string.format("%s: error budget spent: %d of %d failed (max_errors %s), %d never started, %d succeeded: %s",
+    what, nerr, n, tostring(opts.max_errors_given), unstarted, n - unstarted - nerr, parts),
+    { errors = errors, results = results, failed = nerr, not_started = unstarted, started = n - unstarted }), 0)
+end
+
 -- Runs fns as concurrent tasks; raises one error gathering every failure.
-local function gather(fns, opts, what)
+local function gather(fns, opts, what, book)
+  if opts and opts.max_errors then return budgeted(fns, opts, what, book) end
   local results, errors, nerr = host.run_all(fns, opts)
   if nerr > 0 then
-    local parts, first = {}, nil
-    for i = 1, #fns do
-      local e = errors[i]
-      if e ~= nil then
-        first = first or e
-        parts[#parts + 1] = string.format("[%d] %s", i, tostring(e))
-        if #parts >= 5 then break end
-      end
-    end
-    local code = type(first) == "table" and type(first.code) == "string" and first.code or "failed"
-    error(host.error(code, string.format("%s: %d of %d failed: %s", what, nerr, #fns, table.concat(parts, "; ")),
+    local code, parts = failures(fns, errors)
+    error(host.error(code, string.format("%s: %d of %d failed: %s", what, nerr, #fns, parts),
       { errors = errors, results = results }), 0)
   end
   return results
 end
 
-local function concurrency_of(what, opts)
-  if opts == nil then return nil end
+-- {concurrency, max_errors, ramp} of each/each_tenant, checked, for n items: max_errors a
+-- count, or "P%" of the items rounded down (more than P% failed <=> more than floor(n*P/100)).
+local function fanout_opts(what, opts, n)
+  if opts == nil then return {} end
   if type(opts) ~= "table" then host.raise("invalid", what .. ": options must be a table") end
-  local c = opts.concurrency
+  local c = rawget(opts, "concurrency")
   if c ~= nil and (math.type(c) ~= "integer" or c < 1) then
     host.raise("invalid", what .. ": concurrency must be a positive integer")
   end
-  return c
+  local o = { concurrency = c }
+  local m = rawget(opts, "max_errors")
+  if m ~= nil then
+    local count
+    if math.type(m) == "integer" and m >= 0 then count = m
+    elseif type(m) == "string" then
+      local p = tonumber(m:match("^%s*(%d+%.?%d*)%s*%%%s*$"))
+      if p and p <= 100 then count = math.floor(n * p / 100 + 1e-9) end
+    end
+    if not count then
+      host.raise("invalid", what .. ": max_errors must be a count (an integer >= 0) or a percentage such as \"10%\"")
+    end
+    o.max_errors, o.max_errors_given = count, m
+  end
+  local r = rawget(opts, "ramp")
+  if r ~= nil and type(r) ~= "boolean" then host.raise("invalid", what .. ": ramp must be true or false") end
+  o.ramp = r
+  return o
 end
 
 -- params: the declared parameters' checked values (rbl.params) once runbook{} declared them;
@@ -93,27 +137,28 @@ function M.globals(book)
     for i = 1, select("#", ...) do
       if type(fns[i]) ~= "function" then host.raise("invalid", "parallel: argument " .. i .. " is not a function") end
     end
-    return gather(fns, nil, "parallel")
+    return gather(fns, nil, "parallel", book)
   end
 
   g.each = function(list, fn, opts)
     if type(list) ~= "table" then host.raise("invalid", "each: list must be a table") end
     if type(fn) ~= "function" then host.raise("invalid", "each: fn must be a function") end
-    local c = concurrency_of("each", opts)
     local fns, n = {}, #list
+    local o = fanout_opts("each", opts, n)
     for i = 1, n do local v = list[i]; fns[i] = function() return fn(v, i) end end
-    return gather(fns, { concurrency = c }, "each")
+    return gather(fns, o, "each", book)
   end
 
   g.each_tenant = function(fn, opts)
     if type(fn) ~= "function" then host.raise("invalid", "each_tenant: fn must be a function") end
-    local c = concurrency_of("each_tenant", opts)
     local ts, fns = host.tenants(), {}
+    local o = fanout_opts("each_tenant", opts, #ts)
+    o.tenants = ts
     for i = 1, #ts do local t = ts[i]; fns[i] = function() return fn(t) end end
-    local res = gather(fns, { concurrency = c, tenants = ts }, "each_tenant")
-    local by = {}
-    for i = 1, #ts do by[ts[i]] = res[i] end
-    return by
+    local res, errs = gather(fns, o, "each_tenant", book)
+    local by, eby = {}, {}
+    for i = 1, #ts do by[ts[i]] = res[i]; if errs then eby[ts[i]] = errs[i] end end
+    return by, errs and eby or nil
   end
 
   g.secret = function(name)

@@ -32,6 +32,8 @@ static const char *const usage_main =
 static const char *const usage_run =
     "usage: rbl run FILE --tenant T [--tenant T2 | --tenant 'glob-*']... [options]\n"
     "       rbl run FILE --help      the runbook's parameters and steps\n"
+    "       rbl run --resume AUDIT [FILE] [--audit PATH] [--audit-key FILE] [--config FILE]\n"
+    "                                continue the failed run at the end of the chain AUDIT\n"
     "\n"
     "Runs the runbook FILE bound to the given tenant(s). Every option also takes the form\n"
     "--opt=value.\n"
@@ -44,6 +46,8 @@ static const char *const usage_run =
     "  --only STEP        run only this step; repeatable\n"
     "  --from STEP        start at this step\n"
     "  --skip STEP        leave this step out; repeatable\n"
+    "  --resume AUDIT     verify the chain, then continue its failed run from the first step\n"
+    "                     not in place, with the run's tenants, params and runbook (same SHA-256)\n"
     "  --dry-run          reads run for real; writes are server-side dry runs or not sent\n"
     "  --audit PATH       audit chain (default ./audit/<incident>.jsonl, appended)\n"
     "  --audit-key FILE   HMAC-SHA256 key for the chain (must not be group/world readable)\n"
@@ -161,7 +165,8 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
       (a[2] == 'o' ? o->only : o->skip)[(*n)++] = v;
     } else if (!strcmp(a, "--from")) {
       VALUE();
-      if (o->from) return bad_usage(cmd, "--from given twice (the first step to run is %s)", o->from);
+      if (o->from)
+        return bad_usage(cmd, "--from given twice (the first step to run is %s)", o->from);
       o->from = v;
     } else if (!strcmp(a, "--resume") && want_file) {
       VALUE();
@@ -205,8 +210,8 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
       VALUE();
       o->config_path = v;
     } else if (a[0] == '-' && a[1] && strchr(a, '='))
-      return bad_usage(cmd, "unknown option '%s' (a flag takes no value: --dry-run, not --dry-run=1)",
-                       a);
+      return bad_usage(
+          cmd, "unknown option '%s' (a flag takes no value: --dry-run, not --dry-run=1)", a);
     else if (a[0] == '-' && a[1])
       return bad_usage(cmd, "unknown option '%s'", a);
     else if (want_file && !o->file)
@@ -220,12 +225,14 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
     return o->file ? -1 : 0; /* rbl run FILE --help: the runbook's own help (rbl_cmd_run) */
   }
   if (!want_file && (o->nonly || o->nskip || o->from))
-    return bad_usage(cmd, "%s selects steps: it belongs to rbl run", o->from ? "--from" : "--only/--skip");
+    return bad_usage(cmd, "%s selects steps: it belongs to rbl run",
+                     o->from ? "--from" : "--only/--skip");
   if (o->resume) {
     if (o->ntenants || o->nparams)
       return bad_usage(cmd, "--resume takes the tenants and params from the chain; drop %s",
                        o->ntenants ? "--tenant" : "--param");
-    if (o->incident) return bad_usage(cmd, "--resume continues the chain's incident; drop %s", "--incident");
+    if (o->incident)
+      return bad_usage(cmd, "--resume continues the chain's incident; drop %s", "--incident");
     if (o->nonly || o->nskip || o->from)
       return bad_usage(cmd, "--resume continues from the failed step; drop %s",
                        o->from ? "--from" : "--only/--skip");
@@ -250,9 +257,9 @@ static void no_core_dumps(void) {
  * "value" before any command parses its arguments, so every option of every command accepts
  * both forms; a command adding an option with a value adds its name here. */
 static const char *const value_opts[] = {
-    "--tenant", "--incident", "--param",  "--audit",    "--audit-key", "--sign-key", "--report",
-    "--config", "--key",      "--pubkey", "--head",     "--only",      "--from",     "--skip",
-    "--resume", "--plan-out", "--plan",   "--as",       "--reason",    "--listen",   NULL};
+    "--tenant", "--incident", "--param",  "--audit", "--audit-key", "--sign-key", "--report",
+    "--config", "--key",      "--pubkey", "--head",  "--only",      "--from",     "--skip",
+    "--resume", "--plan-out", "--plan",   "--as",    "--reason",    "--listen",   NULL};
 
 /* -> a new argv (malloc'd array; its strings point into argv or value_opts), or NULL after
  * printing why ("--quiet=1": a flag takes no value). Nothing after a bare "--" is touched. */

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PREFLIGHT_MEMORY (64u << 20)
+#define PREFLIGHT_MEMORY  (64u << 20)
 #define PREFLIGHT_SECONDS 2.0
 
 /* A check-mode engine for c's runbook, with c's info (params, selection, resume). */

@@ -66,8 +66,9 @@ static int check_resumable(const char *chain, const cJSON *start, const cJSON *e
                      "continues only the last run on the chain",
                      chain, run, cmd ? cmd : "?");
   if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(start, "dry_run")))
-    return rbl__fail(2, "resume %s: run %s was a dry run: nothing was applied to continue; run the "
-                        "runbook for real",
+    return rbl__fail(2,
+                     "resume %s: run %s was a dry run: nothing was applied to continue; run the "
+                     "runbook for real",
                      chain, run);
   const char *outcome = end ? str_of(end, "outcome") : NULL;
   if (outcome && !strcmp(outcome, "resolved"))
@@ -78,8 +79,9 @@ static int check_resumable(const char *chain, const cJSON *start, const cJSON *e
                      "limit is fixed first, then the runbook run again)",
                      chain, run, outcome);
   if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(start, "params")))
-    return rbl__fail(2, "resume %s: run %s recorded no params (written by an older rbl): run the "
-                        "runbook again with its --param",
+    return rbl__fail(2,
+                     "resume %s: run %s recorded no params (written by an older rbl): run the "
+                     "runbook again with its --param",
                      chain, run);
   return 0;
 }
@@ -116,8 +118,9 @@ static int take_runbook(const char *chain, const cJSON *start, rbl_run_opts *o) 
   if (!o->file) o->file = strdup(path);
   char now[72];
   if (rbl__sha256_file(o->file, now) != 0)
-    return rbl__fail(2, "resume %s: cannot read the runbook %s (give its path: rbl run FILE --resume %s)",
-                     chain, o->file, chain);
+    return rbl__fail(
+        2, "resume %s: cannot read the runbook %s (give its path: rbl run FILE --resume %s)", chain,
+        o->file, chain);
   if (strcmp(now, sha) != 0)
     return rbl__fail(2,
                      "resume %s: runbook %s changed since run %s (%s recorded, %s now): refusing "

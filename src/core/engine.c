@@ -310,6 +310,10 @@ struct rbl_group {
   int n, started, finished, concurrency;
   int fns_ref, tenants_ref, results_ref, errors_ref;
   int nerrors;
+  int max_errors; /* -1: none; once more items failed, no new item starts (halted) */
+  int halted;
+  int ramp, window, wave_end; /* ramp: waves of 1, 2, 4, ... items (the first wave_end items may
+                                 start), then a sliding window of concurrency */
   int dying;
   uint64_t deadline;
   double timeout;
@@ -330,7 +334,8 @@ static void group_free(rbl_group *g) {
 
 static void group_start_next(rbl_group *g) {
   lua_State *L = g->e->L;
-  while (!g->dying && g->started < g->n && g->started - g->finished < g->concurrency) {
+  while (!g->dying && !g->halted && g->started < g->n &&
+         g->started - g->finished < g->concurrency && (!g->ramp || g->started < g->wave_end)) {
     int i = ++g->started;
     const char *tenant = g->owner->tenant;
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->tenants_ref);
@@ -360,8 +365,9 @@ static int group_push(lua_State *L, void *ud) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->results_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
   lua_pushinteger(L, g->nerrors);
+  lua_pushinteger(L, g->n - g->started); /* never started: the error budget was spent */
   group_free(g);
-  return 3;
+  return 4;
 }
 
 static void group_cancel(void *ud) {
@@ -387,8 +393,17 @@ static void group_task_done(rbl_group *g, rbl_task *t, int ok) {
   lua_pop(L, 1);
   if (!ok) g->nerrors++;
   g->finished++;
+  if (g->max_errors >= 0 && g->nerrors > g->max_errors) g->halted = 1;
+  if (g->ramp && g->finished == g->started && g->started == g->wave_end) { /* a wave is done */
+    g->window = g->window > g->concurrency / 2 ? g->concurrency : g->window * 2;
+    if (g->window >= g->concurrency)
+      g->ramp = 0; /* from now on a sliding window */
+    else
+      g->wave_end += g->window;
+  }
   group_start_next(g);
-  if (g->finished == g->n && g->owner->wait == g->wait) {
+  if ((g->finished == g->n || (g->halted && g->finished == g->started)) &&
+      g->owner->wait == g->wait) {
     if (g->timer) uv_timer_stop(g->timer);
     rbl_wait_done(g->wait);
   }
@@ -407,8 +422,9 @@ static void group_timeout_cb(uv_timer_t *h) {
       task_abort(t, "timeout", msg);
     }
   }
-  /* Tasks not yet started fail with the same timeout. */
-  while (g->started < g->n && !g->dying) {
+  /* Tasks not yet started fail with the same timeout (after a spent error budget they stay
+   * never started). */
+  while (g->started < g->n && !g->dying && !g->halted) {
     g->started++;
     lua_State *L = g->e->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->errors_ref);
@@ -418,12 +434,16 @@ static void group_timeout_cb(uv_timer_t *h) {
     g->nerrors++;
     g->finished++;
   }
-  if (g->finished == g->n && g->owner->wait == g->wait) rbl_wait_done(g->wait);
+  if ((g->finished == g->n || (g->halted && g->finished == g->started)) &&
+      g->owner->wait == g->wait)
+    rbl_wait_done(g->wait);
   e->unprotected--;
 }
 
-/* host.run_all(fns [, {concurrency = n, tenants = {...}, timeout = s}])
- * -> results (by index), errors (by index), error count. */
+/* host.run_all(fns [, {concurrency = n, tenants = {...}, timeout = s, max_errors = n, ramp = b}])
+ * -> results (by index), errors (by index), error count, count never started. max_errors: once
+ * more than that many items failed, no new item starts (those in flight finish). ramp: at most
+ * 1 item in flight, then 2, 4, ... each time every started item has finished, up to concurrency. */
 int rbl__spawn_group(lua_State *L) {
   rbl_task *owner = rbl__task_of(L);
   rbl_engine *e = owner->e;
@@ -434,7 +454,8 @@ int rbl__spawn_group(lua_State *L) {
     lua_newtable(L);
     lua_newtable(L);
     lua_pushinteger(L, 0);
-    return 3;
+    lua_pushinteger(L, 0);
+    return 4;
   }
   rbl_group *g = calloc(1, sizeof *g);
   if (!g) return luaL_error(L, "out of memory");
@@ -444,7 +465,17 @@ int rbl__spawn_group(lua_State *L) {
   g->concurrency = n > 0 ? n : 1;
   g->deadline = owner->deadline;
   g->tenants_ref = LUA_NOREF;
+  g->max_errors = -1;
+  g->window = g->wave_end = 1;
   if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "max_errors");
+    if (!lua_isnil(L, -1)) {
+      lua_Integer m = luaL_checkinteger(L, -1);
+      g->max_errors = m < 0 ? 0 : (m > n ? n : (int)m);
+    }
+    lua_getfield(L, 2, "ramp");
+    g->ramp = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     lua_getfield(L, 2, "concurrency");
     if (!lua_isnil(L, -1)) {
       lua_Integer c = luaL_checkinteger(L, -1);
@@ -459,6 +490,7 @@ int rbl__spawn_group(lua_State *L) {
     }
     lua_pop(L, 3);
   }
+  if (g->concurrency <= 1) g->ramp = 0; /* one at a time already */
   if (g->timeout > 0) {
     uint64_t dl = uv_hrtime() + (uint64_t)(g->timeout * 1e9);
     if (!g->deadline || dl < g->deadline) g->deadline = dl;

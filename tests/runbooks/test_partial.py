@@ -348,5 +348,133 @@ class Retry(unittest.TestCase):
             self.assertIn(want, p.stderr, decl)
 
 
+RESUMABLE = """runbook { id = "res", params = { flag = { type = "string", required = true }, n = 1 } }
+step "analyze" { run = function(ctx) ctx.seen = params.n log("analyze %s", tenant) end }
+step "write" { run = function(ctx) exec({"/bin/true"}) log("write %d", ctx.seen) end }
+step "undoable" { run = function() exec({"/bin/true"}) log("undoable") end, rollback = function() log("rb undoable") end }
+step "flaky" { run = function(ctx)
+  log("flaky %d", ctx.seen)
+  if exec({"/usr/bin/test", "-e", params.flag}, {read_only = true}).exit_code ~= 0 then error("not yet") end
+end }
+step "last" { run = function() log("last") end }
+"""
+RES_CFG = 'return { exec = { allow = { "/bin/true", "/usr/bin/test" } } }'
+
+
+class Resume(unittest.TestCase):
+    def failed_run(self):
+        d = tempfile.mkdtemp(prefix="rbl-resume-")
+        rb, cfg = os.path.join(d, "rb.lua"), os.path.join(d, "c.lua")
+        open(rb, "w").write(RESUMABLE)
+        open(cfg, "w").write(RES_CFG)
+        flag, audit = os.path.join(d, "flag"), os.path.join(d, "INC-R.jsonl")
+        p = subprocess.run([RBL, "run", rb, "--tenant", "t1", "--incident", "INC-R", "--audit", audit, "--config", cfg,
+                            "--param", "flag=" + flag, "--param", "n=7", "--report", os.path.join(d, "r1.json")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        return d, rb, cfg, flag, audit
+
+    def resume(self, audit, *extra, report=None):
+        cmd = [RBL, "run", "--resume", audit, *extra]
+        if report:
+            cmd += ["--report", report]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    def test_continues_from_the_first_step_not_in_place_with_the_same_params(self):
+        d, rb, cfg, flag, audit = self.failed_run()
+        first = [json.loads(l) for l in open(audit)]
+        first_run = first[0]["run"]
+        open(flag, "w").write("")
+        rep = os.path.join(d, "r2.json")
+        p = self.resume(audit, "--config", cfg, report=rep)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        recs = [json.loads(l) for l in open(audit)]
+        second = [r for r in recs if r["run"] != first_run]
+        self.assertEqual(second[0]["kind"], "run_start")
+        self.assertEqual(second[0]["resumes"], {"run": first_run})
+        self.assertEqual(second[0]["params"], {"flag": flag, "n": "7"})
+        self.assertEqual(second[0]["tenants"], ["t1"])
+        logs = [r["message"] for r in second if r["kind"] == "log"]
+        # analyze only read: it runs again (ctx rebuilt); write wrote and was not undone: skipped;
+        # undoable was rolled back by the failed run: the run continues there
+        self.assertEqual(logs, ["analyze t1", "undoable", "flaky 7", "last"])
+        report = json.load(open(rep))
+        st = {e["name"]: (e["status"], e.get("detail")) for e in report["execution_trace"] if e["step"] > 0}
+        self.assertEqual(st["write"], ("skipped", "done by run %s (resumed)" % first_run))
+        self.assertEqual(report["resumes"], {"run": first_run, "from": "undoable"})
+        self.assertEqual(report["incident_id"], "INC-R")
+        v = subprocess.run([RBL, "audit", "verify", audit], capture_output=True, text=True)
+        self.assertEqual(v.returncode, 0, v.stdout)
+        # the resumed run resolved: nothing more to resume
+        p = self.resume(audit, "--config", cfg)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("resolved: nothing to resume", p.stderr)
+
+    def test_a_resumed_run_that_fails_again_is_resumable(self):
+        d, rb, cfg, flag, audit = self.failed_run()
+        p = self.resume(audit, "--config", cfg)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        open(flag, "w").write("")
+        p = self.resume(audit, "--config", cfg)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_refuses_a_tampered_chain_without_acting(self):
+        d, rb, cfg, flag, audit = self.failed_run()
+        lines = open(audit).read().splitlines(True)
+        lines[0] = lines[0].replace('"n":"7"', '"n":"8"')
+        open(audit, "w").write("".join(lines))
+        size = os.path.getsize(audit)
+        p = self.resume(audit, "--config", cfg)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("does not verify", p.stderr)
+        self.assertIn("modified", p.stderr)
+        self.assertEqual(os.path.getsize(audit), size, "nothing appended")
+
+    def test_refuses_a_changed_runbook(self):
+        d, rb, cfg, flag, audit = self.failed_run()
+        open(rb, "a").write("-- edited\n")
+        p = self.resume(audit, "--config", cfg)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("changed since run", p.stderr)
+
+    def test_refuses_what_it_cannot_resume(self):
+        d, rb, cfg, flag, audit = self.failed_run()
+        for extra, want in [(["--tenant", "t2"], "takes the tenants and params from the chain"),
+                            (["--param", "n=1"], "takes the tenants and params from the chain"),
+                            (["--from", "last"], "continues from the failed step")]:
+            p = self.resume(audit, "--config", cfg, *extra)
+            self.assertEqual(p.returncode, 2, extra)
+            self.assertIn(want, p.stderr)
+        p = self.resume(os.path.join(d, "missing.jsonl"))
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot read the chain", p.stderr)
+        # a dry run is not resumed
+        audit2 = os.path.join(d, "INC-D.jsonl")
+        subprocess.run([RBL, "run", rb, "--tenant", "t1", "--incident", "INC-D", "--audit", audit2, "--config", cfg,
+                        "--param", "flag=" + flag, "--dry-run"], capture_output=True, timeout=60)
+        p = self.resume(audit2, "--config", cfg)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("dry run", p.stderr)
+
+    def test_with_a_key_the_mac_is_checked(self):
+        d = tempfile.mkdtemp(prefix="rbl-resume-")
+        key, other = os.path.join(d, "k"), os.path.join(d, "k2")
+        for f, v in ((key, "secret-one"), (other, "secret-two")):
+            open(f, "w").write(v)
+            os.chmod(f, 0o600)
+        rb, cfg, flag, audit = (os.path.join(d, n) for n in ("rb.lua", "c.lua", "flag", "a.jsonl"))
+        open(rb, "w").write(RESUMABLE)
+        open(cfg, "w").write(RES_CFG)
+        p = subprocess.run([RBL, "run", rb, "--tenant", "t1", "--audit", audit, "--config", cfg, "--audit-key", key,
+                            "--param", "flag=" + flag], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        open(flag, "w").write("")
+        p = self.resume(audit, "--config", cfg, "--audit-key", other)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("bad MAC", p.stderr)
+        p = self.resume(audit, "--config", cfg, "--audit-key", key)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=1)

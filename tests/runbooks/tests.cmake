@@ -2,3 +2,5 @@ add_test(NAME runbook_dsl COMMAND python3 -W ignore::ResourceWarning ${CMAKE_SOU
 set_tests_properties(runbook_dsl PROPERTIES TIMEOUT 300)
 add_test(NAME runbook_partial COMMAND python3 -W ignore::ResourceWarning ${CMAKE_SOURCE_DIR}/tests/runbooks/test_partial.py $<TARGET_FILE:rbl>)
 set_tests_properties(runbook_partial PROPERTIES TIMEOUT 300)
+add_test(NAME runbook_fanout_budget COMMAND python3 -W ignore::ResourceWarning ${CMAKE_SOURCE_DIR}/tests/runbooks/test_fanout_budget.py $<TARGET_FILE:rbl>)
+set_tests_properties(runbook_fanout_budget PROPERTIES TIMEOUT 300)
