@@ -12,7 +12,7 @@ step "analyze_drift" {
 }
 
 step "remediate_config" {
-  pre      = function(ctx) return ctx.drift.exists, "no drift" end,
+  when     = function(ctx) return ctx.drift.exists, "no drift" end,   -- false: skipped, not failed
   run      = function(ctx)
     local data = {}                                             -- ConfigMap data are strings
     for k, v in pairs(ctx.drift:patch()) do data[k] = tostring(v) end
