@@ -17,6 +17,24 @@ static const char *str_of(const cJSON *o, const char *k) {
   return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
+/* What lua/rbl/partial.lua reads of a step or intent record: kind, step, status, prim, and the
+ * args of an exec (their read_only flag); the rest is dropped so a large run stays small. */
+static cJSON *slim(cJSON *r) {
+  static const char *const keep[] = {"kind", "step", "status", "prim", NULL};
+  cJSON *o = cJSON_CreateObject();
+  const char *prim = str_of(r, "prim");
+  for (int i = 0; o && keep[i]; i++) {
+    cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(r, keep[i]);
+    if (v) cJSON_AddItemToObject(o, keep[i], v);
+  }
+  if (o && prim && (!strcmp(prim, "exec") || !strcmp(prim, "docker_exec"))) {
+    cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(r, "args");
+    if (v) cJSON_AddItemToObject(o, "args", v);
+  }
+  cJSON_Delete(r);
+  return o ? o : cJSON_CreateNull();
+}
+
 /* The last run on the chain: its run_start, run_end (NULL if it crashed) and its step and
  * intent records in order (a new array). Runs are contiguous: the chain is locked by a run. */
 static int last_run(const char *data, size_t size, cJSON **start, cJSON **end, cJSON **recs) {
@@ -48,7 +66,7 @@ static int last_run(const char *data, size_t size, cJSON **start, cJSON **end, c
     else if (!strcmp(kind, "run_end"))
       cJSON_Delete(*end), *end = r;
     else if ((!strcmp(kind, "step") || !strcmp(kind, "intent")) && *recs)
-      cJSON_AddItemToArray(*recs, r);
+      cJSON_AddItemToArray(*recs, slim(r));
     else
       cJSON_Delete(r);
   }
@@ -109,6 +127,26 @@ static int take_tenants_params(const char *chain, const cJSON *start, rbl_run_op
   return 0;
 }
 
+/* The run's own step selection (run_start.select) is kept: a step it skipped on request stays
+ * skipped. Names are strdup'd into o (rbl__resume_free frees them). */
+static int take_select(const char *chain, const cJSON *start, rbl_run_opts *o) {
+  const cJSON *sel = cJSON_GetObjectItemCaseSensitive(start, "select"), *v;
+  if (!sel) return 0;
+  cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(sel, "only")) {
+    if (!cJSON_IsString(v) || o->nonly >= 64)
+      return rbl__fail(2, "resume %s: bad select.only", chain);
+    o->only[o->nonly++] = strdup(v->valuestring);
+  }
+  cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(sel, "skip")) {
+    if (!cJSON_IsString(v) || o->nskip >= 64)
+      return rbl__fail(2, "resume %s: bad select.skip", chain);
+    o->skip[o->nskip++] = strdup(v->valuestring);
+  }
+  const char *from = str_of(sel, "from");
+  if (from) o->from = strdup(from);
+  return 0;
+}
+
 /* The runbook: FILE if given, else the path the run recorded; its SHA-256 must be the one the
  * run recorded, so the resumed steps are the same code. */
 static int take_runbook(const char *chain, const cJSON *start, rbl_run_opts *o) {
@@ -150,6 +188,7 @@ int rbl__resume_prepare(rbl_run_opts *o, rbl_resume *r) {
   if (!start) rc = rbl__fail(2, "resume %s: its last run has no run_start record", chain);
   if (!rc) rc = check_resumable(chain, start, end);
   if (!rc) rc = take_tenants_params(chain, start, o);
+  if (!rc) rc = take_select(chain, start, o);
   if (!rc) rc = take_runbook(chain, start, o);
   if (!rc) {
     r->run = strdup(str_of(start, "run") ? str_of(start, "run") : "?");
@@ -178,6 +217,11 @@ void rbl__resume_free(rbl_run_opts *o, rbl_resume *r) {
     free((char *)o->tenants[i]);
   for (int i = 0; i < o->nparams; i++)
     free((char *)o->params[i]);
+  for (int i = 0; i < o->nonly; i++)
+    free((char *)o->only[i]);
+  for (int i = 0; i < o->nskip; i++)
+    free((char *)o->skip[i]);
+  free((char *)o->from);
   if (!r->file_given) free((char *)o->file);
   free(r->run);
   free(r->incident);

@@ -418,6 +418,23 @@ class Resume(unittest.TestCase):
         p = self.resume(audit, "--config", cfg)
         self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_keeps_the_failed_runs_step_selection(self):
+        d = tempfile.mkdtemp(prefix="rbl-resume-")
+        rb, cfg, flag, audit = (os.path.join(d, n) for n in ("rb.lua", "c.lua", "flag", "a.jsonl"))
+        open(rb, "w").write(RESUMABLE)
+        open(cfg, "w").write(RES_CFG)
+        p = subprocess.run([RBL, "run", rb, "--tenant", "t1", "--audit", audit, "--config", cfg,
+                            "--param", "flag=" + flag, "--skip", "last"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        open(flag, "w").write("")
+        rep = os.path.join(d, "r.json")
+        p = self.resume(audit, "--config", cfg, report=rep)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        report = json.load(open(rep))
+        last = [e for e in report["execution_trace"] if e["name"] == "last"][0]
+        self.assertEqual((last["status"], last["detail"]), ("skipped", "skipped on request (--skip)"))
+        self.assertEqual(report["selection"], {"skip": ["last"]})
+
     def test_refuses_a_tampered_chain_without_acting(self):
         d, rb, cfg, flag, audit = self.failed_run()
         lines = open(audit).read().splitlines(True)
