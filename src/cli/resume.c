@@ -1,6 +1,7 @@
-/* rbl run --resume AUDIT: reads the chain once, verifies those bytes as `rbl audit verify` does,
- * and only then takes from its last run (a failed rbl run) the incident, tenants, params and
- * runbook to continue with. Where the run continues is lua/rbl/partial.lua's decision. */
+/* rbl run --resume AUDIT: verifies the chain from one read as `rbl audit verify` does
+ * (rbl_audit_verify_file) and only then takes, from the records it verified, the incident,
+ * tenants, params and runbook of its last run (a failed rbl run) to continue with. Where the run
+ * continues is lua/rbl/partial.lua's decision. */
 #include "audit.h"
 #include "cli.h"
 #include "json.h"
@@ -11,66 +12,52 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHAIN_MAX (256u << 20) /* a chain larger than this is refused, not read */
-
 static const char *str_of(const cJSON *o, const char *k) {
   return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
 /* What lua/rbl/partial.lua reads of a step or intent record: kind, step, status, prim, and the
- * args of an exec (their read_only flag); the rest is dropped so a large run stays small. */
-static cJSON *slim(cJSON *r) {
+ * args of an exec (their read_only flag); the rest is left out so a large run stays small. */
+static cJSON *slim(const cJSON *r) {
   static const char *const keep[] = {"kind", "step", "status", "prim", NULL};
   cJSON *o = cJSON_CreateObject();
   const char *prim = str_of(r, "prim");
   for (int i = 0; o && keep[i]; i++) {
-    cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(r, keep[i]);
-    if (v) cJSON_AddItemToObject(o, keep[i], v);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, keep[i]);
+    if (v) cJSON_AddItemToObject(o, keep[i], cJSON_Duplicate(v, 1));
   }
   if (o && prim && (!strcmp(prim, "exec") || !strcmp(prim, "docker_exec"))) {
-    cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(r, "args");
-    if (v) cJSON_AddItemToObject(o, "args", v);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, "args");
+    if (v) cJSON_AddItemToObject(o, "args", cJSON_Duplicate(v, 1));
   }
-  cJSON_Delete(r);
   return o ? o : cJSON_CreateNull();
 }
 
-/* The last run on the chain: its run_start, run_end (NULL if it crashed) and its step and
- * intent records in order (a new array). Runs are contiguous: the chain is locked by a run. */
-static int last_run(const char *data, size_t size, cJSON **start, cJSON **end, cJSON **recs) {
-  const char *p = data, *stop = data + size, *run = NULL;
-  char cur[160] = "";
+/* The last run of the verified records: its run_start, run_end (NULL if it crashed; both point
+ * into recs) and its step and intent records in order (a new array). Runs are contiguous: the
+ * chain is locked by the run writing it. */
+static int last_run(const cJSON *recs, const cJSON **start, const cJSON **end, cJSON **steps) {
+  const char *cur = "";
+  const cJSON *r;
   *start = *end = NULL;
-  *recs = cJSON_CreateArray();
-  while (p < stop && *recs) {
-    const char *nl = memchr(p, '\n', (size_t)(stop - p)), *le = nl ? nl : stop;
-    cJSON *r = cJSON_ParseWithLength(p, (size_t)(le - p));
-    p = nl ? nl + 1 : stop;
-    if (!r) continue; /* a torn line, which verify accepted as such */
-    const char *kind = str_of(r, "kind");
-    run = str_of(r, "run");
-    if (!kind || !run) {
-      cJSON_Delete(r);
-      continue;
-    }
+  *steps = cJSON_CreateArray();
+  cJSON_ArrayForEach(r, recs) {
+    const char *kind = str_of(r, "kind"), *run = str_of(r, "run");
+    if (!kind || !run || !*steps) continue;
     if (strcmp(run, cur) != 0) { /* a new run: forget the previous one */
-      snprintf(cur, sizeof cur, "%s", run);
-      cJSON_Delete(*start);
-      cJSON_Delete(*end);
+      cur = run;
       *start = *end = NULL;
-      cJSON_Delete(*recs);
-      *recs = cJSON_CreateArray();
+      cJSON_Delete(*steps);
+      *steps = cJSON_CreateArray();
     }
     if (!strcmp(kind, "run_start") && !*start)
       *start = r;
     else if (!strcmp(kind, "run_end"))
-      cJSON_Delete(*end), *end = r;
-    else if ((!strcmp(kind, "step") || !strcmp(kind, "intent")) && *recs)
-      cJSON_AddItemToArray(*recs, slim(r));
-    else
-      cJSON_Delete(r);
+      *end = r;
+    else if ((!strcmp(kind, "step") || !strcmp(kind, "intent")) && *steps)
+      cJSON_AddItemToArray(*steps, slim(r));
   }
-  return *recs ? 0 : -1;
+  return *steps ? 0 : -1;
 }
 
 /* What the run_start of the run to resume must say; -> 0, or the exit status after a message. */
@@ -168,24 +155,20 @@ static int take_runbook(const char *chain, const cJSON *start, rbl_run_opts *o) 
 }
 
 int rbl__resume_prepare(rbl_run_opts *o, rbl_resume *r) {
-  char err[600];
-  size_t len = 0;
+  char err[768];
   const char *chain = o->resume;
   memset(r, 0, sizeof *r);
   r->file_given = o->file != NULL;
-  char *data = rbl__read_file(chain, CHAIN_MAX, &len, err, sizeof err);
-  if (!data) return rbl__fail(2, "resume: cannot read the chain %s", err);
-  int v = rbl_audit_verify_data(chain, data, len, o->audit_key, err, sizeof err);
-  if (v != 0) {
-    free(data);
+  rbl_audit_verified ver;
+  int v = rbl_audit_verify_file(chain, o->audit_key, NULL, &ver, err, sizeof err);
+  if (v == 2) return rbl__fail(2, "resume: cannot use the chain: %s", err);
+  if (v != 0)
     return rbl__fail(2, "resume %s: the chain does not verify (%s): refusing to trust it", chain,
                      err);
-  }
-  cJSON *start, *end;
-  int rc = last_run(data, len, &start, &end, &r->records);
-  free(data);
-  if (rc != 0) return rbl__fail(2, "out of memory");
-  if (!start) rc = rbl__fail(2, "resume %s: its last run has no run_start record", chain);
+  const cJSON *start, *end;
+  int rc = last_run(ver.records, &start, &end, &r->records);
+  if (rc != 0) rc = rbl__fail(2, "out of memory");
+  if (!rc && !start) rc = rbl__fail(2, "resume %s: its last run has no run_start record", chain);
   if (!rc) rc = check_resumable(chain, start, end);
   if (!rc) rc = take_tenants_params(chain, start, o);
   if (!rc) rc = take_select(chain, start, o);
@@ -197,8 +180,8 @@ int rbl__resume_prepare(rbl_run_opts *o, rbl_resume *r) {
     o->incident = r->incident;
     if (!o->audit_path) o->audit_path = chain;
   }
-  cJSON_Delete(start);
-  cJSON_Delete(end);
+  cJSON_Delete(ver.records);
+  cJSON_Delete(ver.notes);
   return rc;
 }
 

@@ -97,12 +97,6 @@ int rbl_audit_hasher_run(rbl_audit_hasher *h, const char *base, const rbl_jcs_pi
 /* The message an Ed25519 signature record signs (see docs/audit.md); malloc'd. */
 char *rbl_audit_sig_message(const char *incident, const char *head, size_t *len);
 
-/* Verifies a chain held in memory exactly as `rbl audit verify PATH [--key key_file]` does
- * (key_file may be NULL). Returns 0 intact, 1 broken, 2 unusable key; msg says which and why.
- * A command that acts on a chain verifies the bytes it then parses (rbl run --resume). */
-int rbl_audit_verify_data(const char *path, const char *data, size_t size, const char *key_file,
-                          char *msg, size_t msglen);
-
 /* The subcommands behind rbl_audit_main (argv[0] is the subcommand name). */
 int rbl_audit_verify_main(int argc, char **argv);
 int rbl_audit_show_main(int argc, char **argv);

@@ -682,33 +682,3 @@ int rbl_audit_verify_main(int argc, char **argv) {
   verify_free(&v);
   return rc;
 }
-
-/* The check `rbl audit verify PATH [--key K]` makes, on a chain already read into memory, for a
- * command that then acts on what it read (rbl run --resume): verify and use the same bytes. */
-int rbl_audit_verify_data(const char *path, const char *data, size_t size, const char *key_file,
-                          char *msg, size_t msglen) {
-  vctx v;
-  int rc = 2;
-  memset(&v, 0, sizeof v);
-  v.path = path;
-  v.notes = cJSON_CreateArray();
-  char err[512];
-  if (key_file && rbl_audit_load_key(key_file, &v.key, &v.keylen, err, sizeof err) < 0) {
-    snprintf(msg, msglen, "%s", err);
-  } else if (!v.notes || !(v.hasher = rbl_audit_hasher_new(v.key, v.keylen))) {
-    snprintf(msg, msglen, "out of memory");
-  } else {
-    v.data = data;
-    v.size = size;
-    verify_lines(&v);
-    verify_finish(&v);
-    rc = v.broken ? 1 : 0;
-    if (v.broken)
-      snprintf(msg, msglen, "BROKEN at line %zu: %s", v.bad_line, v.msg);
-    else
-      snprintf(msg, msglen, "intact: %zu records, %zu run(s)", v.records, v.nruns);
-  }
-  v.size = 0; /* not ours to unmap */
-  verify_free(&v);
-  return rc;
-}

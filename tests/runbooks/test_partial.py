@@ -464,7 +464,7 @@ class Resume(unittest.TestCase):
             self.assertIn(want, p.stderr)
         p = self.resume(os.path.join(d, "missing.jsonl"))
         self.assertEqual(p.returncode, 2)
-        self.assertIn("cannot read the chain", p.stderr)
+        self.assertIn("cannot use the chain", p.stderr)
         # a dry run is not resumed
         audit2 = os.path.join(d, "INC-D.jsonl")
         subprocess.run([RBL, "run", rb, "--tenant", "t1", "--incident", "INC-D", "--audit", audit2, "--config", cfg,
