@@ -44,7 +44,8 @@ step "mark" {
 '''
 
 RESOLVED_RUNBOOK = r'''
-runbook { id = "serve-test-resolved", params = { group = "none", marker = "none" } }
+-- the route passes all its params to both runbooks; an undeclared --param is exit 2
+runbook { id = "serve-test-resolved", params = { svc = "none", group = "none", marker = "none", sleep = "0" } }
 step "note" {
   run = function(ctx)
     exec({ "/bin/sh", "-c", 'echo "resolved $1" >> "$2"', "sh", params.group, params.marker })
