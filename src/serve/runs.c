@@ -230,6 +230,9 @@ static void run_finish(srv_state *S, srv_run *r, const char *outcome, double now
   }
   end_record(S, r);
   S->nruns_done++;
+  if (!S->replaying)
+    fprintf(stderr, "rbl serve: run %s %s (incident %s, exit %d, %.1f s)\n", r->id, outcome,
+            r->incident, r->exit_code, r->started_at > 0 ? now - r->started_at : 0.0);
 }
 
 /* ---- deciding a payload ---- */
@@ -410,6 +413,8 @@ static int decide_unit(srv_state *S, unit *u, const char *group_key, cJSON *resu
     cJSON_AddStringToObject(res, "reason",
                             "unknown tenant: not in the config's tenants (an alert cannot widen "
                             "scope)");
+    fprintf(stderr, "rbl serve: refused: tenant %s is not in the config's tenants (route %s)\n",
+            u->tenant[0] == '\x01' ? "(too long)" : u->tenant, rt->name);
     return 403;
   }
   char inc_id[64];
@@ -488,6 +493,8 @@ static int decide_unit(srv_state *S, unit *u, const char *group_key, cJSON *resu
     cJSON_AddStringToObject(res, "run", r->id);
   }
   cJSON_AddStringToObject(res, "decision", decision);
+  fprintf(stderr, "rbl serve: %s: incident %s, tenant %s, route %s, %d alert(s)%s%s\n", decision,
+          inc_id, u->tenant, rt->name, u->nalerts, *why ? ": " : "", why);
   if (*why) cJSON_AddStringToObject(res, "reason", why);
   return st;
 }
@@ -631,6 +638,8 @@ static int run_start(srv_state *S, srv_run *r) {
   if (rc == 0) {
     r->proc_open = 1;
     r->pid = r->proc.pid;
+    fprintf(stderr, "rbl serve: run %s started (pid %d): %s for tenant %s, incident %s\n", r->id,
+            r->pid, r->resolved ? rt->resolved_runbook : rt->runbook, r->tenant, r->incident);
   } else {
     /* uv_spawn failed: the handle is initialised and must be closed all the same. */
     fprintf(stderr, "rbl serve: run %s: cannot start %s: %s\n", r->id, S->self_exe,
