@@ -1,5 +1,6 @@
 /* rbl serve's config: the serve table of the config file (evaluated in the same sandbox as for
  * rbl run), checked once at start into plain C structs; and route matching. */
+#include "audit.h"
 #include "cli.h"
 #include "engine_int.h"
 #include "serve.h"
@@ -8,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,6 +265,17 @@ static int load_serve(srv_config *c, lua_State *L, int cfg, const char *dir) {
   c->compact_bytes =
       (size_t)opt_num(L, s, "serve", "spool_compact_kb", 65536, 16, 200 * 1024, &bad) * 1024;
   if (bad) return 2;
+  const char *ak = opt_str(L, s, "audit_key");
+  if (ak) {
+    c->audit_key = abs_from(dir, ak);
+    unsigned char *key = NULL;
+    size_t klen = 0;
+    char kerr[600];
+    if (rbl_audit_load_key(c->audit_key, &key, &klen, kerr, sizeof kerr) != 0)
+      return cfail("serve.audit_key: %s", kerr);
+    OPENSSL_cleanse(key, klen);
+    free(key);
+  }
   lua_getfield(L, s, "tls");
   if (lua_istable(L, -1)) {
     int t = lua_gettop(L);
@@ -386,6 +399,7 @@ void rbl_serve_config_free(srv_config *c) {
   free(c->token);
   free(c->spool);
   free(c->tls_cert);
+  free(c->audit_key);
   free(c->tls_key);
   memset(c, 0, sizeof *c);
 }

@@ -592,6 +592,10 @@ static int run_start(srv_state *S, srv_run *r) {
   argv[n++] = chain;
   argv[n++] = "--report";
   argv[n++] = report;
+  if (S->cfg.audit_key) {
+    argv[n++] = "--audit-key";
+    argv[n++] = S->cfg.audit_key;
+  }
   argv[n++] = "--yes";
   argv[n++] = "--quiet";
   const cJSON *p;
@@ -737,13 +741,13 @@ cJSON *rbl_serve_runs_json(srv_state *S) {
 /* What a run's chain says about the run serve started with report path marker, read back through
  * the chain verifier (hostile until verified): 0 no run_start names it, 1 started (child run id in
  * child), 2 ended (outcome, exit code), 3 the chain does not verify (why in outcome). */
-static int chain_state(const char *chain, const char *marker, char *child, size_t cl, char *outcome,
-                       size_t ol, int *exit_code) {
+static int chain_state(const char *chain, const char *key, const char *marker, char *child,
+                       size_t cl, char *outcome, size_t ol, int *exit_code) {
   if (access(chain, F_OK) != 0) return 0;
   rbl_audit_verified v;
   memset(&v, 0, sizeof v);
   char msg[600];
-  int rc = rbl_audit_verify_file(chain, NULL, NULL, &v, msg, sizeof msg);
+  int rc = rbl_audit_verify_file(chain, key, NULL, &v, msg, sizeof msg);
   if (rc != 0) {
     snprintf(outcome, ol, "%s", msg);
     cJSON_Delete(v.records);
@@ -783,7 +787,8 @@ static int chain_state(const char *chain, const char *marker, char *child, size_
 static int mark_interrupted(srv_state *S, const srv_run *r, const char *chain, const char *child) {
   rbl_audit *a = NULL;
   char err[512] = "";
-  rbl_audit_opts o = {.path = chain, .incident = r->incident, .run = child};
+  rbl_audit_opts o = {
+      .path = chain, .incident = r->incident, .run = child, .hmac_key_file = S->cfg.audit_key};
   for (int i = 0; i < 100; i++) {
     int rc = rbl_audit_open(&a, &o, err, sizeof err);
     if (rc == 0) break;
@@ -944,7 +949,8 @@ static void replay_run(srv_state *S, const cJSON *e, cJSON *keep, double now, do
   char chain[4200], report[4200], logp[4200], child[64] = "", outcome[600] = "";
   run_paths(S, r, chain, report, logp, sizeof chain);
   int ec = -1;
-  int cs = chain_state(chain, report, child, sizeof child, outcome, sizeof outcome, &ec);
+  int cs = chain_state(chain, S->cfg.audit_key, report, child, sizeof child, outcome,
+                       sizeof outcome, &ec);
   if (inc) {
     if (resolved)
       inc->active_res = r;

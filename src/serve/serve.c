@@ -418,7 +418,8 @@ static int open_spool_dir(srv_state *S) {
             S->cfg.spool);
     return -1;
   }
-  rbl_audit_opts o = {.path = NULL, .incident = "rbl-serve", .run = S->instance};
+  rbl_audit_opts o = {
+      .path = NULL, .incident = "rbl-serve", .run = S->instance, .hmac_key_file = S->cfg.audit_key};
   snprintf(p, sizeof p, "%s/serve.jsonl", S->cfg.spool);
   o.path = p;
   char err[512];

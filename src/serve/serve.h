@@ -47,6 +47,7 @@ typedef struct srv_config {
   double drain_timeout; /* SIGTERM: seconds runs get to finish */
   int on_restart_rerun; /* on_restart = "rerun" (else "interrupt") */
   size_t compact_bytes; /* serve.spool_compact_kb: the spool is rewritten beyond this size */
+  char *audit_key;      /* serve.audit_key: HMAC key file for every chain (runs' and serve's) */
   char **tenants;
   int ntenants;
   srv_route *routes;

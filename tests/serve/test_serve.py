@@ -417,6 +417,38 @@ def test_limits():
         env.stop()
 
 
+def test_audit_key():
+    import subprocess
+    env = Env(RBL, serve_extra='audit_key = "audit.key",', route_extra="cooldown = 0, max_runs_per_hour = 100")
+    kp = os.path.join(env.dir, "audit.key")
+    fd = os.open(kp, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, os.urandom(32))
+    os.close(fd)
+    env.start()
+    st, j = env.post(payload("ak", [alert("ak", marker=env.marker, sleep="3")]))
+    time.sleep(1.0)
+    env.proc.send_signal(signal.SIGKILL)  # mid-run: the restart reads the MAC'd chain back
+    env.proc.wait()
+    env.proc = None
+    env.start()
+    j = env.wait_idle()
+    check(len(j["runs"]) == 1 and j["runs"][0]["outcome"] in ("failed", "interrupted"),
+          "the run cut by kill -9 is found on its MAC'd chain and not re-run: %s" % j["runs"][0].get("outcome"))
+    env.stop()
+    recs = env.chain_records()
+    check(recs and all("mac" in r for r in recs), "every record of the run's chain carries a MAC")
+    serve_chain = os.path.join(env.dir, "spool", "serve.jsonl")
+    check(all("mac" in json.loads(l) for l in open(serve_chain)), "so does serve's own chain")
+    for p in env.chains() + [serve_chain]:
+        r = subprocess.run([RBL, "audit", "verify", p, "--key", kp], capture_output=True, text=True)
+        check(r.returncode == 0, "verifies with the key: %s" % os.path.basename(p))
+    os.chmod(kp, 0o644)
+    p = env.start(wait=True, expect_fail=True)
+    p.wait(10)
+    check(p.returncode == 2 and "serve.audit_key" in env.stderr() and "chmod 600" in env.stderr(),
+          "a readable audit key: exit 2 with the fix")
+
+
 def test_compaction():
     env = Env(RBL, serve_extra="spool_compact_kb = 16,", route_extra="cooldown = 3600, max_runs_per_hour = 100")
     env.start()
@@ -531,7 +563,8 @@ def test_tls():
 
 
 if __name__ == "__main__":
-    which = sys.argv[2:] or ["config", "receiving", "tls", "once", "limits", "pause", "spool", "compact"]
+    which = sys.argv[2:] or ["config", "receiving", "tls", "once", "limits", "pause", "spool", "compact",
+                             "auditkey"]
     if "config" in which:
         test_config_errors()
     if "receiving" in which:
@@ -548,4 +581,6 @@ if __name__ == "__main__":
         test_hostile_spool()
     if "compact" in which:
         test_compaction()
+    if "auditkey" in which:
+        test_audit_key()
     done()
