@@ -338,6 +338,82 @@ static int check_runbook(const char *where, const char *file) {
   return cfail("%s: the runbook %s does not pass `rbl check` (above)", where, file);
 }
 
+/* The parameters FILE declares, from `rbl run FILE --help` (a child of the same binary): one
+ * "  NAME  ..." line each under the "parameters" heading. Returns a malloc'd " a b c " string
+ * (names between spaces), or NULL when the help could not be read. */
+static char *declared_params(const char *file) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  int fds[2];
+  if (n <= 0 || pipe(fds) != 0) return NULL;
+  self[n] = 0;
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return NULL;
+  }
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, 2);
+    execl(self, self, "run", file, "--help", (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  FILE *f = fdopen(fds[0], "r");
+  char line[1024], *out = strdup(" ");
+  int in = 0;
+  while (f && out && fgets(line, sizeof line, f)) {
+    if (!strncmp(line, "parameters", 10)) {
+      in = 1;
+      continue;
+    }
+    if (in && line[0] != ' ') in = 0;
+    if (!in) continue;
+    char name[130];
+    if (sscanf(line, " %129s", name) != 1) continue;
+    size_t ol = strlen(out), nl = strlen(name);
+    char *g = realloc(out, ol + nl + 2);
+    if (!g) break;
+    out = g;
+    memcpy(out + ol, name, nl);
+    out[ol + nl] = ' ';
+    out[ol + nl + 1] = 0;
+  }
+  if (f)
+    fclose(f);
+  else
+    close(fds[0]);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+/* Every param the route passes must be one the runbook declares. */
+static int check_params(const char *where, const srv_route *r, const char *file) {
+  if (r->nparams == 0) return 0;
+  char *decl = declared_params(file);
+  if (!decl)
+    return cfail("%s: cannot read the parameters %s declares (rbl run FILE --help)", where, file);
+  int rc = 0;
+  for (int i = 0; i < r->nparams && !rc; i++) {
+    char key[140];
+    snprintf(key, sizeof key, " %s ", r->params[i].name);
+    if (!strstr(decl, key))
+      rc = cfail("%s.params.%s: the runbook %s declares no parameter '%s' (it declares:%s)", where,
+                 r->params[i].name, file, r->params[i].name, decl[1] ? decl : " none");
+  }
+  free(decl);
+  return rc;
+}
+
 int rbl_serve_config_load(srv_config *c, const char *path, const char *listen) {
   memset(c, 0, sizeof *c);
   char real[4096];
@@ -365,8 +441,11 @@ int rbl_serve_config_load(srv_config *c, const char *path, const char *listen) {
     char where[64];
     snprintf(where, sizeof where, "serve.routes[%d]", i + 1);
     rc = check_runbook(where, c->routes[i].runbook);
+    if (!rc) rc = check_params(where, &c->routes[i], c->routes[i].runbook);
     if (!rc && c->routes[i].resolved_runbook)
       rc = check_runbook(where, c->routes[i].resolved_runbook);
+    if (!rc && c->routes[i].resolved_runbook)
+      rc = check_params(where, &c->routes[i], c->routes[i].resolved_runbook);
   }
   return rc;
 }

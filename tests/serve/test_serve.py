@@ -501,6 +501,9 @@ def test_config_errors():
     open(os.path.join(env.dir, "broken.lua"), "w").write("step 'x' { run = function( end }\n")
     rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ match = {a="b"}, runbook = "broken.lua" }} } }')
     check(rc == 2 and "broken.lua" in err and "rbl check" in err, "a runbook that fails rbl check: exit 2")
+    rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ match = {a="b"}, runbook = "rb.lua", params = { nosuch = "x" } }} } }')
+    check(rc == 2 and "declares no parameter 'nosuch'" in err and "svc" in err,
+          "a route param the runbook does not declare: exit 2 naming it and the declared ones")
     rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ match_re = {a="(("}, runbook = "rb.lua" }} } }')
     check(rc == 2 and "match_re" in err, "a bad regex: exit 2")
     rc, err = run_cfg('return { tenants = {"t1"}, serve = { token_file = "token", routes = {{ runbook = "rb.lua" }} } }')
