@@ -36,8 +36,8 @@ void rbl__memory_exceeded(rbl_engine *e) {
   if (e->killed) return; /* already stopping for another reason: only the head room */
   e->killed = RBL_KILL_LIMIT;
   snprintf(e->kill_msg, sizeof e->kill_msg,
-           "memory limit of %zu MiB exceeded (Lua values, parsed JSON/YAML and HTTP response "
-           "buffers count; raise limits.memory_mb in the config if the run needs more)",
+           "memory limit of %zu MiB exceeded (Lua values, parsed JSON/YAML, HTTP responses and "
+           "exec output count; raise limits.memory_mb in the config if the run needs more)",
            e->limits.memory >> 20);
   if (e->sched.data) uv_idle_start(&e->sched, sched_cb);
 }

@@ -1,5 +1,6 @@
 /* rbl.proc: the exec effect. uv_spawn, argv never through a shell, a process group killed on
  * timeout. */
+#include "budget.h"
 #include "engine_int.h"
 #include "gate.h"
 #include "host.h"
@@ -39,8 +40,8 @@ typedef struct proc_op {
 
 static void op_maybe_free(proc_op *op) {
   if (op->handles > 0 || op->wait) return;
-  free(op->bout.data);
-  free(op->berr.data);
+  rbl_budget_free(op->bout.data);
+  rbl_budget_free(op->berr.data);
   free(op->stdin_data);
   free(op);
 }
@@ -86,9 +87,10 @@ static void buf_add(buf *b, const char *p, size_t n) {
     size_t cap = b->cap ? b->cap * 2 : 4096;
     while (cap < b->len + n)
       cap *= 2;
-    char *d = realloc(b->data, cap);
+    char *d = rbl_budget_realloc(b->data, cap); /* captures of concurrent execs add up */
     if (!d) {
       b->truncated = 1;
+      b->limit = b->len; /* over the run's budget (the run is killed): keep no more */
       return;
     }
     b->data = d;
@@ -144,6 +146,10 @@ static void write_cb(uv_write_t *r, int status) {
 static int push_cb(lua_State *L, void *ud) {
   proc_op *op = ud;
   op->wait = NULL;
+  if (rbl__limits_hit(L)) { /* the capture outgrew the run's memory budget: "killed" */
+    op_maybe_free(op);
+    rbl__poll_limits(L);
+  }
   double ms = (double)(op->t1 - op->t0) / 1e6;
   if (op->timed_out) {
     double timeout = op->timeout;

@@ -4,7 +4,7 @@
 Time: C calls that work in proportion to their input (table.sort, json.decode/encode, string
 and utf8 functions, table.concat) stop at the step timeout, the run deadline and a second
 Ctrl-C. Memory: limits.memory_mb is one run-wide byte budget over Lua values, parsed JSON and
-YAML (alias expansion charged by bytes) and HTTP response buffers; exceeding it is exit 3
+YAML (alias expansion charged by bytes), HTTP response and exec output buffers; exceeding it is exit 3
 naming the limit, the chain verifies, and the peak RSS stays near the limit (measured with
 GNU time's %M, the rbl process's own ru_maxrss). No crash: very many tasks, a spawn that fails, core
 dumps off.
@@ -175,7 +175,8 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
 
-MEM_CFG = 'return { limits = { step_timeout = 60, memory_mb = 64 }, prom = { url = "%s" } }'
+MEM_CFG = ('return { limits = { step_timeout = 60, memory_mb = 64 }, prom = { url = "%s" }, '
+           'exec = { allow = { "/usr/bin/head" } } }')
 MEM_CASES = {
     "yaml-billion-laughs": ('step "s" { run = function() local v = iac.yaml("laughs.yaml") log("parsed") end }',
                             {"laughs.yaml": laughs_yaml()}),
@@ -187,6 +188,9 @@ MEM_CASES = {
                                    'local v = json.decode(s) log("decoded") end }', {}),
     "concurrent-http-responses": ('step "s" { run = function() local l = {} for i = 1, 16 do l[i] = i end '
                                   'each(l, function() prom.query("up") end, { concurrency = 16 }) log("fetched") end }', {}),
+    "concurrent-exec-output": ('step "s" { run = function() local l = {} for i = 1, 16 do l[i] = i end '
+                               'each(l, function() exec({"/usr/bin/head", "-c", "15000000", "/dev/zero"}) end, '
+                               '{ concurrency = 16 }) log("done") end }', {}),
 }
 
 
