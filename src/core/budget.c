@@ -9,11 +9,23 @@
 /* Process-wide because cJSON's hooks are: they take no context. */
 static rbl_engine *bound;
 
-void rbl_budget_bind(rbl_engine *e) { bound = e; }
+/* Nested engines (a check-mode engine made while a run's exists) bind on top and, when freed,
+ * give the binding back to the engine they covered. */
+void rbl_budget_bind(rbl_engine *e) {
+  if (bound == e) return;
+  e->budget_prev = bound;
+  bound = e;
+}
 
 void rbl_budget_unbind(rbl_engine *e) {
-  if (bound != e) return;
-  bound = NULL;
+  if (bound != e) { /* freed out of order: unlink it from the engines below the bound one */
+    for (rbl_engine *x = bound; x; x = x->budget_prev)
+      if (x->budget_prev == e) x->budget_prev = e->budget_prev;
+    e->budget_prev = NULL;
+    return;
+  }
+  bound = e->budget_prev;
+  e->budget_prev = NULL;
   e->ext = 0; /* blocks still held are released uncounted */
 }
 

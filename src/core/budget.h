@@ -8,8 +8,9 @@
 struct rbl_engine;
 
 /* The engine whose budget external allocations are charged to (engine_new binds it, engine_free
- * unbinds it). One run per process: cJSON's allocator hooks are process-wide, so the binding is
- * too. With nothing bound, nothing is charged or refused. */
+ * unbinds it and gives the binding back to the engine bound before). One run per process: cJSON's
+ * allocator hooks are process-wide, so the binding is too. With nothing bound, nothing is charged
+ * or refused. */
 void rbl_budget_bind(struct rbl_engine *e);
 void rbl_budget_unbind(struct rbl_engine *e);
 

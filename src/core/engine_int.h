@@ -73,6 +73,7 @@ struct rbl_engine {
   rbl_task *running;        /* the task being resumed, or NULL */
   unsigned charges;         /* budget.c: allocations of parsers, for the deadline check */
   int parsing;              /* budget.c: a parser runs (rbl_budget_parse_begin) */
+  rbl_engine *budget_prev;  /* budget.c: the engine bound before this one */
   rbl_limits limits;
   size_t printed;
   uint64_t run_deadline; /* uv_hrtime() ns; 0 = none */
