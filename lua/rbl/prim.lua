@@ -15,7 +15,8 @@ M.on_intent = function() end
 -- Primitives that only read (or wait, or tell a person): a run that called nothing else made
 -- no change (nothing_to_do), and a resumed run may repeat a step that called only these.
 -- Any other primitive counts as a write, so one added later is a write until listed here.
-local READS = { sleep = true, detect_runtime = true, drift_compare = true, notify = true, wait_until = true,
+local READS = { sleep = true, ["retry.backoff"] = true, detect_runtime = true, drift_compare = true,
+  notify = true, wait_until = true, verify_isolation = true,
   ["docker.ps"] = true, ["docker.inspect"] = true, ["docker.logs"] = true, ["docker.stats"] = true,
   ["docker.top"] = true, ["kube.get"] = true, ["kube.list"] = true, ["kube.can_i"] = true,
   ["kube.logs"] = true, ["kube.events"] = true, ["kube.rollout_status"] = true, ["kube.wait"] = true }

@@ -2,23 +2,19 @@
 -- calls, with targets and summaries, and an action naming its effects), the failure at the top
 -- level, one runbook id with the file path beside it, and every list a JSON array.
 local json = require "rbl.json"
+local prim = require "rbl.prim"
 
 local M = {}
 local type, pairs, ipairs, tostring, rawget = type, pairs, ipairs, tostring, rawget
 
 M.MAX_CALLS = 200 -- per step; the audit chain has every call, the report the first ones
 
--- Primitives that only read: a step made only of these did not change anything. Matched on the
--- last part of the name (kube.get, docker.ps, prom.query, iac.terraform, ...).
-local READS = { get = true, list = true, ps = true, inspect = true, logs = true, can_i = true,
-  events = true, stats = true, top = true, query = true, range = true, tenants = true, watch = true,
-  rollout_status = true, wait = true, terraform = true, manifest = true, json = true, yaml = true,
-  drift_compare = true, detect_runtime = true, verify_isolation = true, wait_until = true }
-local QUIET = { sleep = true, log = true } -- neither a read nor a change worth naming
+-- Whether a call changed anything is prim.is_write's one answer (reads, waits, notify, and an
+-- exec marked read_only are not changes), shared with nothing_to_do and resumed runs.
+local QUIET = { sleep = true, log = true, ["retry.backoff"] = true } -- neither a read nor a change worth naming
 
-function M.is_read(prim)
-  local last = tostring(prim):match("([%w_]+)$") or ""
-  return READS[last] == true
+function M.is_read(name, args)
+  return not prim.is_write(name, args)
 end
 
 local function short(s, n)
@@ -81,7 +77,7 @@ function M.call_entry(id, prim, tenant, target, args, ok, summary_or_err, durati
       e.error = { code = "failed", message = tostring(err) }
     end
   end
-  if not M.is_read(prim) and not QUIET[prim] then e.change = true end
+  if not M.is_read(prim, args) and not QUIET[prim] then e.change = true end
   return e
 end
 
