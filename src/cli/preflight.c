@@ -2,7 +2,6 @@
  * evaluating its top-level code with every primitive inert (as rbl check does), and the command
  * line checked against them: a wrong --param or step name is exit 2 before anything runs or is
  * audited. Also `rbl run FILE --help`, which prints the declared parameters. */
-#include "budget.h"
 #include "cli.h"
 #include "engine_int.h"
 #include "rbl.h"
@@ -70,6 +69,5 @@ int rbl__preflight(run_ctx *c) {
       rc = rbl__fail(2, "%s", msg);
   }
   rbl__engine_free(e);
-  if (real) rbl_budget_bind(real); /* the byte budget follows the last engine made: the run's */
   return rc;
 }
