@@ -53,10 +53,14 @@ local function pending(book)
       done[key_of(s.undoes.run, s.undoes.call)] = true
     end
   end
-  local todo = {}
+  local todo, cannot = {}, {}
   for i = #recs, 1, -1 do
     local r = recs[i]
     local b = r.before
+    local s = r.summary
+    if r.status == "ok" and type(s) == "table" and s.irreversible == true and not s.dry_run then
+      cannot[#cannot + 1] = r
+    end
     if r.status == "ok" and type(b) == "table" and type(b.fields) == "table" and type(b.api) == "table" then
       local k = key_of(r.run, r.call)
       if not done[k] then
@@ -65,7 +69,23 @@ local function pending(book)
       end
     end
   end
-  return todo
+  return todo, cannot
+end
+
+-- What rollback cannot undo (a restart, a deleted pod): said, never silently skipped.
+local function warn_cannot(cannot)
+  if #cannot == 0 then return end
+  host.progress(fmt("rbl rollback: WARNING: cannot undo %d action%s on this chain:", #cannot, #cannot == 1 and "" or "s"))
+  local list = {}
+  for _, r in ipairs(cannot) do
+    local s = r.summary
+    local what = fmt("%s %s%s%s", tostring(r.prim), s.kind and (tostring(s.kind):lower() .. "s ") or "",
+      tostring(s.name or s.container or "?"), s.namespace and (" in " .. tostring(s.namespace)) or "")
+    host.progress(fmt("  - %s (run %s, call %s): %s", what, tostring(r.run), tostring(r.call),
+      tostring(s.irreversible_why or "not reversible")))
+    list[#list + 1] = { prim = r.prim, run = r.run, call = r.call, target = what, why = s.irreversible_why }
+  end
+  host.record("warning", { what = fmt("rollback: cannot undo %d action(s)", #cannot), actions = list })
 end
 
 local function label(b)
@@ -84,12 +104,13 @@ function M.main(book, arg)
   book.trace = {}
   local authorised = {}
   for _, t in ipairs(host.tenants()) do authorised[t] = true end
-  local ok, todo = pcall(pending, book)
+  local ok, todo, cannot = pcall(pending, book)
   if not ok then
     book.trace[1] = { step = 1, name = "read chain", action = "read", status = "failed", detail = errtext(todo), duration_ms = 0 }
     book.outcome = "failed"
     return "failed"
   end
+  warn_cannot(cannot)
   if #todo == 0 then
     host.progress("rbl rollback: nothing to undo (no reversible change on the chain that is not already undone)")
     host.record("log", { message = "rollback: nothing to undo" })

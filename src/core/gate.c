@@ -668,7 +668,8 @@ static const char *const READ_PARAMS[] = {"labelSelector", "fieldSelector",     
                                           "continue",      "resourceVersion",     "timeoutSeconds",
                                           "watch",         "allowWatchBookmarks", "pretty",
                                           "container",     "tailLines",           "sinceSeconds",
-                                          "previous",      "timestamps",          NULL};
+                                          "previous",      "timestamps",          "limitBytes",
+                                          NULL};
 static const char *const WRITE_PARAMS[] = {"dryRun", "fieldManager", "fieldValidation",
                                            "force",  "pretty",       NULL};
 static const char *const DELETE_PARAMS[] = {"dryRun", "propagationPolicy", "gracePeriodSeconds",
@@ -690,6 +691,38 @@ static int kube_params(const char *m, const parsed *p, char *why, size_t wn) {
       return refuse(why, wn, "kube: query parameter %s is not allowed on %s", k, m);
     if (!strcmp(k, "fieldSelector") && strstr(p->params[i].val, "metadata.namespace"))
       return refuse(why, wn, "kube: a fieldSelector on metadata.namespace");
+  }
+  return 0;
+}
+
+/* A field selector term on a namespace field (involvedObject.namespace, regarding.namespace...)
+ * must pin the request's own namespace: an events list must not be steered at other objects. */
+static int field_ns_pinned(const parsed *p, const seg *ns, char *why, size_t wn) {
+  const char *sel = param_of(p, "fieldSelector");
+  if (!sel) return 0;
+  while (*sel) {
+    size_t tl = strcspn(sel, ",");
+    const char *op = NULL;
+    for (size_t i = 0; i < tl; i++)
+      if (sel[i] == '=' || sel[i] == '!') {
+        op = sel + i;
+        break;
+      }
+    size_t kl = op ? (size_t)(op - sel) : tl;
+    static const char suffix[] = ".namespace";
+    size_t sl = sizeof suffix - 1;
+    if (kl >= sl && !memcmp(sel + kl - sl, suffix, sl)) {
+      const char *v = op;
+      if (v && v[0] == '=' && v[1] == '=') v += 2;
+      else if (v && v[0] == '=') v += 1;
+      else v = NULL;
+      size_t vl = v ? tl - (size_t)(v - sel) : 0;
+      if (!v || vl != ns->n || memcmp(v, ns->p, vl) != 0)
+        return refuse(why, wn, "kube: fieldSelector %.*s names another namespace than %.*s",
+                      (int)(tl > 200 ? 200 : tl), sel, (int)ns->n, ns->p);
+    }
+    sel += tl;
+    if (*sel == ',') sel++;
   }
   return 0;
 }
@@ -874,11 +907,14 @@ static int kube_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_ga
                     "kube: cannot classify %.*s in %.*s%s%.*s (not a namespaced resource "
                     "seen in discovery)",
                     (int)res->n, res->p, (int)gl, gp, gl ? "/" : "", (int)ver->n, ver->p);
+    if (field_ns_pinned(p, ns, why, wn) != 0) return -1;
     if (rn == 5) {
       if (dangerous_sub(g, &rest[4], why, wn) != 0) return -1;
       if (!sl_has(&e->subs, rest[4].p, rest[4].n))
         return refuse(why, wn, "kube: cannot classify subresource %.*s/%.*s", (int)res->n, res->p,
                       (int)rest[4].n, rest[4].p);
+      if (seq(rest[4].p, rest[4].n, "log") && !is_read(m))
+        return refuse(why, wn, "kube: %s of a log subresource (logs are only read)", m);
     }
     return 0;
   }

@@ -106,7 +106,7 @@ dcase() { # dcase NAME TARGET PRIM
     --param "target=$2" --param "prim=$3" --audit "$W/$1.jsonl" >"$W/$1.out" 2>"$W/$1.err"
   gate_refused "$1" $?
 }
-for prim in exec restart logs inspect; do
+for prim in exec restart logs inspect stop start kill stats top; do
   dcase "docker-$prim-name" "gate-$RID-b" "$prim"
   dcase "docker-$prim-id" "$B_ID" "$prim"
   dcase "docker-$prim-prefix" "${B_ID:0:12}" "$prim"
@@ -156,6 +156,15 @@ for what in other_ns_get other_ns_patch other_ns_list cluster_write other_namesp
   exec_sub token_sub can_i_other nul bad_ns '../prod-tenant-8' 'a%2Fb' 'x#frag' 'a/b' '..' '.' 'x y' '%2e%2e'; do
   name="kube-$(echo "$what" | tr -c 'a-z0-9\n' '_')"
   "$RBL" run "$KT/runbooks/scope_patch.lua" --tenant prod-tenant-7 --config "$W/kube-config.lua" \
+    --param "what=$what" --audit "$W/$name.jsonl" >"$W/$name.out" 2>"$W/$name.err"
+  gate_refused "$name" $?
+done
+# the incident verbs (src/families/kube/tests/verbs/scope.lua): logs, events, delete, rollout undo,
+# waits of another tenant's objects, and an events list steered at another namespace by a field selector
+for what in logs_other_ns events_other_ns delete_other_ns undo_other_ns wait_other_ns status_other_ns \
+  logs_traversal events_traversal events_field_other_ns; do
+  name="kube-verb-$what"
+  "$RBL" run "$KT/verbs/scope.lua" --tenant prod-tenant-7 --config "$W/kube-config.lua" \
     --param "what=$what" --audit "$W/$name.jsonl" >"$W/$name.out" 2>"$W/$name.err"
   gate_refused "$name" $?
 done

@@ -387,4 +387,104 @@ jq -e -s 'all(.[]; has("method") and has("path") and has("query") and has("user"
 jq -e -s '[.[] | select(.method=="PATCH" and .content_type=="application/merge-patch+json" and (.path|endswith("/configmaps/db-pool-config")))][0].body | fromjson | .data.max_connections == "500"' \
     "$KUBE_STANDIN_LOG" >/dev/null || fail "first merge patch body not logged verbatim"
 
+STEP "second stand-in: rollouts over time, ReplicaSet history, pod logs, events, pod delete"
+kube_standin_stop
+kube_standin_start --fixtures "$HERE/fixtures/basic.yaml" --fixtures "$HERE/fixtures/incident.yaml" \
+    --tls-cert "$CERTS/server.crt" --tls-key "$CERTS/server.key" --token admin-token=admin:system:masters \
+    --authorization-mode RBAC --rollout-ms 300
+kube_write_kubeconfig "$ADMIN" "$KUBE_STANDIN_URL" --ca "$CERTS/ca.crt" --token admin-token
+ok "$ADMIN" api-resources -o name
+grep -qx "replicasets.apps" <<<"$out" || fail "api-resources lacks replicasets.apps"
+ok "$ADMIN" get --raw /api/v1
+eq "$(jq -r '[.resources[] | select(.name=="pods/log") | .verbs | join(",")] | join("")' <<<"$out")" "get" "discovery of pods/log"
+ok "$ADMIN" get rs "${P7[@]}" -l app=api -o json
+eq "$(jq -r '[.items[] | .metadata.annotations["deployment.kubernetes.io/revision"] + ":" + (.spec.replicas|tostring)] | join(" ")' <<<"$out")" \
+    "1:2" "a fixture Deployment owns one ReplicaSet, revision 1"
+eq "$(jq -r '.items[0].metadata.ownerReferences[0] | .kind + "/" + .name + "/" + (.controller|tostring)' <<<"$out")" \
+    "Deployment/api/true" "the ReplicaSet's controller reference"
+
+STEP "rollout status follows a rollout that takes time (kubectl rollout status)"
+ok "$ADMIN" set env deployment/api "${P7[@]}" LOG_LEVEL=warn -o json
+eq "$(jq -r '(.metadata.generation|tostring) + ">" + (.status.observedGeneration|tostring)' <<<"$out")" "2>1" \
+    "the write's answer: the new generation is not observed yet"
+ok "$ADMIN" rollout status deployment/api "${P7[@]}" --timeout=20s
+contains "$out" "out of 2 new replicas have been updated" "rollout status saw the rollout progress"
+contains "$out" 'deployment "api" successfully rolled out' "rollout status end"
+[[ $(log_count '.path=="/apis/apps/v1/namespaces/prod-tenant-7/deployments" and (.query|test("watch=true"))' | tr -d ' ') -ge 1 ]] ||
+    fail "kubectl rollout status did not watch"
+ok "$ADMIN" get deployment api "${P7[@]}" -o json
+eq "$(jq -c '[.status.updatedReplicas, .status.availableReplicas, .metadata.annotations["deployment.kubernetes.io/revision"]]' <<<"$out")" \
+    '[2,2,"2"]' "status converged, revision 2"
+
+STEP "kubectl wait for a condition"
+ok "$ADMIN" wait --for=condition=Available deployment/api "${P7[@]}" --timeout=10s
+contains "$out" "deployment.apps/api condition met" "kubectl wait condition"
+bad "$ADMIN" wait --for=condition=Progressing=False deployment/api "${P7[@]}" --timeout=1s
+contains "$err" "timed out waiting for the condition" "kubectl wait times out"
+
+STEP "a rollout that stalls exceeds its progress deadline"
+ok "$ADMIN" patch deployment stuck "${P7[@]}" --type merge -p '{"spec":{"template":{"metadata":{"labels":{"app":"stuck","v":"2"}}}}}'
+bad "$ADMIN" rollout status deployment/stuck "${P7[@]}" --timeout=20s
+contains "$err" 'deployment "stuck" exceeded its progress deadline' "progress deadline"
+ok "$ADMIN" get deployment stuck "${P7[@]}" -o json
+eq "$(jq -r '.status.conditions[] | select(.type=="Progressing") | .status + "/" + .reason' <<<"$out")" \
+    "False/ProgressDeadlineExceeded" "Progressing condition"
+
+STEP "kubectl rollout undo restores the previous ReplicaSet's template"
+ok "$ADMIN" rollout history deployment/api "${P7[@]}"
+grep -Eq '^1 ' <<<"$out" && grep -Eq '^2 ' <<<"$out" || fail "rollout history: $out"
+log_mark
+ok "$ADMIN" rollout undo deployment/api "${P7[@]}"
+contains "$out" "deployment.apps/api rolled back" "rollout undo output"
+eq "$(log_since_count '.method=="PATCH" and .content_type=="application/json-patch+json" and (.path|endswith("/deployments/api"))' | tr -d ' ')" \
+    "1" "rollout undo = one JSON patch of the Deployment"
+ok "$ADMIN" rollout status deployment/api "${P7[@]}" --timeout=20s
+ok "$ADMIN" get deployment api "${P7[@]}" -o json
+eq "$(jq -r '.spec.template.spec.containers[0].env[] | select(.name=="LOG_LEVEL") | .value' <<<"$out")" "info" "template restored"
+eq "$(jq -r '.metadata.annotations["deployment.kubernetes.io/revision"]' <<<"$out")" "3" "the old ReplicaSet became revision 3"
+ok "$ADMIN" get rs "${P7[@]}" -l app=api -o json
+eq "$(jq -r '[.items[] | .metadata.annotations["deployment.kubernetes.io/revision"] + ":" + (.spec.replicas|tostring)] | sort | join(" ")' <<<"$out")" \
+    "2:0 3:2" "two ReplicaSets: the rolled-back one scaled down"
+bad "$ADMIN" rollout undo deployment/api "${P7[@]}" --to-revision=9
+contains "$err" "unable to find specified revision 9" "unknown revision"
+
+STEP "kubectl logs"
+ok "$ADMIN" logs batch-1 "${P7[@]}" -c main --tail=2
+eq "$out" $'ERROR pool exhausted (250/250)\nretrying in 5s' "logs --tail"
+ok "$ADMIN" logs batch-1 "${P7[@]}" -c main --since=1h
+eq "$(wc -l <<<"$out" | tr -d ' ')" "3" "logs --since drops the old lines"
+ok "$ADMIN" logs batch-1 "${P7[@]}" -c main --previous
+eq "$out" $'booting\npanic: too many connections' "logs --previous"
+ok "$ADMIN" logs batch-1 "${P7[@]}" -c main --timestamps --tail=1
+[[ $out =~ ^20[0-9-]+T[0-9:.]+Z\ retrying\ in\ 5s$ ]] || fail "logs --timestamps: $out"
+bad "$ADMIN" logs batch-1 "${P7[@]}" -c sidecar --previous
+contains "$err" 'previous terminated container "sidecar" in pod "batch-1" not found' "no previous instance"
+bad "$ADMIN" logs batch-1 "${P7[@]}" -c nope
+contains "$err" "container nope is not valid for pod batch-1" "unknown container"
+eq "$(log_count '(.path|endswith("/pods/batch-1/log")) and .response_content_type=="text/plain"' | tr -d ' ')" "4" \
+    "the four reads went to the pods/log subresource, answered as text/plain"
+
+STEP "kubectl get events"
+ok "$ADMIN" get events "${P7[@]}" --field-selector involvedObject.name=batch-1,involvedObject.kind=Pod -o json
+eq "$(jq -r '[.items[] | .type + "/" + .reason + "/" + (.count|tostring)] | join(" ")' <<<"$out")" "Warning/BackOff/7" \
+    "events of one object by field selector"
+ok "$ADMIN" get events "${P7[@]}" --field-selector involvedObject.name=api,involvedObject.kind=Deployment -o json
+contains "$(jq -r '[.items[].message] | join("|")' <<<"$out")" "Scaled up replica set api-" "the deployment controller's events"
+ok "$ADMIN" get events "${P7[@]}"
+contains "$(head -1 <<<"$out")" "REASON" "events table"
+contains "$out" "pod/batch-1" "events table names the object"
+
+STEP "kubectl delete pod: gone, replaced by its ReplicaSet, Killing event"
+ok "$ADMIN" get pods "${P7[@]}" -l app=api -o json
+eq "$(jq -r '[.items[].metadata.name] | join(" ")' <<<"$out")" "api-7d9f8-abcde" "the pod before"
+ok "$ADMIN" delete pod api-7d9f8-abcde "${P7[@]}"
+contains "$out" 'pod "api-7d9f8-abcde" deleted' "delete pod output"
+bad "$ADMIN" get pod api-7d9f8-abcde "${P7[@]}"
+contains "$err" 'pods "api-7d9f8-abcde" not found' "the deleted pod is gone"
+ok "$ADMIN" get pods "${P7[@]}" -l app=api -o json
+[[ $(jq -r '.items[0].metadata.name' <<<"$out") =~ ^api-[a-z0-9]{10}-[a-z0-9]{5}$ ]] || fail "no replacement pod: $out"
+eq "$(jq -r '.items[0].metadata.ownerReferences[0].kind' <<<"$out")" "ReplicaSet" "the replacement's owner"
+ok "$ADMIN" get events "${P7[@]}" --field-selector involvedObject.name=api-7d9f8-abcde -o json
+eq "$(jq -r '[.items[].reason] | join(" ")' <<<"$out")" "Killing" "Killing event of the deleted pod"
+
 echo "PASS: kubectl fidelity ($(wc -l <"$KUBE_STANDIN_LOG" | tr -d ' ') requests)"

@@ -521,6 +521,61 @@ static void test_kube_resources(void **st) {
   assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/pods/p/log/x", NULL, t7), -1);
   /* subresources */
   assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/pods/p/log", NULL, t7), 0);
+  /* kube.logs: read only, the tenant's namespace only, its query parameters */
+  assert_int_equal(kreq(g, "GET",
+                        "/api/v1/namespaces/prod-tenant-7/pods/p/log?container=app&tailLines=10&"
+                        "sinceSeconds=60&previous=true&limitBytes=1048576&timestamps=true",
+                        NULL, t7),
+                   0);
+  assert_int_equal(kreq(g, "POST", "/api/v1/namespaces/prod-tenant-7/pods/p/log", "{}", t7), -1);
+  assert_non_null(strstr(why, "only read"));
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-8/pods/p/log", NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-77/pods/p/log", NULL, t7), -1);
+  assert_int_equal(kreq(g, "GET", "/api/v1/pods/p/log", NULL, t7), -1);
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/pods/p/log?follow=true", NULL, t7), -1);
+  /* kube.delete of a pod: the tenant's namespace only */
+  assert_int_equal(kreq(g, "DELETE", "/api/v1/namespaces/prod-tenant-7/pods/p",
+                        "{\"preconditions\":{\"uid\":\"u\"}}", t7),
+                   0);
+  assert_int_equal(kreq(g, "DELETE", "/api/v1/namespaces/prod-tenant-8/pods/p", NULL, t7), -1);
+  assert_int_equal(kreq(g, "DELETE", "/api/v1/pods/p", NULL, t7), -1);
+  /* kube.events: a list in the tenant's namespace; a field selector may not point elsewhere */
+  assert_int_equal(exchange(g, "GET", KUBE "/api", NULL, NULL, 200,
+                            "{\"kind\":\"APIGroupDiscoveryList\",\"items\":[{\"metadata\":{},"
+                            "\"versions\":[{\"version\":\"v1\",\"resources\":[{\"resource\":"
+                            "\"events\",\"scope\":\"Namespaced\"}]}]}]}"),
+                   0);
+  const char *ev = "/api/v1/namespaces/prod-tenant-7/events";
+  char u[300];
+  assert_int_equal(kreq(g, "GET", ev, NULL, t7), 0);
+  snprintf(u, sizeof u, "%s?fieldSelector=involvedObject.kind%%3DPod%%2CinvolvedObject.name%%3Dp",
+           ev);
+  assert_int_equal(kreq(g, "GET", u, NULL, t7), 0);
+  snprintf(u, sizeof u, "%s?fieldSelector=involvedObject.namespace%%3Dprod-tenant-7", ev);
+  assert_int_equal(kreq(g, "GET", u, NULL, t7), 0);
+  snprintf(u, sizeof u, "%s?fieldSelector=involvedObject.namespace%%3D%%3Dprod-tenant-7", ev);
+  assert_int_equal(kreq(g, "GET", u, NULL, t7), 0);
+  static const char *const other[] = {
+      "involvedObject.namespace%3Dprod-tenant-8",
+      "involvedObject.name%3Dp%2CinvolvedObject.namespace%3Dprod-tenant-8",
+      "involvedObject.namespace!%3Dprod-tenant-7",
+      "involvedObject.namespace%3Dprod-tenant-77",
+      "involvedObject.namespace%3Dprod-tenant-",
+      "involvedObject.namespace",
+      "regarding.namespace%3Dkube-system",
+      "involvedObject.namespace%3Dprod-tenant-7%2CinvolvedObject.namespace%3Dprod-tenant-8",
+      NULL};
+  for (int i = 0; other[i]; i++) {
+    snprintf(u, sizeof u, "%s?fieldSelector=%s", ev, other[i]);
+    assert_int_equal(kreq(g, "GET", u, NULL, t7), -1);
+  }
+  assert_int_equal(kreq(g, "GET", "/api/v1/events", NULL, t7), -1);
+  assert_int_equal(
+      kreq(g, "GET", "/api/v1/events?fieldSelector=involvedObject.namespace%3Dprod-tenant-7", NULL,
+           t7),
+      -1);
+  assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-8/events", NULL, t7), -1);
   assert_int_equal(kreq(g, "POST", "/api/v1/namespaces/prod-tenant-7/pods/p/exec", NULL, t7), -1);
   assert_non_null(strstr(why, "kube.allow_subresources"));
   assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-7/pods/p/attach", NULL, t7), -1);

@@ -1,4 +1,5 @@
--- The docker family: docker_exec, docker.ps/inspect/restart/logs, and detect_runtime("docker").
+-- The docker family: docker_exec, docker.ps/inspect/restart/logs/stop/start/kill/stats/top, and
+-- detect_runtime("docker").
 -- Every container reference is resolved to a full id and its tenant label checked in scope();
 -- effects then address the container by that full id only (see src/families/docker/docker.md).
 local host = require "rbl.host"
@@ -396,7 +397,145 @@ M.restart = prim.define("docker.restart", {
     elseif res.status ~= 204 and res.status ~= 200 then
       host.raise("failed", fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
     end
-    return { container = t.id, name = t.name, restarted = true }, { container = t.id }
+    return { container = t.id, name = t.name, restarted = true }, { container = t.id, name = t.name,
+      irreversible = true, irreversible_why = "a restart cannot be undone (the processes were restarted)" }
+  end,
+})
+
+-- ---- docker.stop / start / kill: lifecycle writes, sent by full id after the durable intent ----
+
+local function lifecycle(pname, verb, query, why, opts_check)
+  return prim.define(pname, {
+    scope = function(call, c, opts)
+      if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", pname .. ": options must be a table") end
+      local q, extra = opts_check(opts or {})
+      local tg = resolve(call, pname, c)
+      resolved[call].query, resolved[call].wait = q, extra
+      return tg
+    end,
+    effect = function(call)
+      local t = target_of(call)
+      local what = pname .. " " .. label_of(t)
+      if host.dry_run() then return { dry_run = true, container = t.id, name = t.name }, { dry_run = true, sent = false } end
+      local res = request(call, what, "POST", api_path(call, what, fmt("/containers/%s/%s%s", t.id, verb, t.query)),
+        { timeout = (t.wait or 0) + API_TIMEOUT })
+      if res.status == 404 then
+        host.raise("not_found", fmt("%s: container not found (docker daemon at %s: %s)", what, endpoint().name, daemon_message(res)))
+      elseif res.status == 409 then
+        host.raise("conflict", fmt("%s: docker daemon at %s: %s", what, endpoint().name, daemon_message(res)))
+      elseif res.status ~= 204 and res.status ~= 200 and res.status ~= 304 then
+        host.raise("failed", fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
+      end
+      local changed = res.status ~= 304 -- 304: already in that state
+      return { container = t.id, name = t.name, changed = changed, was_running = t.running },
+             { container = t.id, name = t.name, changed = changed, was_running = t.running,
+               irreversible = changed or nil, irreversible_why = changed and why or nil }
+    end,
+  })
+end
+
+local function stop_opts(o)
+  local secs = o.timeout == nil and 10 or o.timeout
+  if math.type(secs) ~= "integer" or secs < 0 or secs > 3600 then
+    host.raise("invalid", "docker.stop: timeout must be an integer number of seconds in 0..3600")
+  end
+  return "?t=" .. secs, secs
+end
+
+local function kill_opts(o)
+  local sig = o.signal == nil and "SIGKILL" or o.signal
+  if math.type(sig) == "integer" then sig = tostring(sig) end
+  if type(sig) ~= "string" or not (sig:match("^SIG[A-Z0-9+-]+$") or sig:match("^[A-Z][A-Z0-9+-]*$") or sig:match("^%d+$")) or #sig > 16 then
+    host.raise("invalid", "docker.kill: signal must be a signal name such as \"SIGTERM\" or a number")
+  end
+  return "?signal=" .. sig, 0
+end
+
+M.stop = lifecycle("docker.stop", "stop", nil,
+  "rbl rollback does not start a stopped container again; docker.start does", stop_opts)
+M.start = lifecycle("docker.start", "start", nil,
+  "rbl rollback does not stop a started container again; docker.stop does", function() return "", 0 end)
+M.kill = lifecycle("docker.kill", "kill", nil,
+  "a killed process cannot be brought back; docker.start starts the container anew", kill_opts)
+
+-- ---- docker.stats / docker.top: one sample, reads ----
+
+local function num(v) return type(v) == "number" and v or 0 end
+
+-- The figures `docker stats --no-stream` prints, from one stats sample.
+local function stats_summary(st)
+  local cpu, pre = type(st.cpu_stats) == "table" and st.cpu_stats or {}, type(st.precpu_stats) == "table" and st.precpu_stats or {}
+  local cu, pu = type(cpu.cpu_usage) == "table" and cpu.cpu_usage or {}, type(pre.cpu_usage) == "table" and pre.cpu_usage or {}
+  local cpu_delta = num(cu.total_usage) - num(pu.total_usage)
+  local sys_delta = num(cpu.system_cpu_usage) - num(pre.system_cpu_usage)
+  local ncpu = num(cpu.online_cpus)
+  if ncpu == 0 and type(cu.percpu_usage) == "table" then ncpu = #cu.percpu_usage end
+  local cpu_pct = (sys_delta > 0 and cpu_delta > 0) and (cpu_delta / sys_delta) * math.max(ncpu, 1) * 100 or 0
+  local mem = type(st.memory_stats) == "table" and st.memory_stats or {}
+  local ms = type(mem.stats) == "table" and mem.stats or {}
+  local cache = ms.inactive_file or ms.total_inactive_file or 0 -- as the docker CLI does (cgroup v2 / v1)
+  local usage = math.max(num(mem.usage) - num(cache), 0)
+  local limit = num(mem.limit)
+  local rx, tx = 0, 0
+  for _, n in pairs(type(st.networks) == "table" and st.networks or {}) do
+    if type(n) == "table" then rx, tx = rx + num(n.rx_bytes), tx + num(n.tx_bytes) end
+  end
+  local rd, wr = 0, 0
+  local bio = type(st.blkio_stats) == "table" and st.blkio_stats or {}
+  for _, e in ipairs(type(bio.io_service_bytes_recursive) == "table" and bio.io_service_bytes_recursive or {}) do
+    local op = type(e) == "table" and tostring(e.op):lower() or ""
+    if op == "read" then rd = rd + num(e.value) elseif op == "write" then wr = wr + num(e.value) end
+  end
+  return { cpu_percent = cpu_pct, online_cpus = ncpu,
+           memory = { usage = usage, limit = limit, percent = limit > 0 and usage / limit * 100 or 0 },
+           pids = type(st.pids_stats) == "table" and num(st.pids_stats.current) or 0,
+           network = { rx_bytes = rx, tx_bytes = tx }, block = { read_bytes = rd, write_bytes = wr } }
+end
+
+M.stats = prim.define("docker.stats", {
+  scope = function(call, c) return resolve(call, "docker.stats", c) end,
+  effect = function(call)
+    local t = target_of(call)
+    local what = "docker.stats " .. label_of(t)
+    -- stream=false: the daemon takes two samples about a second apart, so CPU % means something
+    local res = request(call, what, "GET", api_path(call, what, fmt("/containers/%s/stats?stream=false", t.id)),
+      { max_response = 4 * 1024 * 1024 })
+    if res.status ~= 200 then
+      host.raise(res.status == 404 and "not_found" or "failed",
+        fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
+    end
+    local raw = decode(what, res)
+    if type(raw) ~= "table" then host.raise("protocol", what .. ": the stats reply is not an object") end
+    local out = stats_summary(raw)
+    out.container, out.name, out.running, out.raw = t.id, t.name, t.running, raw
+    return out, { container = t.id, cpu_percent = fmt("%.2f", out.cpu_percent), memory_usage = out.memory.usage,
+      memory_limit = out.memory.limit, pids = out.pids }
+  end,
+})
+
+M.top = prim.define("docker.top", {
+  scope = function(call, c) return resolve(call, "docker.top", c) end,
+  effect = function(call)
+    local t = target_of(call)
+    local what = "docker.top " .. label_of(t)
+    local res = request(call, what, "GET", api_path(call, what, fmt("/containers/%s/top", t.id)),
+      { max_response = 16 * 1024 * 1024 })
+    if res.status == 409 then
+      host.raise("conflict", fmt("%s: docker daemon at %s: %s", what, endpoint().name, daemon_message(res)))
+    elseif res.status ~= 200 then
+      host.raise(res.status == 404 and "not_found" or "failed",
+        fmt("%s: docker daemon at %s: HTTP %d: %s", what, endpoint().name, res.status, daemon_message(res)))
+    end
+    local raw = decode(what, res)
+    local titles = type(raw) == "table" and type(raw.Titles) == "table" and raw.Titles or {}
+    local procs = {}
+    for _, row in ipairs(type(raw) == "table" and type(raw.Processes) == "table" and raw.Processes or {}) do
+      local p = {}
+      for i, title in ipairs(titles) do p[tostring(title)] = type(row) == "table" and row[i] or nil end
+      procs[#procs + 1] = p
+    end
+    return { container = t.id, name = t.name, titles = json.array(titles), processes = json.array(procs) },
+           { container = t.id, processes = #procs }
   end,
 })
 
@@ -450,7 +589,8 @@ function M.detect(...) return docker_detect("docker", ...) end
 -- The runbook globals this module contributes (rbl.std collects them).
 function M.globals()
   return { docker_exec = M.docker_exec,
-           docker = { ps = M.ps, inspect = M.inspect, restart = M.restart, logs = M.logs } }
+           docker = { ps = M.ps, inspect = M.inspect, restart = M.restart, logs = M.logs, stop = M.stop,
+                      start = M.start, kill = M.kill, stats = M.stats, top = M.top } }
 end
 
 return M

@@ -1,4 +1,5 @@
--- Kubernetes API primitives: kube.get/list/rollout_restart/scale/can_i, kube_patch and
+-- Kubernetes API primitives: kube.get/list/rollout_restart/scale/can_i/wait/rollout_status/logs/events/
+-- delete/rollout_undo, kube_patch and
 -- detect_runtime("kubernetes"). Every call resolves its kind through discovery, checks the
 -- tenant's namespaces and validates names before a URL exists (see src/families/kube/kube.md).
 local host = require "rbl.host"
@@ -618,6 +619,13 @@ local function apply_patch(call, pname, tg, patch, ptype)
   end
 end
 
+local function same_value(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not same_value(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
 local function is_secret_kind(tg) return tg.group == "" and tg.resource == "secrets" end
 
 -- The audit's before-state and the undo for one reversible write.
@@ -625,14 +633,17 @@ local function reversible(pname, call, tg, ptype, fields, rv_before, obj, undo_p
   local rec = { api = { group = tg.group, version = tg.version, resource = tg.resource, kind = tg.kind,
     namespaced = tg.namespaced }, name = tg.name, namespace = tg.namespace, subresource = tg.subresource,
     tenant = tg.tenant, patch_type = ptype, prim = pname, resourceVersion = rv_of(obj),
-    resourceVersion_before = rv_before, fields = fields, run = (host.info() or {}).run, call = call:id() }
+    resourceVersion_before = rv_before, fields = fields, run = (host.info() or {}).run, call = call:id(),
+    -- what the patch left at those paths: the undo compares them, not the resourceVersion, which a
+    -- controller's status write also moves
+    after = capture(obj, (function() local p = {} for i, f in ipairs(fields) do p[i] = f.path end return p end)()) }
   local audit_rec = rec
   if is_secret_kind(tg) then -- the values stay in memory for "auto" rollback, never in the audit
     audit_rec = {}
     for k, v in pairs(rec) do audit_rec[k] = v end
     local red = {}
     for i, f in ipairs(fields) do red[i] = { path = f.path, exists = f.exists, value = f.exists and "[redacted]" or nil } end
-    audit_rec.fields, audit_rec.redacted = red, true
+    audit_rec.fields, audit_rec.after, audit_rec.redacted = red, nil, true
   end
   local tenant = tg.tenant
   local function undo(o)
@@ -812,6 +823,10 @@ M.rollout_restart = prim.define("kube.rollout_restart", {
     local obj, summary = patch_effect("kube.rollout_restart", call, tg, patch, "strategic")
     summary.restartedAt = now
     -- not reversible: taking the annotation away would only start another rollout
+    if not dry() then
+      summary.irreversible = true
+      summary.irreversible_why = "a restart cannot be undone (its pods were replaced); undo the change that needed it instead"
+    end
     return obj, summary
   end,
 })
@@ -868,6 +883,512 @@ M.can_i = prim.define("kube.can_i", {
   end,
 })
 
+-- ---- waiting: kube.wait, kube.rollout_status (polling reads of the object) ----
+
+local function num_opt(what, o, name, default, min, max)
+  local v = o[name]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < min or v > max then
+    host.raise("invalid", fmt("%s: %s must be a number of seconds in %g..%g", what, name, min, max))
+  end
+  return v
+end
+
+local function wait_opts(what, opts)
+  if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", what .. ": options must be a table") end
+  opts = opts or {}
+  return { timeout = num_opt(what, opts, "timeout", 60, 0.001, 86400),
+           interval = num_opt(what, opts, "interval", 1, 0.05, 3600), namespace = opts.namespace }
+end
+
+-- "{.status.phase}", ".status.conditions[0].type", "{.metadata.annotations['a.b/c']}" -> path tokens
+local function jsonpath_tokens(what, expr)
+  local p = expr:match("^{(.*)}$") or expr
+  if p:sub(1, 1) ~= "." then host.raise("invalid", fmt("%s: jsonpath %q must start with '.' (e.g. {.status.phase})", what, expr)) end
+  local toks, i = {}, 1
+  while i <= #p do
+    local c = p:sub(i, i)
+    if c == "." then
+      local name = p:match("^[%w_%-]+", i + 1)
+      if not name then host.raise("invalid", fmt("%s: jsonpath %q: a field name is expected at %d", what, expr, i + 1)) end
+      toks[#toks + 1] = name
+      i = i + 1 + #name
+    elseif c == "[" then
+      local idx = p:match("^%[(%d+)%]", i)
+      local key = p:match("^%['([^']+)'%]", i) or p:match('^%["([^"]+)"%]', i)
+      if idx then toks[#toks + 1] = tonumber(idx) + 1; i = i + #idx + 2
+      elseif key then toks[#toks + 1] = key; i = i + #key + 4
+      else host.raise("invalid", fmt("%s: jsonpath %q: [n] or ['key'] expected at %d", what, expr, i)) end
+    else
+      host.raise("invalid", fmt("%s: jsonpath %q: unexpected %q at %d (filters and wildcards are not supported)", what, expr, c, i))
+    end
+  end
+  return toks
+end
+
+local function at_path(obj, toks)
+  local v = obj
+  for _, t in ipairs(toks) do
+    if type(v) ~= "table" then return nil end
+    v = v[t]
+  end
+  return v
+end
+
+local function scalar_text(v)
+  if v == nil or v == json.null then return nil end
+  if type(v) == "table" then return json.encode(v) end
+  if math.type(v) == "float" and v == math.floor(v) then return fmt("%d", v) end
+  return tostring(v)
+end
+
+-- The condition of kube.wait, as kubectl wait's --for: "Ready" or "condition=Ready[=False]",
+-- "delete", "create", "jsonpath={.status.phase}[=Running]", or a function of the object.
+-- -> {kind, desc, check = function(obj) -> met, detail}
+local function wait_condition(what, c)
+  if type(c) == "function" then
+    return { kind = "function", desc = "<function>", check = function(obj)
+      return c(obj) and true or false, "the function returned false"
+    end }
+  end
+  if type(c) ~= "string" or c == "" then
+    host.raise("invalid", what .. ": condition must be a string such as \"Available\", \"condition=Ready=False\", " ..
+      "\"delete\", \"jsonpath={.status.phase}=Running\", or a function of the object")
+  end
+  if c == "delete" or c == "create" then return { kind = c, desc = c } end
+  local jp = c:match("^jsonpath=(.+)$")
+  if jp then
+    local expr, want = jp:match("^({.-})=(.*)$")
+    expr = expr or jp
+    local toks = jsonpath_tokens(what, expr)
+    return { kind = "jsonpath", desc = c, check = function(obj)
+      local got = scalar_text(at_path(obj, toks))
+      if want == nil then return got ~= nil and got ~= "", fmt("%s is %s", expr, got or "absent") end
+      return got == want, fmt("%s is %s", expr, got == nil and "absent" or fmt("%q", got))
+    end }
+  end
+  local name, value = c:match("^condition=([%w%.%-_/]+)=(%w+)$")
+  if not name then name = c:match("^condition=([%w%.%-_/]+)$") or c:match("^([%a][%w%.%-_/]*)$") end
+  if not name then
+    host.raise("invalid", fmt("%s: condition %q is not one of NAME, condition=NAME[=VALUE], delete, create, " ..
+      "jsonpath={...}[=VALUE]", what, c))
+  end
+  value = value or "True"
+  local lname, lvalue = name:lower(), value:lower()
+  return { kind = "condition", desc = "condition=" .. name .. "=" .. value, check = function(obj)
+    local st = type(obj.status) == "table" and obj.status or {}
+    for _, cond in ipairs(type(st.conditions) == "table" and st.conditions or {}) do
+      if type(cond) == "table" and type(cond.type) == "string" and cond.type:lower() == lname then
+        local gen = type(obj.metadata) == "table" and obj.metadata.generation or nil
+        local og = cond.observedGeneration or st.observedGeneration
+        local detail = fmt("%s=%s%s%s", cond.type, tostring(cond.status), type(cond.reason) == "string" and (" " .. cond.reason) or "",
+          type(cond.message) == "string" and (": " .. cond.message) or "")
+        if type(gen) == "number" and type(og) == "number" and og < gen then
+          return false, fmt("generation %d not observed yet (observed %d); %s", gen, og, detail)
+        end
+        return tostring(cond.status):lower() == lvalue, detail
+      end
+    end
+    return false, "no " .. name .. " condition"
+  end }
+end
+
+-- Polls fn(now_ms) -> done, value, summary, detail until done or the timeout (a `timeout` error
+-- naming the last state). fn may raise to fail at once.
+local function poll(call, what, o, fn)
+  local t0 = host.now_ms()
+  local deadline, polls = t0 + o.timeout * 1000, 0
+  while true do
+    polls = polls + 1
+    local done, value, summary, detail = fn()
+    local now = host.now_ms()
+    if done then
+      summary.polls, summary.waited_ms = polls, math.floor(now - t0 + 0.5)
+      return value, summary
+    end
+    if host.dry_run() then
+      summary.polls, summary.dry_run, summary.met = polls, true, false
+      return value, summary
+    end
+    if now >= deadline then
+      host.raise("timeout", fmt("%s: not met within %g s (%d polls; last: %s)", what, o.timeout, polls, tostring(detail)))
+    end
+    host.sleep(call, math.min(o.interval, (deadline - now) / 1000))
+  end
+end
+
+-- GET the object: the object, or nil when it does not exist (404).
+local function get_or_nil(call, what, tg)
+  local res = request(call, what, "GET", path_of(tg))
+  if res.status == 404 then return nil end
+  if res.status ~= 200 then api_error(what, res) end
+  return decode(what, res)
+end
+
+-- fn: the runbook's condition function, kept out of the call's arguments (a primitive's
+-- arguments are data; the audit records "<function>").
+local function wait_impl(fn)
+  return {
+  scope = function(call, kind, name, condition, opts)
+    if name == nil then host.raise("invalid", "kube.wait: name is required") end
+    local o = wait_opts("kube.wait", opts)
+    local tg = target(call, "kube.wait", kind, name, { namespace = o.namespace }, false)
+    if tg.subresource then host.raise("invalid", "kube.wait: give the kind, not a subresource") end
+    local cond = wait_condition("kube.wait", fn or condition)
+    resolved[call] = { tg = tg, o = o, cond = cond }
+    return { kind = tg.kind, resource = tg.resource, group = tg.group, name = tg.name, namespace = tg.namespace,
+      condition = cond.desc, timeout = o.timeout }
+  end,
+  effect = function(call)
+    local r = resolved[call]
+    local tg, cond = r.tg, r.cond
+    local what = fmt("kube.wait %s for %s", describe(tg), cond.desc)
+    return poll(call, what, r.o, function()
+      local obj = get_or_nil(call, what, tg)
+      local sum = { kind = tg.kind, name = tg.name, namespace = tg.namespace, condition = cond.desc, met = true }
+      if cond.kind == "delete" then
+        if obj == nil then return true, { deleted = true, name = tg.name, namespace = tg.namespace }, sum end
+        return false, nil, sum, "the object still exists (resourceVersion " .. tostring(rv_of(obj)) .. ")"
+      end
+      if obj == nil then
+        if cond.kind == "create" then return false, nil, sum, "the object does not exist yet" end
+        host.raise("not_found", fmt("%s: %s not found", what, describe(tg)))
+      end
+      sum.resourceVersion = rv_of(obj)
+      if cond.kind == "create" then return true, obj, sum end
+      local ok, met, detail = pcall(cond.check, obj)
+      if not ok then error(met, 0) end
+      if met then sum.detail = detail; return true, obj, sum end
+      return false, obj, sum, detail
+    end)
+  end,
+  }
+end
+
+local wait_data = prim.define("kube.wait", wait_impl(nil))
+
+function M.wait(kind, name, condition, opts)
+  if type(condition) == "function" then
+    return prim.define("kube.wait", wait_impl(condition))(kind, name, "<function>", opts)
+  end
+  return wait_data(kind, name, condition, opts)
+end
+
+-- kubectl's rollout status of a Deployment: -> done, message (raises when the deadline passed)
+local function deployment_rollout(what, d)
+  local md, spec = type(d.metadata) == "table" and d.metadata or {}, type(d.spec) == "table" and d.spec or {}
+  local st = type(d.status) == "table" and d.status or {}
+  local gen, og = tonumber(md.generation) or 0, tonumber(st.observedGeneration) or 0
+  if gen > og then return false, "waiting for the deployment spec update to be observed" end
+  for _, c in ipairs(type(st.conditions) == "table" and st.conditions or {}) do
+    if type(c) == "table" and c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" then
+      host.raise("failed", fmt("%s: the rollout exceeded its progress deadline (%s)", what, tostring(c.message)))
+    end
+  end
+  local want = tonumber(spec.replicas) or 1
+  local upd, reps, avail = tonumber(st.updatedReplicas) or 0, tonumber(st.replicas) or 0, tonumber(st.availableReplicas) or 0
+  if upd < want then return false, fmt("%d out of %d new replicas have been updated", upd, want) end
+  if reps > upd then return false, fmt("%d old replicas are pending termination", reps - upd) end
+  if avail < upd then return false, fmt("%d of %d updated replicas are available", avail, upd) end
+  return true, "successfully rolled out"
+end
+
+M.rollout_status = prim.define("kube.rollout_status", {
+  scope = function(call, name, opts)
+    local o = wait_opts("kube.rollout_status", opts)
+    local kind = type(opts) == "table" and opts.kind or "deployment"
+    local tg = target(call, "kube.rollout_status", kind, name, { namespace = o.namespace }, false)
+    if tg.resource ~= "deployments" or tg.group ~= "apps" or tg.subresource then
+      host.raise("invalid", fmt("kube.rollout_status: %s: only deployments are followed (statefulsets and daemonsets are not supported yet)", tg.resource))
+    end
+    resolved[call] = { tg = tg, o = o }
+    return { kind = tg.kind, name = tg.name, namespace = tg.namespace, timeout = o.timeout }
+  end,
+  effect = function(call)
+    local r = resolved[call]
+    local tg = r.tg
+    local what = "kube.rollout_status " .. describe(tg)
+    return poll(call, what, r.o, function()
+      local d = get_json(call, what, path_of(tg))
+      local done, msg = deployment_rollout(what, d)
+      local st = type(d.status) == "table" and d.status or {}
+      local ann = type(d.metadata) == "table" and type(d.metadata.annotations) == "table" and d.metadata.annotations or {}
+      local out = { done = done, message = msg, revision = ann["deployment.kubernetes.io/revision"],
+        replicas = st.replicas or 0, updated_replicas = st.updatedReplicas or 0,
+        available_replicas = st.availableReplicas or 0, object = d }
+      return done, out, { name = tg.name, namespace = tg.namespace, done = done, message = msg,
+        revision = out.revision, resourceVersion = rv_of(d) }, msg
+    end)
+  end,
+})
+
+-- ---- incident verbs: kube.logs, kube.events, kube.delete, kube.rollout_undo ----
+
+local DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
+
+-- "90", 90, "30s", "5m", "2h" -> seconds (integer, rounded up)
+local function seconds_of(what, v)
+  local n
+  if type(v) == "number" then n = v
+  elseif type(v) == "string" then
+    local num, unit = v:match("^(%d+%.?%d*)([smhd]?)$")
+    n = num and tonumber(num) * ({ [""] = 1, s = 1, m = 60, h = 3600, d = 86400 })[unit] or nil
+  end
+  if not n or n ~= n or n <= 0 or n > 10 * 365 * 86400 then
+    host.raise("invalid", fmt("%s: since must be a positive number of seconds or a duration like \"10m\", \"2h\"", what))
+  end
+  return math.ceil(n)
+end
+
+M.logs = prim.define("kube.logs", {
+  scope = function(call, pod, opts)
+    local what = "kube.logs"
+    if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", what .. ": options must be a table") end
+    opts = opts or {}
+    local tg = target(call, what, "pods", pod, { namespace = opts.namespace }, false)
+    local e = resolve(call, "pods")
+    if not e.subs.log then host.raise("not_found", what .. ": the API server offers no pods/log subresource") end
+    tg.subresource = "log"
+    local q, shown = {}, { kind = "Pod", name = tg.name, namespace = tg.namespace }
+    if opts.container ~= nil then
+      if not valid_label(opts.container) then host.raise("invalid", fmt("%s: container %q is not a container name", what, tostring(opts.container))) end
+      q[#q + 1] = "container=" .. opts.container
+      shown.container = opts.container
+    end
+    if opts.tail ~= nil then
+      if math.type(opts.tail) ~= "integer" or opts.tail < 0 then host.raise("invalid", what .. ": tail must be a non-negative integer") end
+      q[#q + 1] = "tailLines=" .. opts.tail
+      shown.tail = opts.tail
+    end
+    if opts.since ~= nil then
+      shown.since = seconds_of(what, opts.since)
+      q[#q + 1] = "sinceSeconds=" .. shown.since
+    end
+    if opts.previous ~= nil and type(opts.previous) ~= "boolean" then host.raise("invalid", what .. ": previous must be a boolean") end
+    if opts.previous then q[#q + 1] = "previous=true"; shown.previous = true end
+    if opts.timestamps then q[#q + 1] = "timestamps=true" end
+    local limit = opts.limit_bytes or DEFAULT_LOG_LIMIT
+    if math.type(limit) ~= "integer" or limit < 1 or limit > 64 * 1024 * 1024 then
+      host.raise("invalid", what .. ": limit_bytes must be an integer in 1..67108864")
+    end
+    q[#q + 1] = "limitBytes=" .. limit
+    resolved[call] = { tg = tg, query = concat(q, "&"), limit = limit }
+    return shown
+  end,
+  effect = function(call)
+    local r = resolved[call]
+    local what = "kube.logs " .. describe(r.tg)
+    local res = request(call, what, "GET", path_of(r.tg), { query = r.query, accept = "text/plain, */*",
+      max_response = r.limit + 65536 })
+    if res.status ~= 200 then api_error(what, res) end
+    local text = res.body or ""
+    local _, lines = text:gsub("\n", "")
+    return text, { bytes = #text, lines = lines, truncated = #text >= r.limit or nil }
+  end,
+})
+
+local function event_time(ev)
+  local t = ev.lastTimestamp
+  if type(t) ~= "string" then t = ev.eventTime end
+  if type(t) ~= "string" then t = ev.firstTimestamp end
+  if type(t) ~= "string" and type(ev.metadata) == "table" then t = ev.metadata.creationTimestamp end
+  return type(t) == "string" and t or ""
+end
+
+M.events = prim.define("kube.events", {
+  scope = function(call, kind, name, opts)
+    local what = "kube.events"
+    if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", what .. ": options must be a table") end
+    opts = opts or {}
+    local fs = {}
+    local shown = {}
+    if kind ~= nil then
+      local e, sub = resolve(call, kind)
+      if sub then host.raise("invalid", what .. ": give the kind, not a subresource") end
+      if type(e.kind) ~= "string" then host.raise("invalid", fmt("%s: %s has no kind name", what, e.resource)) end
+      fs[#fs + 1] = "involvedObject.kind=" .. e.kind
+      shown.kind = e.kind
+      if name ~= nil then
+        check_name(call, what, e, name)
+        fs[#fs + 1] = "involvedObject.name=" .. name
+        shown.name = name
+      end
+    elseif name ~= nil then
+      host.raise("invalid", what .. ": a name needs its kind (kube.events(\"pod\", name))")
+    end
+    local tg = target(call, what, "events", nil, { namespace = opts.namespace }, false)
+    shown.namespace = tg.namespace
+    resolved[call] = { tg = tg, fs = concat(fs, ",") }
+    return shown
+  end,
+  effect = function(call)
+    local r = resolved[call]
+    local what = "kube.events " .. describe(r.tg)
+    local q = { "limit=500" }
+    if r.fs ~= "" then q[#q + 1] = "fieldSelector=" .. urlencode(r.fs) end
+    local items, cont = {}, nil
+    repeat
+      local page = get_json(call, what, path_of(r.tg, false), { query = concat(q, "&") .. (cont and ("&continue=" .. urlencode(cont)) or "") })
+      for _, it in ipairs(type(page.items) == "table" and page.items or {}) do
+        if type(it) == "table" then items[#items + 1] = it end
+      end
+      cont = type(page.metadata) == "table" and page.metadata.continue or nil
+      if cont == "" or cont == json.null then cont = nil end
+    until not cont or #items >= 10000
+    sort(items, function(a, b) return event_time(a) < event_time(b) end)
+    local warnings = 0
+    for _, ev in ipairs(items) do if ev.type == "Warning" then warnings = warnings + 1 end end
+    return json.array(items), { count = #items, warnings = warnings, fields = r.fs ~= "" and r.fs or nil }
+  end,
+})
+
+local DELETE_WHY = "a deleted pod cannot be restored by rbl; its controller, if it has one, creates a new pod"
+
+M.delete = prim.define("kube.delete", {
+  scope = function(call, kind, name, opts)
+    local what = "kube.delete"
+    if name == nil then host.raise("invalid", what .. ": name is required") end
+    if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", what .. ": options must be a table") end
+    opts = opts or {}
+    local tg = target(call, what, kind, name, { namespace = opts.namespace }, true)
+    if tg.resource ~= "pods" or tg.group ~= "" or tg.subresource then
+      host.raise("invalid", fmt("%s: only pods can be deleted (a pod's controller replaces it); %s cannot", what, tg.resource))
+    end
+    local grace = opts.grace
+    if grace ~= nil and (math.type(grace) ~= "integer" or grace < 0) then
+      host.raise("invalid", what .. ": grace must be a non-negative integer (seconds)")
+    end
+    resolved[call] = { tg = tg, grace = grace }
+    return { kind = "Pod", name = tg.name, namespace = tg.namespace, grace = grace, irreversible = true }
+  end,
+  effect = function(call)
+    local r = resolved[call]
+    local tg = r.tg
+    local what = "kube.delete " .. describe(tg)
+    local pod = get_json(call, what, path_of(tg))
+    local md = type(pod.metadata) == "table" and pod.metadata or {}
+    local owner
+    for _, o in ipairs(type(md.ownerReferences) == "table" and md.ownerReferences or {}) do
+      if type(o) == "table" and o.controller == true then owner = tostring(o.kind) .. "/" .. tostring(o.name) end
+    end
+    local body = { apiVersion = "v1", kind = "DeleteOptions", preconditions = { uid = md.uid },
+      gracePeriodSeconds = r.grace }
+    if dry() then body.dryRun = json.array({ "All" }) end
+    local res = request(call, what, "DELETE", path_of(tg), { query = dry() and "dryRun=All" or nil, body = json.encode(body) })
+    if res.status ~= 200 and res.status ~= 202 then api_error(what, res) end
+    local st = type(pod.status) == "table" and pod.status or {}
+    local out = { deleted = not dry(), dry_run = dry() or nil, name = tg.name, namespace = tg.namespace, uid = md.uid,
+      owner = owner, phase = st.phase, node = type(pod.spec) == "table" and pod.spec.nodeName or nil }
+    return out, { kind = "Pod", name = tg.name, namespace = tg.namespace, uid = md.uid, owner = owner, phase = st.phase,
+      dry_run = dry(), irreversible = true, irreversible_why = DELETE_WHY .. (owner and (" (" .. owner .. ")") or "") }
+  end,
+})
+
+local REVISION = "deployment.kubernetes.io/revision"
+local HASH_LABEL = "pod-template-hash"
+-- Deployment annotations kubectl's rollout undo keeps from the Deployment, never from the ReplicaSet.
+local UNDO_SKIP = { ["kubectl.kubernetes.io/last-applied-configuration"] = true, [REVISION] = true,
+  ["deployment.kubernetes.io/revision-history"] = true, ["deployment.kubernetes.io/desired-replicas"] = true,
+  ["deployment.kubernetes.io/max-replicas"] = true, ["deprecated.deployment.rollback.to"] = true }
+
+local function deep_equal(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not deep_equal(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+local function without_hash(tmpl)
+  local t = json.decode(json.encode(tmpl))
+  if type(t) == "table" and type(t.metadata) == "table" and type(t.metadata.labels) == "table" then
+    t.metadata.labels[HASH_LABEL] = nil
+    if next(t.metadata.labels) == nil then t.metadata.labels = nil end
+  end
+  return t
+end
+
+-- The ReplicaSets a Deployment controls, as kubectl finds them: by its selector, then by controller uid.
+local function replicasets_of(call, what, tg, d)
+  local sel = type(d.spec) == "table" and type(d.spec.selector) == "table" and d.spec.selector or {}
+  if sel.matchExpressions ~= nil and sel.matchExpressions ~= json.null and #sel.matchExpressions > 0 then
+    host.raise("invalid", what .. ": a selector with matchExpressions is not supported; undo it with kube_patch")
+  end
+  local parts = {}
+  for k, v in pairs(type(sel.matchLabels) == "table" and sel.matchLabels or {}) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+  sort(parts)
+  local e = resolve(call, "replicasets.apps")
+  local rtg = { group = e.group, version = e.version, resource = e.resource, namespace = tg.namespace }
+  local list = get_json(call, what, path_of(rtg, false), { query = "labelSelector=" .. urlencode(concat(parts, ",")) })
+  local uid, out = d.metadata.uid, {}
+  for _, rs in ipairs(type(list.items) == "table" and list.items or {}) do
+    for _, o in ipairs(type(rs.metadata) == "table" and type(rs.metadata.ownerReferences) == "table" and rs.metadata.ownerReferences or {}) do
+      if o.controller == true and o.uid == uid then
+        local ann = type(rs.metadata.annotations) == "table" and rs.metadata.annotations or {}
+        local rev = tonumber(ann[REVISION])
+        if rev then out[#out + 1] = { rev = rev, rs = rs } end
+      end
+    end
+  end
+  sort(out, function(a, b) return a.rev > b.rev end)
+  return out
+end
+
+M.rollout_undo = prim.define("kube.rollout_undo", {
+  scope = function(call, name, opts)
+    local what = "kube.rollout_undo"
+    if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", what .. ": options must be a table") end
+    opts = opts or {}
+    local tg = target(call, what, "deployments.apps", name, { namespace = opts.namespace }, true)
+    local to = opts.to_revision
+    if to ~= nil and (math.type(to) ~= "integer" or to < 1) then host.raise("invalid", what .. ": to_revision must be a positive integer") end
+    tg.to = to
+    resolved[call] = tg
+    return { kind = tg.kind, name = tg.name, namespace = tg.namespace, to_revision = to }
+  end,
+  effect = function(call)
+    local tg = resolved[call]
+    local what = "kube.rollout_undo " .. describe(tg)
+    local d = get_json(call, what, path_of(tg))
+    if type(d.spec) == "table" and d.spec.paused == true then
+      host.raise("conflict", what .. ": the deployment is paused; resume it first")
+    end
+    local revs = replicasets_of(call, what, tg, d)
+    local pick
+    if tg.to then
+      for _, r in ipairs(revs) do if r.rev == tg.to then pick = r end end
+      if not pick then host.raise("not_found", fmt("%s: revision %d not found (revisions: %s)", what, tg.to,
+        #revs > 0 and concat((function() local t = {} for i, r in ipairs(revs) do t[i] = r.rev end return t end)(), ", ") or "none")) end
+    else
+      pick = revs[2]
+      if not pick then host.raise("not_found", fmt("%s: no previous revision (no rollout history)", what)) end
+    end
+    local ann = type(d.metadata.annotations) == "table" and d.metadata.annotations or {}
+    local current = ann[REVISION]
+    local tmpl = without_hash(pick.rs.spec.template)
+    if deep_equal(tmpl, without_hash(d.spec.template)) then
+      return d, { name = tg.name, namespace = tg.namespace, skipped = true, from_revision = current,
+        to_revision = pick.rev, reason = "the current template already matches revision " .. pick.rev }
+    end
+    -- the revision's template and the annotations its ReplicaSet carries (a change-cause), as kubectl
+    -- does; the controller-managed revision annotations are left to the controller
+    local ops = { { op = "replace", path = "/spec/template", value = tmpl } }
+    local rsann = type(pick.rs.metadata.annotations) == "table" and pick.rs.metadata.annotations or {}
+    local keys = {}
+    for k in pairs(rsann) do if not UNDO_SKIP[k] and ann[k] ~= rsann[k] then keys[#keys + 1] = k end end
+    sort(keys)
+    if #keys > 0 and type(d.metadata.annotations) ~= "table" then
+      local all = {}
+      for _, k in ipairs(keys) do all[k] = rsann[k] end
+      ops[#ops + 1] = { op = "add", path = "/metadata/annotations", value = all }
+    else
+      for _, k in ipairs(keys) do ops[#ops + 1] = { op = "add", path = "/metadata/annotations/" .. esc(k), value = rsann[k] } end
+    end
+    local obj, summary, before, undo = patch_effect("kube.rollout_undo", call, tg, ops, "json")
+    summary.from_revision, summary.to_revision = current, pick.rev
+    return obj, summary, before, undo
+  end,
+})
+
 -- The inverse of a recorded patch (auto rollback and `rbl rollback`): refuses when the object
 -- changed since the patch unless forced.
 undo_patch = prim.define("kube_undo", {
@@ -905,7 +1426,18 @@ undo_patch = prim.define("kube_undo", {
     local chained = prior and prior.from_rv == rec.resourceVersion and prior.now_rv == rv
     local summary = { undoes = { run = rec.run, call = rec.call }, kind = tg.kind, name = tg.name,
       namespace = tg.namespace, subresource = tg.subresource, dry_run = dry(), forced = force or nil }
-    if rv ~= rec.resourceVersion and not force and not chained then
+    if type(rec.after) == "table" and not rec.redacted then
+      -- by the fields: a newer resourceVersion alone (a controller's status write) is not a change
+      -- of what the patch changed
+      for _, f in ipairs(rec.after) do
+        local ex, v = get_at(now, from_ptr(f.path))
+        if (ex ~= (f.exists == true) or (ex and not same_value(v, f.value))) and not force then
+          local function show(e, x) return e and (type(x) == "table" and "changed" or fmt("%q", tostring(x))) or "absent" end
+          host.raise("conflict", fmt("%s: the object changed since the patch (%s is now %s, the patch left %s); " ..
+            "not undone (--force to undo anyway)", what, f.path, show(ex, v), show(f.exists, f.value)))
+        end
+      end
+    elseif rv ~= rec.resourceVersion and not force and not chained then
       host.raise("conflict", fmt("%s: the object changed since the patch (resourceVersion now %s, the patch left %s); not undone (--force to undo anyway)",
         what, tostring(rv), tostring(rec.resourceVersion)))
     end
@@ -916,7 +1448,16 @@ undo_patch = prim.define("kube_undo", {
       state.undone[key] = { from_rv = rec.resourceVersion_before, now_rv = rv }
       return now, summary
     end
-    if not force and rv then table.insert(ops, 1, { op = "test", path = "/metadata/resourceVersion", value = rv }) end
+    if not force and type(rec.after) == "table" and not rec.redacted then
+      -- atomic against a concurrent change of what the patch changed, not against status writes
+      local tests = {}
+      for _, f in ipairs(rec.after) do
+        if f.exists then tests[#tests + 1] = { op = "test", path = f.path, value = f.value } end
+      end
+      for i = #tests, 1, -1 do table.insert(ops, 1, tests[i]) end
+    elseif not force and rv then
+      table.insert(ops, 1, { op = "test", path = "/metadata/resourceVersion", value = rv })
+    end
     local res = request(call, what, "PATCH", path_of(tg),
       { query = write_query(), body = json.encode(ops), ctype = PATCH_TYPES.json })
     if res.status ~= 200 then api_error(what, res) end
@@ -944,7 +1485,9 @@ function M.detect(...) return detect("kubernetes", ...) end
 
 function M.globals(book)
   local g = {
-    kube = { get = M.get, list = M.list, rollout_restart = M.rollout_restart, scale = M.scale, can_i = M.can_i },
+    kube = { get = M.get, list = M.list, rollout_restart = M.rollout_restart, scale = M.scale, can_i = M.can_i,
+             wait = M.wait, rollout_status = M.rollout_status, logs = M.logs, events = M.events, delete = M.delete,
+             rollout_undo = M.rollout_undo },
     kube_patch = M.patch,
   }
   return g

@@ -20,16 +20,19 @@ def builtin_objects():
     objs.append(_cr("cluster-admin", [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
                                       {"nonResourceURLs": ["*"], "verbs": ["*"]}]))
     view = [
-        {"apiGroups": [""], "resources": ["configmaps", "pods", "pods/status", "services", "services/status",
-                                          "serviceaccounts", "namespaces", "namespaces/status"], "verbs": READ},
-        {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "deployments/status"], "verbs": READ},
+        {"apiGroups": [""], "resources": ["configmaps", "pods", "pods/log", "pods/status", "services", "services/status",
+                                          "serviceaccounts", "namespaces", "namespaces/status", "events"],
+         "verbs": READ},
+        {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "deployments/status", "replicasets",
+                                              "replicasets/scale", "replicasets/status"], "verbs": READ},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": READ},
     ]
     edit = view + [
         {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services", "serviceaccounts"],
          "verbs": WRITE},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": READ},
-        {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": WRITE},
+        {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "deployments/rollback",
+                                              "replicasets", "replicasets/scale"], "verbs": WRITE},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": WRITE},
     ]
     admin = edit + [

@@ -21,6 +21,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import builtin  # noqa: E402
+import controllers  # noqa: E402
 import protowire  # noqa: E402
 import schema  # noqa: E402
 import resources as R  # noqa: E402
@@ -56,6 +57,11 @@ PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "a
 
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _epoch(ts):
+    import calendar
+    return calendar.timegm(time.strptime(ts.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S"))
 
 
 class ApiError(Exception):
@@ -129,10 +135,11 @@ def _strip_for_compare(o):
 class Cluster:
     """All API semantics; independent of HTTP."""
 
-    def __init__(self, controllers=True):
+    def __init__(self, controllers=True, rollout_ms=0):
         self.store = Store()
         self.authz = Authorizer(self.store)
         self.controllers = controllers
+        self.ctrl = globals()["controllers"].Controllers(self.store, rollout_ms) if controllers else None
 
     # ------------------------------------------------------------ fixtures
     def load_fixtures(self, paths):
@@ -172,6 +179,8 @@ class Cluster:
                 self._prepare_new(res, ns, d, keep_status=True)
             except ApiError as e:
                 raise SystemExit("fixture %s/%s: %s" % (d.get("kind"), md.get("name"), e.message))
+            if self.ctrl and res.kind == "Deployment":
+                self.ctrl.sync_deployment(d, None, fixture=True)
             d["metadata"]["resourceVersion"] = self.store.next_rv()
             self.store.put(res.plural, ns, md["name"], d)
 
@@ -220,7 +229,7 @@ class Cluster:
             md["generation"] = 1
         else:
             md.pop("generation", None)
-        if self.controllers and not (keep_status and obj.get("status")):
+        if self.controllers and not (keep_status and obj.get("status")) and res.kind != "Deployment":
             R.simulate_controllers(res, obj)  # fixtures that declare a status keep it
         return obj
 
@@ -304,6 +313,11 @@ class Cluster:
             if self.store.get_raw(res.plural, ns, name) is not None:
                 raise ApiError(409, '%s "%s" already exists' % (res.group_resource, name), "AlreadyExists",
                                _details(res, name))
+            if self.controllers and res.kind == "Deployment":
+                if dry_run:
+                    R.simulate_controllers(res, obj)
+                else:
+                    self.ctrl.sync_deployment(obj, None)
             if dry_run:
                 return obj
             obj["metadata"]["resourceVersion"] = self.store.next_rv()
@@ -374,7 +388,9 @@ class Cluster:
                 raise invalid(res, name, [("spec.selector", "field is immutable", result["spec"].get("selector"))])
             if res.kind in GENERATION_KINDS and old.get("spec") != result.get("spec"):
                 rmd["generation"] = old["metadata"].get("generation", 1) + 1
-            if self.controllers:
+            if self.controllers and res.kind == "Deployment" and not dry_run:
+                self.ctrl.sync_deployment(result, old)
+            elif self.controllers:
                 R.simulate_controllers(res, result)
         result["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _strip_for_compare(result) == _strip_for_compare(old):
@@ -484,9 +500,72 @@ class Cluster:
                 return out
             if not dry_run:
                 self.store.delete(res.plural, ns, name)
+                self._collect_garbage(ns, old["metadata"]["uid"])
+                if self.ctrl and res.plural == "pods" and not res.group:
+                    self.ctrl.pod_deleted(ns, old)
             d = _details(res, name)
             d["uid"] = old["metadata"]["uid"]
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": d}
+
+    def _collect_garbage(self, ns, uid):
+        """Background cascading deletion: what the deleted object controlled goes too."""
+        for plural in ("replicasets", "pods"):
+            for o in list(self.store.list_raw(plural, ns)):
+                if controllers.owned_by(o, uid):
+                    self.store.delete(plural, ns, o["metadata"]["name"])
+                    self._collect_garbage(ns, o["metadata"]["uid"])
+
+    # ----------------------------------------------------------------- logs
+    LOG_ANN = "standin.rbl.io/log."  # + container name: that container's log
+    PREVIOUS_ANN = "standin.rbl.io/previous-log."  # + container name: its previous instance's log
+    TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) (.*)$")
+
+    def pod_log(self, pod, query):
+        """The pods/log subresource: lines from the pod's annotations (a line may start with its
+        RFC 3339 time; others are timed at the pod's creation)."""
+        md, name = pod["metadata"], pod["metadata"]["name"]
+        spec = pod.get("spec") or {}
+        names = [c.get("name") for c in (spec.get("containers") or [])]
+        every = names + [c.get("name") for c in (spec.get("initContainers") or [])]
+        c = query.get("container")
+        if not c:
+            c = (md.get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+            if not c:
+                if len(names) != 1:
+                    raise ApiError(400, "a container name must be specified for pod %s, choose one of: [%s]"
+                                   % (name, " ".join(names)), "BadRequest")
+                c = names[0]
+        if c not in every:
+            raise ApiError(400, "container %s is not valid for pod %s" % (c, name), "BadRequest")
+        prev = query.get("previous") in ("true", "1")
+        text = (md.get("annotations") or {}).get((self.PREVIOUS_ANN if prev else self.LOG_ANN) + c)
+        if text is None and prev:
+            raise ApiError(400, 'previous terminated container "%s" in pod "%s" not found' % (c, name), "BadRequest")
+        born = md.get("creationTimestamp") or now()
+        lines = []
+        for line in (text or "").splitlines():
+            m = self.TS.match(line)
+            lines.append((m.group(1), m.group(2)) if m else (born, line))
+        if query.get("sinceSeconds"):
+            try:
+                since = int(query["sinceSeconds"])
+            except ValueError:
+                raise ApiError(400, "sinceSeconds must be an integer", "BadRequest")
+            if since < 1:
+                raise ApiError(422, "sinceSeconds: Invalid value: %d: must be greater than 0" % since, "Invalid")
+            cut = time.time() - since
+            lines = [l for l in lines if _epoch(l[0]) >= cut]
+        if query.get("tailLines"):
+            try:
+                n = int(query["tailLines"])
+            except ValueError:
+                raise ApiError(400, "tailLines must be an integer", "BadRequest")
+            lines = lines[-n:] if n > 0 else []
+        stamp = query.get("timestamps") in ("true", "1")
+        out = "".join(("%s %s\n" % l) if stamp else (l[1] + "\n") for l in lines).encode()
+        if query.get("limitBytes"):
+            out = out[: int(query["limitBytes"])]
+        return out
 
     # ---------------------------------------------------------------- watch
     def watch_open(self, res, ns, query):
@@ -980,6 +1059,8 @@ class Handler(BaseHTTPRequestHandler):
             obj = cluster.get(res, ns, name)
             if sub == "scale":
                 obj = cluster.scale_of(res, obj)
+            elif sub == "log":
+                return self.send_raw(200, cluster.pod_log(obj, query), "text/plain")
             elif sub == "status":
                 pass
             return self.send_object(res, obj, accept, query, sub)
@@ -1213,13 +1294,15 @@ def main(argv=None):
                     help="RBAC enforces the stored Roles/Bindings on every request")
     ap.add_argument("--no-controllers", action="store_true",
                     help="do not simulate controllers (Deployment status follows spec by default)")
+    ap.add_argument("--rollout-ms", type=int, default=0,
+                    help="a Deployment's new template rolls out one replica per MS milliseconds (default: at once)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
 
     cfg = Config()
     cfg.verbose = a.verbose
     cfg.rbac = a.authorization_mode == "RBAC"
-    cfg.cluster = Cluster(controllers=not a.no_controllers)
+    cfg.cluster = Cluster(controllers=not a.no_controllers, rollout_ms=a.rollout_ms)
     cfg.cluster.load_fixtures(a.fixtures)
     cfg.tokens = {}
     for t in a.token:

@@ -41,7 +41,8 @@ RESOURCES = [
     Res("", "v1", "configmaps", "ConfigMap", "configmap", True, ["cm"]),
     Res("", "v1", "secrets", "Secret", "secret", True, field_selectors=["type"]),
     Res("", "v1", "pods", "Pod", "pod", True, ["po"], categories=["all"],
-        subresources=[("status", "", "v1", "Pod", ["get", "patch", "update"])],
+        subresources=[("log", "", "v1", "Pod", ["get"]),
+                      ("status", "", "v1", "Pod", ["get", "patch", "update"])],
         field_selectors=["status.phase", "spec.nodeName", "spec.restartPolicy",
                          "spec.schedulerName", "spec.serviceAccountName", "status.podIP"]),
     Res("", "v1", "services", "Service", "service", True, ["svc"], categories=["all"],
@@ -58,6 +59,10 @@ RESOURCES = [
     Res("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", "persistentvolumeclaim", True, ["pvc"],
         subresources=[("status", "", "v1", "PersistentVolumeClaim", ["get", "patch", "update"])]),
     Res("coordination.k8s.io", "v1", "leases", "Lease", "lease", True),
+    Res("apps", "v1", "replicasets", "ReplicaSet", "replicaset", True, ["rs"], categories=["all"],
+        subresources=[("scale", "autoscaling", "v1", "Scale", ["get", "patch", "update"]),
+                      ("status", "apps", "v1", "ReplicaSet", ["get", "patch", "update"])],
+        field_selectors=["status.replicas"]),
     Res("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", "networkpolicy", True, ["netpol"]),
     Res("rbac.authorization.k8s.io", "v1", "roles", "Role", "role", True),
     Res("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", "rolebinding", True),
@@ -268,6 +273,8 @@ def apply_defaults(res, obj):
             st["rollingUpdate"].setdefault("maxSurge", "25%")
         tmpl = spec.setdefault("template", {})
         tmpl.setdefault("metadata", {})
+        if isinstance(tmpl["metadata"], dict) and tmpl["metadata"].get("creationTimestamp", 0) is None:
+            del tmpl["metadata"]["creationTimestamp"]  # typed clients send null; the server drops it
         default_pod_spec(tmpl.setdefault("spec", {}))
     elif res.kind == "Pod":
         default_pod_spec(obj.setdefault("spec", {}))
@@ -363,6 +370,16 @@ def table_columns(res):
                            (o.get("status") or {}).get("phase", ""),
                            str(sum(c.get("restartCount", 0) for c in (o.get("status") or {}).get("containerStatuses") or []))]),
         "ServiceAccount": ([_col("Secrets", typ="integer")], lambda o: [len(o.get("secrets") or [])]),
+        "ReplicaSet": ([_col("Desired", typ="integer"), _col("Current", typ="integer"), _col("Ready", typ="integer")],
+                       lambda o: [(o.get("spec") or {}).get("replicas", 0), (o.get("status") or {}).get("replicas", 0),
+                                  (o.get("status") or {}).get("readyReplicas", 0)]),
     }
+    if res.kind == "Event":
+        ecols = [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")]
+        return ecols, (lambda o: [human_age(o.get("lastTimestamp") or o["metadata"].get("creationTimestamp", "")),
+                                  o.get("type", ""), o.get("reason", ""),
+                                  "%s/%s" % ((o.get("involvedObject") or {}).get("kind", "").lower(),
+                                             (o.get("involvedObject") or {}).get("name", "")),
+                                  o.get("message", "")])
     cols, fn = extra.get(res.kind, ([], lambda o: []))
     return [name] + cols + [age], (lambda o: [o["metadata"]["name"]] + fn(o) + [human_age(o["metadata"].get("creationTimestamp", ""))])

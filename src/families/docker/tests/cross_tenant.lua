@@ -8,6 +8,7 @@ step "attempt" {
     if p == "exec" then docker_exec(params.target, { "touch", "/tmp/pwned" })
     elseif p == "restart" then docker.restart(params.target)
     elseif p == "logs" then docker.logs(params.target)
+    elseif p == "stop" or p == "start" or p == "kill" or p == "stats" or p == "top" then docker[p](params.target)
     else docker.inspect(params.target) end
   end,
 }

@@ -159,7 +159,9 @@ expect_rc 1 "rollback of an object changed since" rb3
 check "changed-since: refused clearly" has rb3 "changed since the patch"
 check "changed-since: the ConfigMap keeps the later change" \
   test "$(kc get cm db-pool-config -n prod-tenant-7 -o jsonpath='{.data.max_connections}')" = 800
-check "changed-since: the ConfigMap was not written" test "$(newreq "$n" '.method=="PATCH" and (.path|endswith("/db-pool-config"))')" = 0
+check "changed-since: refusal names the field and both values" has rb3 '/data/max_connections is now "800", the patch left "700"'
+check "changed-since: only the change nobody touched since was undone (one PATCH: /data/json removed)" \
+  test "$(newreq "$n" '.method=="PATCH" and (.path|endswith("/db-pool-config"))')/$(kc get cm db-pool-config -n prod-tenant-7 -o jsonpath='{.data.json}{.data.fresh}')" = "1/1"
 "$RBL" rollback "$W/change2.jsonl" --force --config "$W/config.lua" >"$W/rb4.out" 2>&1
 RC=$?
 expect_rc 0 "rbl rollback --force" rb4

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# docker.stop/start/kill/stats/top end to end: the real `rbl run` against the real dockerd. Every
+# name and the tenant label key are unique to this run, so concurrent runs on a shared daemon
+# never meet. Checks the daemon's own state and event stream, refusals, `rbl rollback`'s list of
+# what it cannot undo, and every audit chain.
+# usage: verbs_tests.sh path/to/rbl
+set -uo pipefail
+RBL=$(realpath "${1:?usage: verbs_tests.sh path/to/rbl}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
+bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
+RUN=v$(date +%s%N | tail -c 9)$$
+KEY=rbl.test.$RUN # the tenant label key of this run only
+W=$(mktemp -d /tmp/rbl-docker-verbs.XXXXXX)
+pass=0
+fail=0
+cleanup() {
+  docker ps -aq --filter "label=$KEY" | xargs -r docker rm -f >/dev/null 2>&1
+  [ -n "${KEEP:-}" ] || rm -rf "$W"
+}
+trap cleanup EXIT
+ok() { echo "ok - $*"; pass=$((pass + 1)); }
+bad() { echo "not ok - $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+A=rbl-$RUN-a
+B=rbl-$RUN-b
+docker run -d --name "$A" --label "$KEY=ta" "$IMG" sleep 100000 >/dev/null
+docker run -d --name "$B" --label "$KEY=tb" "$IMG" sleep 100000 >/dev/null
+cat >"$W/config.lua" <<CFG
+return { tenants = { "ta", "tb" }, labels = { docker = "$KEY" } }
+CFG
+run() { # NAME WANT RUNBOOK [options]
+  local name=$1 want=$2 rb=$3
+  shift 3
+  "$RBL" run "$HERE/$rb" --tenant ta --config "$W/config.lua" --incident "$name" --audit "$W/$name.jsonl" \
+    --report "$W/$name.json" "$@" >"$W/$name.out" 2>&1
+  local rc=$?
+  if [ "$rc" = "$want" ]; then ok "$name: exit $rc"; else bad "$name: exit $rc, want $want"; tail -n 12 "$W/$name.out" | sed 's/^/    | /'; fi
+}
+events() { # SINCE CONTAINER: the daemon's lifecycle events for it, in order
+  docker events --since "$1" --until "$(date +%s)" --filter "container=$2" --filter event=start --filter event=kill \
+    --filter event=stop --filter event=die --format '{{.Action}}' | tr '\n' ' '
+}
+
+T0=$(date +%s)
+run verbs 0 verbs.lua --param "c=$A"
+sleep 1
+EV=$(events "$T0" "$A")
+check "the daemon saw stop, start, kill, start (events: $EV)" \
+  bash -c "grep -qE 'kill die stop.*start.*kill die.*start' <<<'$EV'"
+check "the container is running at the end" test "$(docker inspect -f '{{.State.Running}}' "$A")" = true
+check "results of stop/start/kill that changed something say irreversible" \
+  test "$(jq -s '[.[] | select(.kind=="result" and (.prim|test("^docker\\.(stop|start|kill)$")) and .status=="ok" and .summary.changed==true and .summary.irreversible==true)] | length' "$W/verbs.jsonl")" = 4
+check "a no-op stop/start is not marked irreversible" \
+  test "$(jq -s '[.[] | select(.kind=="result" and .status=="ok" and .summary.changed==false and .summary.irreversible!=null)] | length' "$W/verbs.jsonl")" = 0
+verify() { "$RBL" audit verify "$1" >/dev/null 2>&1; }
+check "the audit chain verifies" verify "$W/verbs.jsonl"
+
+"$RBL" rollback "$W/verbs.jsonl" --config "$W/config.lua" >"$W/rb.out" 2>&1
+RC=$?
+check "rbl rollback: exit 0 (nothing reversible)" test "$RC" = 0
+check "rbl rollback warns it cannot undo the 4 lifecycle actions" grep -q "cannot undo 4 actions" "$W/rb.out"
+check "... naming docker.stop and docker.kill" bash -c "grep -q '  - docker.stop' '$W/rb.out' && grep -q '  - docker.kill' '$W/rb.out'"
+check "the chain still verifies after the rollback run" verify "$W/verbs.jsonl"
+
+T1=$(date +%s)
+for v in stop start kill stats top; do
+  run "xt-$v" 3 verbs_xt.lua --param "c=$B" --param "verb=$v"
+  check "xt-$v: refused naming the owner" grep -q "belongs to tenant tb, not ta" "$W/xt-$v.out"
+  check "xt-$v: chain verifies" verify "$W/xt-$v.jsonl"
+done
+sleep 1
+check "the other tenant's container saw no lifecycle event" test -z "$(events "$T1" "$B")"
+check "... and still runs" test "$(docker inspect -f '{{.State.Running}}' "$B")" = true
+echo "# $pass passed, $fail failed"
+[ "$fail" = 0 ]
