@@ -664,12 +664,11 @@ static int docker_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_
 static const char *const DANGEROUS_SUBS[] = {"exec",  "attach",   "portforward",         "proxy",
                                              "token", "eviction", "ephemeralcontainers", "binding",
                                              NULL};
-static const char *const READ_PARAMS[] = {"labelSelector", "fieldSelector",       "limit",
-                                          "continue",      "resourceVersion",     "timeoutSeconds",
-                                          "watch",         "allowWatchBookmarks", "pretty",
-                                          "container",     "tailLines",           "sinceSeconds",
-                                          "previous",      "timestamps",          "limitBytes",
-                                          NULL};
+static const char *const READ_PARAMS[] = {
+    "labelSelector",   "fieldSelector",  "limit",      "continue",
+    "resourceVersion", "timeoutSeconds", "watch",      "allowWatchBookmarks",
+    "pretty",          "container",      "tailLines",  "sinceSeconds",
+    "previous",        "timestamps",     "limitBytes", NULL};
 static const char *const WRITE_PARAMS[] = {"dryRun", "fieldManager", "fieldValidation",
                                            "force",  "pretty",       NULL};
 static const char *const DELETE_PARAMS[] = {"dryRun", "propagationPolicy", "gracePeriodSeconds",
@@ -713,9 +712,12 @@ static int field_ns_pinned(const parsed *p, const seg *ns, char *why, size_t wn)
     size_t sl = sizeof suffix - 1;
     if (kl >= sl && !memcmp(sel + kl - sl, suffix, sl)) {
       const char *v = op;
-      if (v && v[0] == '=' && v[1] == '=') v += 2;
-      else if (v && v[0] == '=') v += 1;
-      else v = NULL;
+      if (v && v[0] == '=' && v[1] == '=')
+        v += 2;
+      else if (v && v[0] == '=')
+        v += 1;
+      else
+        v = NULL;
       size_t vl = v ? tl - (size_t)(v - sel) : 0;
       if (!v || vl != ns->n || memcmp(v, ns->p, vl) != 0)
         return refuse(why, wn, "kube: fieldSelector %.*s names another namespace than %.*s",

@@ -20,7 +20,8 @@ const rbl_family rbl_families[] = {
      "json.array json.object detect_runtime runbook step tenant tenants incident params dry_run"},
     {"exec", "rbl.exec", NULL, "src/families/exec/exec.md", "exec"},
     {"docker", "rbl.docker", luaopen_rbl_docker_c, "src/families/docker/docker.md",
-     "docker_exec docker docker.ps docker.inspect docker.restart docker.logs docker.stop docker.start "
+     "docker_exec docker docker.ps docker.inspect docker.restart docker.logs docker.stop "
+     "docker.start "
      "docker.kill docker.stats docker.top"},
     {"kube", "rbl.kube", luaopen_rbl_kube_c, "src/families/kube/kube.md",
      "kube_patch kube kube.get kube.list kube.rollout_restart kube.scale kube.can_i kube.wait "

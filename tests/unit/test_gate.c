@@ -571,10 +571,10 @@ static void test_kube_resources(void **st) {
     assert_int_equal(kreq(g, "GET", u, NULL, t7), -1);
   }
   assert_int_equal(kreq(g, "GET", "/api/v1/events", NULL, t7), -1);
-  assert_int_equal(
-      kreq(g, "GET", "/api/v1/events?fieldSelector=involvedObject.namespace%3Dprod-tenant-7", NULL,
-           t7),
-      -1);
+  assert_int_equal(kreq(g, "GET",
+                        "/api/v1/events?fieldSelector=involvedObject.namespace%3Dprod-tenant-7",
+                        NULL, t7),
+                   -1);
   assert_int_equal(kreq(g, "GET", "/api/v1/namespaces/prod-tenant-8/events", NULL, t7), -1);
   assert_int_equal(kreq(g, "POST", "/api/v1/namespaces/prod-tenant-7/pods/p/exec", NULL, t7), -1);
   assert_non_null(strstr(why, "kube.allow_subresources"));
