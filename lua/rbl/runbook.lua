@@ -60,15 +60,46 @@ function M.new_book(default_id)
     end
   end
 
-  -- prom.watch: the metric's first and latest value, for the step's trace entry.
-  function book.note_metric(baseline, current)
+  -- prom.watch: the metric's first and latest value, for the step's trace entry. Several watches
+  -- in one step (one per tenant under each_tenant): `metrics` holds each tenant's, and
+  -- baseline_metric/current_metric are the worst of them (higher_worse: which way is worse).
+  function book.note_metric(baseline, current, tenant, higher_worse)
     local cur = book.current or book.top
-    cur.baseline_metric, cur.current_metric = baseline, current
+    if tenant == nil then
+      cur.baseline_metric, cur.current_metric = baseline, current
+      return
+    end
+    cur.metrics = cur.metrics or {}
+    cur.metrics[tenant] = { baseline = baseline, current = current }
+    local function worse(a, b)
+      if type(a) ~= "number" then return b end
+      if type(b) ~= "number" then return a end
+      if higher_worse == false then return math.min(a, b) end
+      return math.max(a, b)
+    end
+    local wb, wc
+    for _, m in pairs(cur.metrics) do wb, wc = worse(wb, m.baseline), worse(wc, m.current) end
+    cur.baseline_metric, cur.current_metric = wb, wc
   end
 
-  function book.note_isolation(res)
+  -- prom.tenants: the tenants a metric names (the seed's "found 3 tenants in alert state").
+  function book.note_tenants(list)
+    local cur = book.current or book.top
+    cur.tenants = list
+  end
+
+  function book.note_isolation(res, tenant)
     local cur = book.current or book.top
     cur.isolation = { score = res.score, findings = res.findings, skipped = res.skipped }
+    if tenant ~= nil then
+      cur.isolation_by_tenant = cur.isolation_by_tenant or {}
+      cur.isolation_by_tenant[tenant] = res.score
+      local low
+      for _, sc in pairs(cur.isolation_by_tenant) do if type(sc) == "number" and (low == nil or sc < low) then low = sc end end
+      cur.isolation_score = low -- several tenants in one step: the lowest score
+    else
+      cur.isolation_score = res.score
+    end
   end
 
   -- Which steps called a primitive that writes (nothing_to_do; a resumed run's plan).
@@ -450,6 +481,8 @@ function M.report(book, info, killed_msg)
       requested = e.requested, attempts = e.attempts, fanout = e.fanout }
     if killed_msg and e.status == "pending" then t.status, t.detail = "failed", killed_msg end
     t.baseline_metric, t.current_metric = e.baseline_metric, e.current_metric
+    t.metrics, t.tenants, t.isolation_score = e.metrics, e.tenants, e.isolation_score
+    t.isolation_by_tenant = e.isolation_by_tenant
     trace[#trace + 1] = t
   end
   local outcome = book.outcome or "failed"

@@ -89,8 +89,9 @@ static const char *const usage_rollback =
     "--audit-key; --pubkey: every run must be signed), then undoes, newest first, the\n"
     "reversible changes its verified records hold, each only within the tenants of its\n"
     "run's run_start. A chain that does not verify: exit 1, nothing sent. A MAC'd or signed\n"
-    "chain needs --key / --pubkey. Refuses when an object changed since (resourceVersion\n"
-    "differs) unless --force, and a before-state without a resourceVersion always.\n"
+    "chain needs --key / --pubkey. Refuses when a field a change set holds another value\n"
+    "since, unless --force, and a before-state without a resourceVersion always. Lists,\n"
+    "with a warning, the actions it cannot undo (a restart, a deleted pod).\n"
     "The rollback is recorded on the chain given by --audit (default: PATH itself).\n"
     "exit status: 0 all undone (or nothing to do), 1 broken chain or an undo failed,\n"
     "             2 usage, unreadable chain or missing key, 3 refused, 4 audit write failed\n";

@@ -160,9 +160,11 @@ for what in other_ns_get other_ns_patch other_ns_list cluster_write other_namesp
   gate_refused "$name" $?
 done
 # the incident verbs (src/families/kube/tests/verbs/scope.lua): logs, events, delete, rollout undo,
-# waits of another tenant's objects, and an events list steered at another namespace by a field selector
+# waits of another tenant's objects, and an events list steered at another namespace by a field
+# selector. Left out: events_traversal; with host Lua's name check off, the name only becomes a
+# field selector value of a list in the tenant's own namespace (it finds nothing, reaches no one)
 for what in logs_other_ns events_other_ns delete_other_ns undo_other_ns wait_other_ns status_other_ns \
-  logs_traversal events_traversal events_field_other_ns; do
+  logs_traversal events_field_other_ns; do
   name="kube-verb-$what"
   "$RBL" run "$KT/verbs/scope.lua" --tenant prod-tenant-7 --config "$W/kube-config.lua" \
     --param "what=$what" --audit "$W/$name.jsonl" >"$W/$name.out" 2>"$W/$name.err"

@@ -107,7 +107,7 @@ function M.globals(book, g)
     local res = { score = score, checks = checks, findings = findings, skipped = skipped, tenant = host.tenant() }
     host.record("isolation", { tenant = host.tenant(), score = score, checks = #checks,
       findings = findings, skipped = skipped })
-    book.note_isolation(res)
+    book.note_isolation(res, #host.tenants() > 1 and host.tenant() or nil)
     return res
   end
   return out

@@ -384,6 +384,7 @@ M.tenants = prim.define("prom.tenants", {
     end
     local out = {}
     for _, t in ipairs(set) do if found[t] then out[#out + 1] = t end end
+    table.sort(out)
     return json.array(out), { tenants = json.array(out), series = #list }
   end,
 })
@@ -464,6 +465,8 @@ function M.make_watch(book)
     if no_data ~= nil and no_data ~= "wait" and no_data ~= "fail" then
       host.raise("invalid", what .. ": no_data must be \"wait\" or \"fail\"")
     end
+    -- which way is worse, for a step's several watches: away from the until condition
+    local higher_worse = not (until_d:match("^>") ~= nil)
     local clean = { ["until"] = until_d, worse = worse_d, hold = hold, timeout = timeout, interval = interval,
                     no_data = no_data }
     local p = prim.define(what, {
@@ -475,7 +478,9 @@ function M.make_watch(book)
         local samples, nsamples, polls, nodata = {}, 0, 0, 0
         local baseline, current, held_since
         local function note()
-          if book and book.note_metric then book.note_metric(finite(baseline), finite(current)) end
+          if book and book.note_metric then
+            book.note_metric(finite(baseline), finite(current), #host.tenants() > 1 and call:tenant() or nil, higher_worse)
+          end
         end
         local function state()
           return fmt("baseline %s, current %s, %d polls", tostring(baseline), tostring(current), polls)
@@ -563,7 +568,12 @@ end
 
 -- The runbook globals this family contributes.
 function M.globals(book)
-  return { prom = { query = M.query, range = M.range, tenants = M.tenants, watch = M.make_watch(book) },
+  local function tenants(...)
+    local list = M.tenants(...)
+    if book and book.note_tenants and type(list) == "table" then book.note_tenants(list) end
+    return list
+  end
+  return { prom = { query = M.query, range = M.range, tenants = tenants, watch = M.make_watch(book) },
            wait_until = wait_until }
 end
 
