@@ -111,13 +111,13 @@ check "remediate: three merge patches" \
 check "verify_isolation: isolation_score = 31/32 = 0.96875 (only the root-user warning fails)" \
   '[ "$(step verify_isolation .isolation_score)" = 0.96875 ]'
 check "verify_isolation: per tenant, the three in alert state, each 0.96875" \
-  '[ "$(step verify_isolation ".isolation_by_tenant | to_entries | map(.key + \"=\" + (.value|tostring)) | join(\",\")")" = "\"prod-tenant-7=0.96875,prod-tenant-8=0.96875,prod-tenant-9=0.96875\"" ]'
+  '[ "$(step verify_isolation ".isolation_by_tenant | to_entries | sort_by(.key) | map(.key + \"=\" + (.value|tostring)) | join(\",\")")" = "\"prod-tenant-7=0.96875,prod-tenant-8=0.96875,prod-tenant-9=0.96875\"" ]'
 check "verify_isolation: the only findings are the root-user warnings" \
   '[ "$(jq -c "select(.kind==\"isolation\") | [.findings[] | .severity] | unique" "$W/run.jsonl" | sort -u)" = "[\"warning\"]" ]'
 check "watch: baseline_metric = 0.97 (the worst tenant before)" '[ "$(step watch_recovery .baseline_metric)" = 0.97 ]'
 check "watch: current_metric = 0.42 (the worst tenant after)" '[ "$(step watch_recovery .current_metric)" = 0.42 ]'
 check "watch: per tenant baseline -> current" \
-  '[ "$(step watch_recovery "[.metrics | to_entries[] | .key + \":\" + (.value.baseline|tostring) + \">\" + (.value.current|tostring)] | join(\",\")")" = "\"prod-tenant-7:0.97>0.42,prod-tenant-8:0.95>0.38,prod-tenant-9:0.93>0.35\"" ]'
+  '[ "$(step watch_recovery "[.metrics | to_entries | sort_by(.key) | .[] | .key + \":\" + (.value.baseline|tostring) + \">\" + (.value.current|tostring)] | join(\",\")")" = "\"prod-tenant-7:0.97>0.42,prod-tenant-8:0.95>0.38,prod-tenant-9:0.93>0.35\"" ]'
 check "watch: it watched (several polls each) and resolved after the push" \
   '[ "$(jq -c "select(.kind==\"result\" and .prim==\"prom.watch\") | [.summary.resolved, (.summary.polls > 1)]" "$W/run.jsonl" | sort -u)" = "[true,true]" ]'
 check "notify: slack_notification_sent = true (report and step)" \
