@@ -404,14 +404,23 @@ eq "$(jq -r '.items[0].metadata.ownerReferences[0] | .kind + "/" + .name + "/" +
     "Deployment/api/true" "the ReplicaSet's controller reference"
 
 STEP "rollout status follows a rollout that takes time (kubectl rollout status)"
+# held at its start (the stall annotation) until kubectl watches, so no machine load can let the
+# rollout finish before kubectl looks
+ok "$ADMIN" annotate deployment/api "${P7[@]}" standin.rbl.io/stall-rollout=true
 ok "$ADMIN" set env deployment/api "${P7[@]}" LOG_LEVEL=warn -o json
 eq "$(jq -r '(.metadata.generation|tostring) + ">" + (.status.observedGeneration|tostring)' <<<"$out")" "2>1" \
     "the write's answer: the new generation is not observed yet"
-ok "$ADMIN" rollout status deployment/api "${P7[@]}" --timeout=20s
-contains "$out" "out of 2 new replicas have been updated" "rollout status saw the rollout progress"
+watches() { log_count '.path=="/apis/apps/v1/namespaces/prod-tenant-7/deployments" and (.query|test("watch=true"))' | tr -d ' '; }
+w0=$(watches)
+"$KUBECTL" --kubeconfig "$ADMIN" rollout status deployment/api "${P7[@]}" --timeout=60s >"$WORK/rs.out" 2>&1 &
+rs=$!
+for _ in $(seq 600); do (($(watches) > w0)) && break; sleep 0.1; done
+(($(watches) > w0)) || fail "kubectl rollout status did not watch"
+ok "$ADMIN" annotate deployment/api "${P7[@]}" standin.rbl.io/stall-rollout-
+wait "$rs" || fail "kubectl rollout status failed: $(cat "$WORK/rs.out")"
+out=$(cat "$WORK/rs.out")
+contains "$out" "0 out of 2 new replicas have been updated" "rollout status saw the rollout held at its start"
 contains "$out" 'deployment "api" successfully rolled out' "rollout status end"
-[[ $(log_count '.path=="/apis/apps/v1/namespaces/prod-tenant-7/deployments" and (.query|test("watch=true"))' | tr -d ' ') -ge 1 ]] ||
-    fail "kubectl rollout status did not watch"
 ok "$ADMIN" get deployment api "${P7[@]}" -o json
 eq "$(jq -c '[.status.updatedReplicas, .status.availableReplicas, .metadata.annotations["deployment.kubernetes.io/revision"]]' <<<"$out")" \
     '[2,2,"2"]' "status converged, revision 2"

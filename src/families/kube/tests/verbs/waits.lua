@@ -9,13 +9,23 @@ end
 step "rollout" { run = function(ctx)
   local before = kube.get("deploy", "api").metadata.annotations["deployment.kubernetes.io/revision"]
   eq(before, "1", "revision before")
+  -- the stand-in holds the rollout at its start while this annotation is set (so machine load
+  -- cannot let it finish before the first poll); a parallel task lifts it a second later
+  local STALL = "standin.rbl.io/stall-rollout"
+  kube_patch("deployment", "api", { metadata = { annotations = { [STALL] = "true" } } })
   kube_patch("deployment", "api", { spec = { template = { spec = { containers = {
     { name = "app", env = { { name = "LOG_LEVEL", value = "warn" } } } } } } } }, { type = "strategic" })
-  -- right after the patch the rollout is still going: a condition on the new revision is not met yet
   local d = kube.get("deploy", "api")
-  assert((d.status.observedGeneration or 0) < d.metadata.generation or (d.status.updatedReplicas or 0) < 2,
-    "the rollout should still be in progress")
-  local s = kube.rollout_status("api", { timeout = 30, interval = 0.1 })
+  assert((d.status.observedGeneration or 0) < d.metadata.generation or (d.status.updatedReplicas or 0) == 0,
+    "the rollout should be held at its start")
+  local ok, e = pcall(kube.rollout_status, "api", { timeout = 0.5, interval = 0.1 })
+  assert(not ok and e.code == "timeout", "a held rollout times out: " .. tostring(e and e.message))
+  local s = parallel(
+    function() return kube.rollout_status("api", { timeout = 30, interval = 0.1 }) end,
+    function()
+      sleep(1)
+      kube_patch("deployment", "api", { metadata = { annotations = { [STALL] = json.null } } })
+    end)[1]
   eq(s.done, true, "rollout_status done")
   eq(s.revision, "2", "new revision")
   eq(s.updated_replicas, 2, "updated replicas")
