@@ -6,6 +6,7 @@
 #include "engine_int.h"
 
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 #include <fnmatch.h>
 #include <lauxlib.h>
 #include <limits.h>
@@ -22,7 +23,16 @@
 #define DOCKER_LABEL "rbl.tenant"
 #define KUBE_LABEL   "rbl.io/tenant"
 
-enum { L_NONE, L_DOCKER_INSPECT, L_DOCKER_LIST, L_DOCKER_EXEC, L_KUBE_DISC, L_KUBE_NS };
+enum {
+  L_NONE,
+  L_DOCKER_INSPECT,
+  L_DOCKER_LIST,
+  L_DOCKER_EXEC,
+  L_KUBE_DISC,
+  L_KUBE_NS,
+  L_KUBE_NS_OBJ,  /* GET of a Namespace object: its version and tenant label (before-state) */
+  L_KUBE_NS_PATCH /* PATCH of a Namespace: the answer shows the label after (its effect) */
+};
 enum { DISC_API, DISC_APIS, DISC_LIST };
 
 typedef struct strlist {
@@ -51,6 +61,16 @@ typedef struct kns {
   char *tenant, *ns;
 } kns;
 
+/* A Namespace as the gate last read it (GET answer), and the one patch body approved for it: a
+ * dry run of exactly these bytes, pinned to rv, left the tenant label as it was. */
+typedef struct nsread {
+  char ns[64];
+  char rv[64];
+  int has_label;
+  char label[254];
+  char approved[65]; /* SHA-256 hex of the approved body, or "" */
+} nsread;
+
 struct rbl_gate {
   char *label_docker, *label_kube, *prom_url, *path_env;
   char *prom_label;    /* the tenant label of metrics (prom.tenant_label, default "tenant") */
@@ -74,6 +94,8 @@ struct rbl_gate {
   size_t nres;
   kns *ns;
   size_t nns;
+  nsread *nsr;
+  size_t nnsr;
 };
 
 /* ---- small helpers ---- */
@@ -149,6 +171,7 @@ void rbl_gate_free(rbl_gate *g) {
   free(g->docker_https);
   free(g->kube_base);
   free(g->kube_plugin);
+  free(g->nsr);
   sl_free(&g->exec_allow);
   sl_free(&g->exec_env);
   sl_free(&g->prog_env);
@@ -747,64 +770,189 @@ static int ns_label(const seg *s) {
   return s->p[0] != '-' && s->p[s->n - 1] != '-';
 }
 
-/* JSON pointer escaping of a label key, as a patch names it. */
-static void ptr_escape(const char *k, char *out, size_t n) {
-  size_t o = 0;
-  for (; *k && o + 3 < n; k++) {
-    if (*k == '~') {
-      out[o++] = '~';
-      out[o++] = '0';
-    } else if (*k == '/') {
-      out[o++] = '~';
-      out[o++] = '1';
-    } else {
-      out[o++] = *k;
-    }
-  }
-  out[o] = 0;
+/* ---- the tenant label of a Namespace: decided by the patch's effect ----
+ * A PATCH of a Namespace may change its tenant label (an ownership transfer) in ways no reading
+ * of the patch can settle (strategic-merge directives: $patch replace/delete/merge, $retainKeys,
+ * $setElementOrder, $deleteFromPrimitiveList; JSON patch move/copy; duplicate keys). So the gate
+ * decides by effect: the patch must first go out as a dry run (dryRun=All) pinned to the version
+ * the gate saw in its GET answer (a resourceVersion precondition in the body); the dry run's answer
+ * must show the label as it was; only then may exactly the same bytes be sent for real (once).
+ * The real answer is checked again. */
+
+static nsread *nsr_find(rbl_gate *g, const char *ns, size_t n) {
+  for (size_t i = 0; i < g->nnsr; i++)
+    if (seq(ns, n, g->nsr[i].ns)) return &g->nsr[i];
+  return NULL;
 }
 
-/* A patch of a Namespace: may it change the tenant label (an ownership transfer)? */
-static int touches_tenant_label(const rbl_gate *g, const rbl_gate_req *r) {
-  cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
-  const char *key = label_kube(g);
-  int hit = 0;
-  if (!j) return 1; /* what the gate cannot read, it does not let through */
-  if (cJSON_IsArray(j)) {
-    char esc[300], lab[340];
-    ptr_escape(key, esc, sizeof esc);
-    snprintf(lab, sizeof lab, "/metadata/labels/%s", esc);
-    cJSON *op;
-    cJSON_ArrayForEach(op, j) {
-      static const char *const fields[] = {"path", "from"};
-      for (int f = 0; f < 2; f++) {
-        cJSON *pv = cJSON_GetObjectItemCaseSensitive(op, fields[f]);
-        if (!pv) continue;
-        const char *ps = cJSON_GetStringValue(pv);
-        if (!ps || !strcmp(ps, "") || !strcmp(ps, "/metadata") || !strcmp(ps, "/metadata/labels") ||
-            !strcmp(ps, lab))
-          hit = 1;
-      }
-    }
-  } else if (cJSON_IsObject(j)) {
-    for (cJSON *c = j->child; c; c = c->next)
-      if (c->string && c->string[0] == '$') hit = 1;
-    cJSON *md = cJSON_GetObjectItemCaseSensitive(j, "metadata");
-    if (md && !cJSON_IsObject(md)) hit = 1;
-    if (cJSON_IsObject(md)) {
-      for (cJSON *c = md->child; c; c = c->next)
-        if (c->string && c->string[0] == '$') hit = 1;
-      cJSON *lb = cJSON_GetObjectItemCaseSensitive(md, "labels");
-      if (lb && !cJSON_IsObject(lb)) hit = 1;
-      if (cJSON_IsObject(lb))
-        for (cJSON *c = lb->child; c; c = c->next)
-          if (c->string && (c->string[0] == '$' || !strcmp(c->string, key))) hit = 1;
-    }
-  } else {
-    hit = 1;
+static nsread *nsr_put(rbl_gate *g, const char *ns) {
+  nsread *r = nsr_find(g, ns, strlen(ns));
+  if (r) return r;
+  if (g->nnsr >= MAX_LEARNED || strlen(ns) >= sizeof r->ns) return NULL;
+  nsread *v = realloc(g->nsr, (g->nnsr + 1) * sizeof *v);
+  if (!v) return NULL;
+  g->nsr = v;
+  r = &v[g->nnsr++];
+  memset(r, 0, sizeof *r);
+  snprintf(r->ns, sizeof r->ns, "%s", ns);
+  return r;
+}
+
+static int name_cmp(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Does any object in v hold a member name twice? (The gate's parser keeps the first, the API
+ * server's the last: the two would read different patches.) */
+static int has_dup_names(const cJSON *v, int depth) {
+  if (depth > 64) return 1;
+  if (cJSON_IsObject(v)) {
+    size_t n = 0;
+    for (const cJSON *c = v->child; c; c = c->next)
+      n++;
+    const char **names = n ? malloc(n * sizeof *names) : NULL;
+    if (n && !names) return 1;
+    size_t i = 0;
+    for (const cJSON *c = v->child; c; c = c->next)
+      names[i++] = c->string ? c->string : "";
+    qsort(names, n, sizeof *names, name_cmp);
+    int dup = 0;
+    for (i = 1; i < n && !dup; i++)
+      dup = !strcmp(names[i - 1], names[i]);
+    free(names);
+    if (dup) return 1;
   }
-  cJSON_Delete(j);
-  return hit;
+  for (const cJSON *c = v ? v->child : NULL; c; c = c->next)
+    if (has_dup_names(c, depth + 1)) return 1;
+  return 0;
+}
+
+/* The resourceVersion the body pins: metadata.resourceVersion of a merge or strategic patch, or
+ * the value of a first "test" op on /metadata/resourceVersion of a JSON patch. */
+static const char *pinned_rv(const cJSON *j) {
+  if (cJSON_IsArray(j)) {
+    const cJSON *op = j->child;
+    const char *o = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "op"));
+    const char *path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "path"));
+    if (o && path && !strcmp(o, "test") && !strcmp(path, "/metadata/resourceVersion"))
+      return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "value"));
+    return NULL;
+  }
+  const cJSON *md = cJSON_GetObjectItemCaseSensitive(j, "metadata");
+  return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "resourceVersion"));
+}
+
+static void body_sha(const char *body, size_t len, char out[65]) {
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  EVP_Digest(body ? body : "", body ? len : 0, md, &mdlen, EVP_sha256(), NULL);
+  static const char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 32; i++) {
+    out[2 * i] = hex[md[i] >> 4];
+    out[2 * i + 1] = hex[md[i] & 15];
+  }
+  out[64] = 0;
+}
+
+/* May this PATCH of the owned Namespace ns go out? Fills the ticket to check its answer. */
+static int kube_ns_patch(rbl_gate *g, const rbl_gate_req *r, const parsed *p, const seg *ns,
+                         rbl_gate_ticket *t, char *why, size_t wn) {
+  int dry = param_of(p, "dryRun") && !strcmp(param_of(p, "dryRun"), "All");
+  nsread *st = nsr_find(g, ns->p, ns->n);
+  char sha[65];
+  body_sha(r->body, r->body_len, sha);
+  if (!st)
+    return refuse(why, wn,
+                  "kube: namespace %.*s: a patch of a Namespace needs the object read first (GET), "
+                  "so that its tenant label can be compared before and after",
+                  (int)ns->n, ns->p);
+  if (!dry) {
+    if (strcmp(st->approved, sha) != 0)
+      return refuse(why, wn,
+                    "kube: namespace %.*s: this patch was not first sent as a dry run "
+                    "(dryRun=All) that left the tenant label %s as it was; it is not sent",
+                    (int)ns->n, ns->p, label_kube(g));
+    st->approved[0] = 0; /* once */
+  } else {
+    cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
+    const char *rv = j ? pinned_rv(j) : NULL;
+    int dup = j && has_dup_names(j, 0);
+    int rc = 0;
+    if (!j || !(cJSON_IsObject(j) || cJSON_IsArray(j)))
+      rc = refuse(why, wn, "kube: namespace %.*s: a patch the gate cannot read", (int)ns->n, ns->p);
+    else if (dup)
+      rc = refuse(why, wn,
+                  "kube: namespace %.*s: the patch holds a member name twice (the server would "
+                  "apply another patch than the one checked)",
+                  (int)ns->n, ns->p);
+    else if (!rv || strcmp(rv, st->rv) != 0)
+      rc = refuse(why, wn,
+                  "kube: namespace %.*s: the patch must pin the version read (resourceVersion "
+                  "%s; a json patch: a first test op on /metadata/resourceVersion)",
+                  (int)ns->n, ns->p, st->rv);
+    cJSON_Delete(j);
+    if (rc) return rc;
+  }
+  t->learn = L_KUBE_NS_PATCH;
+  snprintf(t->ref, sizeof t->ref, "%.*s", (int)ns->n, ns->p);
+  snprintf(t->group, sizeof t->group, "%s", sha);
+  snprintf(t->version, sizeof t->version, "%s", dry ? "dry" : "real");
+  return 0;
+}
+
+/* The tenant label of a Namespace object (an API answer). */
+static int ns_label_of(const rbl_gate *g, const cJSON *obj, const char **value) {
+  const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+  const cJSON *lb = cJSON_GetObjectItemCaseSensitive(md, "labels");
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(lb, label_kube(g));
+  *value = cJSON_GetStringValue(v);
+  return *value != NULL;
+}
+
+static void answer_ns_obj(rbl_gate *g, const rbl_gate_ticket *t, long status, const cJSON *j) {
+  const cJSON *md = cJSON_GetObjectItemCaseSensitive(j, "metadata");
+  const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "name"));
+  const char *rv = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "resourceVersion"));
+  if (status != 200 || !name || strcmp(name, t->ref) != 0 || !rv) return;
+  nsread *st = nsr_put(g, name);
+  if (!st) return;
+  const char *label;
+  snprintf(st->rv, sizeof st->rv, "%s", rv);
+  st->has_label = ns_label_of(g, j, &label);
+  snprintf(st->label, sizeof st->label, "%s", st->has_label ? label : "");
+  st->approved[0] = 0; /* a new read: earlier approvals were for another version */
+}
+
+static int answer_ns_patch(rbl_gate *g, const rbl_gate_ticket *t, long status, const cJSON *j,
+                           char *why, size_t wn) {
+  nsread *st = nsr_find(g, t->ref, strlen(t->ref));
+  if (!st) return 0;
+  if (status != 200) {
+    st->approved[0] = 0;
+    return 0;
+  }
+  const char *after;
+  int has = cJSON_IsObject(j) && ns_label_of(g, j, &after);
+  int same = cJSON_IsObject(j) && has == st->has_label && (!has || !strcmp(after, st->label));
+  int dry = !strcmp(t->version, "dry");
+  if (!same) {
+    st->approved[0] = 0;
+    return refuse(why, wn,
+                  "kube: the patch of namespace %s %s the tenant label %s (%s%.100s%s before, "
+                  "%s%.100s%s after)%s (config kube.allow_tenant_label_change)",
+                  t->ref, dry ? "would change" : "changed", label_kube(g),
+                  st->has_label ? "\"" : "", st->has_label ? st->label : "absent",
+                  st->has_label ? "\"" : "", has ? "\"" : "", has ? after : "absent",
+                  has ? "\"" : "", dry ? ": not sent (its dry run showed it)" : "");
+  }
+  if (dry)
+    snprintf(st->approved, sizeof st->approved, "%.64s", t->group);
+  else {
+    const char *rv = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(j, "metadata"), "resourceVersion"));
+    if (rv) snprintf(st->rv, sizeof st->rv, "%s", rv);
+  }
+  return 0;
 }
 
 /* POST selfsubjectaccessreviews: the question's namespace, when it names one, is owned. */
@@ -880,15 +1028,15 @@ static int kube_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_ga
     if (!ns_owned(g, tenant, rest[1].p, rest[1].n))
       return refuse(why, wn, "kube: namespace %.*s does not belong to tenant %s",
                     (int)(rest[1].n > 63 ? 63 : rest[1].n), rest[1].p, tenant);
-    if (is_read(m)) return 0;
-    if (is_method(m, "PATCH")) {
-      if (!g->allow_label_change && touches_tenant_label(g, r))
-        return refuse(why, wn,
-                      "kube: the patch of namespace %.*s may change the tenant label %s "
-                      "(config kube.allow_tenant_label_change)",
-                      (int)rest[1].n, rest[1].p, label_kube(g));
+    if (is_read(m)) {
+      if (is_method(m, "GET")) {
+        t->learn = L_KUBE_NS_OBJ;
+        snprintf(t->ref, sizeof t->ref, "%.*s", (int)rest[1].n, rest[1].p);
+      }
       return 0;
     }
+    if (is_method(m, "PATCH"))
+      return g->allow_label_change ? 0 : kube_ns_patch(g, r, p, &rest[1], t, why, wn);
     if (!sl_has(&g->allow_cw, "namespaces", 10))
       return refuse(why, wn,
                     "kube: %s of namespace %.*s: a cluster-scoped write (config "
@@ -1201,6 +1349,8 @@ int rbl_gate_answer(rbl_gate *g, const rbl_gate_ticket *t, long status, const ch
   case L_KUBE_NS:
     if (status == 200) learn_namespaces(g, t, j);
     break;
+  case L_KUBE_NS_OBJ: answer_ns_obj(g, t, status, j); break;
+  case L_KUBE_NS_PATCH: rc = answer_ns_patch(g, t, status, j, why, wn); break;
   }
   cJSON_Delete(j);
   return rc;

@@ -466,37 +466,122 @@ static void test_kube_namespaces(void **st) {
                    -1);
   assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7",
                         "{\"metadata\":{\"labels\":{\"x\":\"y\"}}}", "prod-tenant-7"),
-                   0);
+                   -1); /* not read, not dry-run first: see test_kube_tenant_label */
   assert_int_equal(kreq(g, "DELETE", "/api/v1/namespaces/prod-tenant-7", NULL, "prod-tenant-7"),
                    -1);
   rbl_gate_free(g);
 }
 
+/* A PATCH of the Namespace and its answer (the ticket of the request goes with the answer). */
+static int ns_patch(rbl_gate *g, int dry, const char *body, long status, const char *answer) {
+  char url[256];
+  rbl_gate_ticket t;
+  snprintf(url, sizeof url, KUBE "/api/v1/namespaces/prod-tenant-7?fieldManager=rbl%s",
+           dry ? "&dryRun=All" : "");
+  if (req_t(g, "PATCH", url, strlen(url), NULL, body, "prod-tenant-7", &t) != 0) return -2;
+  return rbl_gate_answer(g, &t, status, answer, strlen(answer), why, sizeof why);
+}
+
+#define NS7(rv, labels)                                                                            \
+  "{\"metadata\":{\"name\":\"prod-tenant-7\",\"resourceVersion\":\"" rv "\",\"labels\":" labels "}}"
+
+/* The tenant label of a Namespace is decided by the patch's effect: a dry run pinned to the
+ * version read, its answer compared with the read, then exactly those bytes once. */
 static void test_kube_tenant_label(void **st) {
   rbl_gate *g = kgate();
-  static const char *const bad[] = {
-      "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":\"prod-tenant-8\"}}}",
-      "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":null}}}",
-      "{\"metadata\":{\"labels\":null}}",
-      "{\"metadata\":null}",
-      "{\"metadata\":{\"$patch\":\"replace\",\"labels\":{}}}",
-      "{\"metadata\":{\"labels\":{\"$patch\":\"replace\"}}}",
-      "{\"$patch\":\"replace\"}",
-      "[{\"op\":\"replace\",\"path\":\"/metadata/labels/rbl.io~1tenant\",\"value\":\"x\"}]",
-      "[{\"op\":\"remove\",\"path\":\"/metadata/labels\"}]",
-      "[{\"op\":\"copy\",\"from\":\"/metadata/labels\",\"path\":\"/metadata/annotations\"}]",
-      "[{\"op\":\"replace\",\"path\":\"\",\"value\":{}}]",
-      "not json",
-      NULL};
-  for (int i = 0; bad[i]; i++)
-    if (kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7", bad[i], "prod-tenant-7") != -1)
-      fail_msg("allowed: %s", bad[i]);
-  assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7",
-                        "[{\"op\":\"add\",\"path\":\"/metadata/labels/team\",\"value\":\"x\"}]",
-                        "prod-tenant-7"),
+  const char *keep = "{\"metadata\":{\"resourceVersion\":\"5\",\"labels\":{\"team\":\"x\"}}}";
+  const char *kept = NS7("5", "{\"rbl.io/tenant\":\"prod-tenant-7\",\"team\":\"x\"}");
+  const char *gone = NS7("5", "{\"team\":\"x\"}");
+  const char *other = NS7("5", "{\"rbl.io/tenant\":\"prod-tenant-8\"}");
+  /* nothing read yet: not even a dry run */
+  assert_int_equal(ns_patch(g, 1, keep, 200, kept), -2);
+  assert_non_null(strstr(why, "needs the object read first"));
+  assert_int_equal(exchange(g, "GET", KUBE "/api/v1/namespaces/prod-tenant-7", NULL,
+                            "prod-tenant-7", 200,
+                            NS7("5", "{\"rbl.io/tenant\":\"prod-tenant-7\"}")),
                    0);
+  /* a real patch that was not dry-run first */
+  assert_int_equal(ns_patch(g, 0, keep, 200, kept), -2);
+  assert_non_null(strstr(why, "not first sent as a dry run"));
+  /* the dry run must pin the version read; no duplicate names; readable */
+  static const char *const unpinned[] = {
+      "{\"metadata\":{\"labels\":{\"team\":\"x\"}}}",
+      "{\"metadata\":{\"resourceVersion\":\"4\",\"labels\":{\"team\":\"x\"}}}",
+      "[{\"op\":\"add\",\"path\":\"/metadata/labels/team\",\"value\":\"x\"},"
+      "{\"op\":\"test\",\"path\":\"/metadata/resourceVersion\",\"value\":\"5\"}]",
+      "not json",
+      "\"5\"",
+      NULL};
+  for (int i = 0; unpinned[i]; i++)
+    if (ns_patch(g, 1, unpinned[i], 200, kept) != -2) fail_msg("allowed: %s", unpinned[i]);
+  /* duplicate member names: cJSON reads the first, the API server the last */
+  assert_int_equal(ns_patch(g, 1,
+                            "{\"metadata\":{\"resourceVersion\":\"5\",\"labels\":{\"x\":\"y\"}},"
+                            "\"metadata\":{\"labels\":{\"rbl.io/tenant\":null}}}",
+                            200, kept),
+                   -2);
+  assert_non_null(strstr(why, "member name twice"));
+  assert_int_equal(ns_patch(g, 1,
+                            "{\"metadata\":{\"resourceVersion\":\"5\",\"labels\":{\"rbl.io/"
+                            "tenant\":\"a\",\"rbl.io/tenant\":\"prod-tenant-7\"}}}",
+                            200, kept),
+                   -2);
+  /* every strategic-merge directive is judged by the dry run's answer, whatever its syntax */
+  static const char *const directives[] = {
+      "{\"metadata\":{\"resourceVersion\":\"5\",\"labels\":{\"$patch\":\"replace\"}}}",
+      "{\"metadata\":{\"resourceVersion\":\"5\",\"labels\":{\"$patch\":\"delete\"}}}",
+      "{\"metadata\":{\"resourceVersion\":\"5\",\"$patch\":\"replace\"}}",
+      "{\"$patch\":\"replace\",\"metadata\":{\"resourceVersion\":\"5\"}}",
+      "{\"metadata\":{\"resourceVersion\":\"5\",\"$retainKeys\":[\"name\"]}}",
+      "{\"metadata\":{\"resourceVersion\":\"5\",\"labels\":{\"$retainKeys\":[\"team\"]}}}",
+      "{\"metadata\":{\"resourceVersion\":\"5\",\"$setElementOrder/labels\":[]}}",
+      "{\"metadata\":{\"resourceVersion\":\"5\",\"$deleteFromPrimitiveList/labels\":[]}}",
+      "[{\"op\":\"test\",\"path\":\"/metadata/resourceVersion\",\"value\":\"5\"},"
+      "{\"op\":\"move\",\"from\":\"/metadata/labels\",\"path\":\"/metadata/annotations\"}]",
+      NULL};
+  for (int i = 0; directives[i]; i++) {
+    /* the dry run goes out; its answer shows the label gone or changed: refused */
+    if (ns_patch(g, 1, directives[i], 200, gone) != -1)
+      fail_msg("answer allowed: %s", directives[i]);
+    assert_non_null(strstr(why, "would change the tenant label rbl.io/tenant"));
+    if (ns_patch(g, 1, directives[i], 200, other) != -1)
+      fail_msg("answer allowed: %s", directives[i]);
+    /* and the real patch of those bytes is not approved */
+    if (ns_patch(g, 0, directives[i], 200, kept) != -2) fail_msg("real allowed: %s", directives[i]);
+    /* the same directive whose dry run keeps the label is fine */
+    assert_int_equal(ns_patch(g, 1, directives[i], 200, kept), 0);
+    assert_int_equal(ns_patch(g, 0, directives[i], 200, kept), 0);
+    /* once: the approval is used up */
+    assert_int_equal(ns_patch(g, 0, directives[i], 200, kept), -2);
+  }
+  /* approved bytes only: another body after the dry run is refused */
+  assert_int_equal(ns_patch(g, 1, keep, 200, kept), 0);
+  assert_int_equal(ns_patch(g, 0, "{\"metadata\":{\"resourceVersion\":\"5\"}}", 200, kept), -2);
+  /* a real answer that shows the label changed anyway (the server read another patch): refused */
+  assert_int_equal(ns_patch(g, 1, keep, 200, kept), 0);
+  assert_int_equal(ns_patch(g, 0, keep, 200, gone), -1);
+  assert_non_null(strstr(why, "changed the tenant label"));
+  /* a failed dry run approves nothing */
+  assert_int_equal(ns_patch(g, 1, keep, 409, "{}"), 0);
+  assert_int_equal(ns_patch(g, 0, keep, 200, kept), -2);
+  /* a new read: approvals were for the old version */
+  assert_int_equal(ns_patch(g, 1, keep, 200, kept), 0);
+  assert_int_equal(exchange(g, "GET", KUBE "/api/v1/namespaces/prod-tenant-7", NULL,
+                            "prod-tenant-7", 200,
+                            NS7("6", "{\"rbl.io/tenant\":\"prod-tenant-7\"}")),
+                   0);
+  assert_int_equal(ns_patch(g, 0, keep, 200, kept), -2);
+  assert_int_equal(ns_patch(g, 1, keep, 200, kept), -2); /* pins 5, the object is at 6 */
+  /* a json patch pinned by a first test op */
+  const char *jp = "[{\"op\":\"test\",\"path\":\"/metadata/resourceVersion\",\"value\":\"6\"},"
+                   "{\"op\":\"add\",\"path\":\"/metadata/labels/team\",\"value\":\"x\"}]";
+  assert_int_equal(ns_patch(g, 1, jp, 200, NS7("6", "{\"rbl.io/tenant\":\"prod-tenant-7\"}")), 0);
+  assert_int_equal(ns_patch(g, 0, jp, 200, NS7("7", "{\"rbl.io/tenant\":\"prod-tenant-7\"}")), 0);
+  /* the config may allow label changes: then the gate does not look */
   rbl_gate_set(g, "kube.allow_tenant_label_change", "1");
-  assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7", bad[0], "prod-tenant-7"),
+  assert_int_equal(kreq(g, "PATCH", "/api/v1/namespaces/prod-tenant-7",
+                        "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":\"prod-tenant-8\"}}}",
+                        "prod-tenant-7"),
                    0);
   rbl_gate_free(g);
 }

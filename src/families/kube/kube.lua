@@ -593,18 +593,59 @@ end
 
 -- GET the object, PATCH it, retry 409s a bounded number of times when the patch allows it.
 -- -> patched object, before-state fields, resourceVersion before, attempts
+-- A Namespace's tenant label is guarded by effect (the gate, docs/gate.md): the patch carries a
+-- resourceVersion precondition of the version just read and goes out first as a dry run.
+local function label_guarded(tg)
+  return tg.resource == "namespaces" and tg.group == "" and cfg().allow_tenant_label_change ~= true
+end
+
+-- The patch pinned to resourceVersion rv (encoded), for a guarded Namespace.
+local function pinned_body(what, patch, ptype, rv)
+  if type(rv) ~= "string" then host.raise("failed", what .. ": the object has no resourceVersion to pin the patch to") end
+  if ptype == "json" then
+    local ops = { { op = "test", path = "/metadata/resourceVersion", value = rv } }
+    for _, op in ipairs(patch) do ops[#ops + 1] = op end
+    return json.encode(json.array(ops))
+  end
+  local md = patch.metadata
+  if md ~= nil and (type(md) ~= "table" or is_array(md)) then
+    host.raise("invalid", what .. ": metadata must be an object (the patch is pinned to a resourceVersion)")
+  end
+  if type(md) == "table" and md.resourceVersion ~= nil and md.resourceVersion ~= rv then
+    host.raise("conflict", fmt("%s: the patch names resourceVersion %s, the object is at %s", what, tostring(md.resourceVersion), rv))
+  end
+  local p2, md2 = {}, {}
+  for k, v in pairs(patch) do p2[k] = v end
+  for k, v in pairs(type(md) == "table" and md or {}) do md2[k] = v end
+  md2.resourceVersion = rv
+  p2.metadata = md2
+  return json.encode(p2)
+end
+
+-- GET the object, PATCH it, retry 409s a bounded number of times when the patch allows it.
+-- -> patched object, before-state fields, resourceVersion before, attempts
 local function apply_patch(call, pname, tg, patch, ptype)
   local what = pname .. " " .. describe(tg)
   local ok, body = pcall(json.encode, patch)
   if not ok or type(body) ~= "string" then host.raise("invalid", what .. ": the patch cannot be encoded as JSON: " .. tostring(body)) end
+  local guarded = label_guarded(tg)
   local retryable = ptype == "json" and not has_test_op(patch) or (ptype ~= "json" and not patch_sets_rv(patch))
   local attempts = 0
   while true do
     attempts = attempts + 1
     local cur = get_json(call, what, path_of(tg))
     local fields = capture(cur, touched_paths(patch, ptype, cur))
-    local res = request(call, what, "PATCH", path_of(tg),
-      { query = write_query(), body = body, ctype = PATCH_TYPES[ptype] })
+    local b, res = body, nil
+    if guarded then
+      b = pinned_body(what, patch, ptype, rv_of(cur))
+      if not dry() then -- the dry run whose answer the gate compares; a real run's own dry run
+        res = request(call, what, "PATCH", path_of(tg),
+          { query = "fieldManager=rbl&dryRun=All", body = b, ctype = PATCH_TYPES[ptype] })
+        if res.status == 200 or res.status == 201 then res = nil end
+      end
+    end
+    res = res or request(call, what, "PATCH", path_of(tg),
+      { query = write_query(), body = b, ctype = PATCH_TYPES[ptype] })
     if res.status == 200 or res.status == 201 then
       return decode(what, res), fields, rv_of(cur), attempts
     end
@@ -683,7 +724,10 @@ local function check_patch(call, pname, tg, patch, ptype)
   elseif type(patch) ~= "table" or is_array(patch) then
     host.raise("invalid", what .. ": a " .. ptype .. " patch is an object")
   end
-  -- a namespace's tenant label decides who owns it: changing it is an ownership transfer
+  -- a namespace's tenant label decides who owns it: changing it is an ownership transfer. Named
+  -- outright, it is refused here (a friendly message before anything is sent); every other way
+  -- (strategic-merge directives, moves, duplicate keys) the C gate decides by effect: the patch is
+  -- sent as a dry run pinned to the version read, and the label compared before and after.
   if tg.resource == "namespaces" and tg.group == "" and cfg().allow_tenant_label_change ~= true then
     local key, hit = label_key(), false
     if ptype == "json" then
@@ -694,8 +738,8 @@ local function check_patch(call, pname, tg, patch, ptype)
       end
     else
       local md = patch.metadata
-      if md == json.null or (type(md) == "table" and (md.labels == json.null or md["$patch"] ~= nil
-        or (type(md.labels) == "table" and (md.labels[key] ~= nil or md.labels["$patch"] ~= nil)))) then hit = true end
+      if md == json.null or (type(md) == "table" and (md.labels == json.null
+        or (type(md.labels) == "table" and md.labels[key] ~= nil))) then hit = true end
     end
     if hit and lua_scope() then host.refuse(call, fmt("%s: the patch changes the tenant label %s (config kube.allow_tenant_label_change)", what, key)) end
   end

@@ -260,7 +260,7 @@ def _smp_map(orig, patch, kind, path):
         return _DELETED
     if directive == "replace":
         return _clean(patch)
-    if directive is not None:
+    if directive is not None and directive != "merge":  # "merge" is the default, spelled out
         raise PatchError("unknown patch type: %s in map: %r" % (directive, patch))
     result = orig
     retain = patch.get(RETAIN)

@@ -239,6 +239,60 @@ expect_rc 0 "a MAC'd chain with --key is undone" rbkey
 CHAINS+=("$W/change4.jsonl" "$W/change6.jsonl")
 kube_standin_stop
 
+echo "# the tenant label of a Namespace: decided by the patch's effect"
+start
+label7() { kc get ns prod-tenant-7 -o jsonpath='{.metadata.labels.rbl\.io/tenant}'; }
+# the stand-in applies every strategic-merge directive as the API server does; kubectl sends them
+# (a server-side dry run shows the effect without applying it)
+kc patch ns prod-tenant-7 --type strategic --dry-run=server -o json \
+  -p '{"metadata":{"labels":{"$patch":"replace","team":"k"}}}' >"$W/kc-dry.json" 2>&1
+check "kubectl: \$patch replace on labels drops the tenant label (server dry run)" \
+  test "$(jq -r '.metadata.labels["rbl.io/tenant"] // "absent"' "$W/kc-dry.json")" = absent
+kc patch ns prod-tenant-7 --type strategic --dry-run=server -o json \
+  -p '{"metadata":{"labels":{"$patch":"merge","team":"k"}}}' >"$W/kc-dry2.json" 2>&1
+check "kubectl: \$patch merge keeps it" test "$(jq -r '.metadata.labels["rbl.io/tenant"]' "$W/kc-dry2.json")" = prod-tenant-7
+i=0
+for p in '{"metadata":{"labels":{"$patch":"replace","team":"x"}}}' \
+  '{"metadata":{"labels":{"$patch":"delete"}}}' \
+  '{"metadata":{"$patch":"replace","name":"prod-tenant-7"}}' \
+  '{"metadata":{"$patch":"delete"}}' \
+  '{"$patch":"replace","metadata":{"name":"prod-tenant-7"}}' \
+  '{"metadata":{"$retainKeys":["name","annotations"]}}' \
+  '{"metadata":{"labels":{"$retainKeys":["team"],"team":"x"}}}'; do
+  i=$((i + 1))
+  n=$(lines)
+  run "nsx-$i" ns_patch.lua --param "patch=$p"
+  if [ "$RC" = 3 ] && grep -q 'would change the tenant label rbl.io/tenant' "$W/nsx-$i.out" &&
+    [ "$(newreq "$n" '.method=="PATCH" and ((.query // "")|test("dryRun=All")|not)')" = 0 ] &&
+    [ "$(newreq "$n" '.method=="PATCH" and ((.query // "")|test("dryRun=All"))')" = 1 ] &&
+    [ "$(label7)" = prod-tenant-7 ]; then
+    ok "refused by effect (exit 3, only the dry run sent, label kept): $p"
+  else
+    bad "directive $p: exit $RC, label now '$(label7)'"; show "$W/nsx-$i.out"
+  fi
+done
+i=0
+for p in '{"metadata":{"labels":{"$patch":"merge","team":"m"}}}' \
+  '{"metadata":{"$setElementOrder/finalizers":[],"annotations":{"note":"a"}}}' \
+  '{"metadata":{"$deleteFromPrimitiveList/finalizers":["x"],"annotations":{"note":"b"}}}' \
+  '{"spec":{"$deleteFromPrimitiveList/finalizers":["example.com/x"]},"metadata":{"annotations":{"note":"c"}}}' \
+  '{"metadata":{"$retainKeys":["name","labels","annotations"],"annotations":{"note":"d"}}}'; do
+  i=$((i + 1))
+  n=$(lines)
+  run "nsok-$i" ns_patch.lua --param "patch=$p"
+  if [ "$RC" = 0 ] && [ "$(newreq "$n" '.method=="PATCH" and ((.query // "")|test("dryRun=All")|not)')" = 1 ] &&
+    [ "$(label7)" = prod-tenant-7 ]; then
+    ok "a directive that keeps the label is applied (dry run, then the same bytes): $p"
+  else
+    bad "harmless directive $p: exit $RC"; show "$W/nsok-$i.out"
+  fi
+done
+check "the real patch carried the resourceVersion precondition" \
+  test "$(newreq 0 '.method=="PATCH" and (.path=="/api/v1/namespaces/prod-tenant-7") and ((.query // "")|test("fieldManager=rbl")) and ((.body // "")|tostring|test("resourceVersion")|not)')" = 0
+run nsjson ns_patch.lua --param 'patch=[{"op":"add","path":"/metadata/annotations/j","value":"1"}]' --param type=json
+expect_rc 0 "a json patch of the Namespace (a test op pins the version)" nsjson
+kube_standin_stop
+
 echo "# cluster access"
 start
 URL=$KUBE_STANDIN_URL
