@@ -54,8 +54,11 @@ M.inert = inert
 
 -- impl.scope(call, ...) -> target (optional; reads only); impl.effect(call, ...) ->
 -- value, summary, before, undo (undo: a function that reverses the change, for rollback "auto").
+-- impl.record_args(target, args, n) -> args (optional): what the audit intent and the report show
+-- of the arguments (e.g. a Secret's data redacted); the effect always gets the real arguments.
 function M.define(name, impl)
   local scope, effect = impl.scope, impl.effect
+  assert(impl.record_args == nil or type(impl.record_args) == "function")
   return function(...)
     if host.check_mode() then return inert end
     local call, args, n = host.begin(name, ...)
@@ -65,18 +68,20 @@ function M.define(name, impl)
       if not ok then fail_before_intent(call, name, args, t) end
       target = t
     end
+    local shown = args
+    if impl.record_args then shown = impl.record_args(target, args, n) end
     M.on_intent(name, args)
-    host.intent(call, args, target)
+    host.intent(call, shown, target)
     local t0 = host.now_ms()
     local ok, res, summary, before, undo = pcall(effect, call, unpack(args, 1, n))
     local ms = math.floor(host.now_ms() - t0 + 0.5)
     if not ok then
       host.result(call, false, res)
-      pcall(M.on_call, call:id(), name, call:tenant(), target, args, false, res, ms)
+      pcall(M.on_call, call:id(), name, call:tenant(), target, shown, false, res, ms)
       error(res, 0)
     end
     host.result(call, true, nil, summary, before)
-    pcall(M.on_call, call:id(), name, call:tenant(), target, args, true, summary, ms)
+    pcall(M.on_call, call:id(), name, call:tenant(), target, shown, true, summary, ms)
     if undo then M.on_undo(name, call:id(), undo) end
     return res
   end

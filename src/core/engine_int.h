@@ -118,6 +118,9 @@ void rbl__protect(lua_State *L, int idx);
 char *rbl__mask(rbl_engine *e, const char *s, size_t len,
                 size_t *outlen); /* malloc'd or NULL if unchanged */
 void rbl__mask_json(rbl_engine *e, cJSON *j);
+/* How many bytes at the end of s[0,len) are the start (not the whole) of a secret: what a cut
+ * left of one. 0 if none. */
+size_t rbl__secret_tail(rbl_engine *e, const char *s, size_t len);
 /* Appends an audit record (kind + fields in rec, taken); kills the run (exit 4) on failure. */
 int rbl__audit(rbl_engine *e, cJSON *rec);
 void rbl__progress(rbl_engine *e, const char *fmt, ...);

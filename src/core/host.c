@@ -89,6 +89,21 @@ char *rbl__mask(rbl_engine *e, const char *s, size_t len, size_t *outlen) {
   return out;
 }
 
+size_t rbl__secret_tail(rbl_engine *e, const char *s, size_t len) {
+  size_t best = 0;
+  for (size_t k = 0; k < e->nsecrets; k++) {
+    const char *sec = e->secrets[k];
+    size_t sl = strlen(sec);
+    if (sl < 4) continue; /* as rbl__mask: tiny values are not masked at all */
+    for (size_t t = sl - 1 < len ? sl - 1 : len; t > best; t--)
+      if (memcmp(s + len - t, sec, t) == 0) {
+        best = t;
+        break;
+      }
+  }
+  return best;
+}
+
 /* Replaces bytes that are not valid UTF-8 with '?' in place: audit records and reports are
  * JSON, and command output may be anything. */
 static void utf8_scrub(char *s) {
@@ -184,6 +199,29 @@ static int l_mask(lua_State *L) {
   }
   lua_pushlstring(L, m, olen);
   free(m);
+  return 1;
+}
+
+/* host.cut(s, n): s masked, then at most n bytes of it; a secret the text ended in the middle of
+ * (a capture cut short) leaves no prefix behind: it becomes "[redacted]" too. */
+static int l_cut(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  size_t len, olen;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  char *m = rbl__mask(e, s, len, &olen);
+  const char *t = m ? m : s;
+  size_t tl = m ? olen : len;
+  size_t tail = rbl__secret_tail(e, t, tl);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, t, tl - tail);
+  if (tail) luaL_addstring(&b, "[redacted]");
+  free(m);
+  luaL_pushresult(&b);
+  size_t rl;
+  const char *r = lua_tolstring(L, -1, &rl);
+  if (n >= 0 && rl > (size_t)n) lua_pushlstring(L, r, (size_t)n);
   return 1;
 }
 
@@ -651,6 +689,7 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"secret", l_secret},
                                       {"unwrap", l_unwrap},
                                       {"mask", l_mask},
+                                      {"cut", l_cut},
                                       {"dry_run", l_dry_run},
                                       {"now_ms", l_now_ms},
                                       {"interrupted", rbl__interrupt_check},

@@ -241,11 +241,11 @@ cJSON *rbl_json_from_lua(lua_State *L, int idx, int flags, char *err, size_t err
   return conv_value(&c, idx, 0);
 }
 
-static int l_encode(lua_State *L) {
+static int encode(lua_State *L, int flags) {
   char err[160];
   luaL_checkany(L, 1);
   rbl__poll_limits(L);
-  cJSON *j = rbl_json_from_lua(L, 1, RBL_JSON_REDACT | RBL_JSON_EXACT_NUMBERS, err, sizeof err);
+  cJSON *j = rbl_json_from_lua(L, 1, flags | RBL_JSON_EXACT_NUMBERS, err, sizeof err);
   if (!j) {
     rbl__poll_limits(L); /* stopped for a limit, or out of the memory budget: raises */
     luaL_pushfail(L);
@@ -259,6 +259,16 @@ static int l_encode(lua_State *L) {
   lua_pushstring(L, s);
   cJSON_free(s);
   return 1;
+}
+
+/* json.encode(v [, pretty]): secret() values become "[redacted]" (what a runbook may see). */
+static int l_encode(lua_State *L) { return encode(L, RBL_JSON_REDACT); }
+
+/* json.encode_unwrapped(v): secret() values become their real bytes. Host modules only (the body
+ * of a request, built the moment it is sent); never in the runbook's json table. */
+static int l_encode_unwrapped(lua_State *L) {
+  lua_settop(L, 1);
+  return encode(L, RBL_JSON_UNWRAP_SECRETS);
 }
 
 static int l_decode(lua_State *L) {
@@ -296,9 +306,10 @@ static int l_is_array(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg json_funcs[] = {{"encode", l_encode},     {"decode", l_decode},
-                                      {"array", l_array},       {"object", l_object},
-                                      {"is_array", l_is_array}, {NULL, NULL}};
+static const luaL_Reg json_funcs[] = {
+    {"encode", l_encode}, {"decode", l_decode},     {"array", l_array},
+    {"object", l_object}, {"is_array", l_is_array}, {"encode_unwrapped", l_encode_unwrapped},
+    {NULL, NULL}};
 
 int luaopen_rbl_json(lua_State *L) {
   luaL_newlib(L, json_funcs);

@@ -143,6 +143,18 @@ static void write_cb(uv_write_t *r, int status) {
   if (!uv_is_closing((uv_handle_t *)&op->in)) uv_close((uv_handle_t *)&op->in, on_close);
 }
 
+/* A captured stream; cut short at the cap, it does not end in the start of a secret (that start
+ * becomes "[redacted]": masking, which needs the whole value, could not catch it later). */
+static void push_stream(lua_State *L, const buf *b) {
+  const char *d = b->data ? b->data : "";
+  size_t tail = b->truncated ? rbl__secret_tail(rbl_engine_of(L), d, b->len) : 0;
+  lua_pushlstring(L, d, b->len - tail);
+  if (tail) {
+    lua_pushliteral(L, "[redacted]");
+    lua_concat(L, 2);
+  }
+}
+
 static int push_cb(lua_State *L, void *ud) {
   proc_op *op = ud;
   op->wait = NULL;
@@ -164,9 +176,9 @@ static int push_cb(lua_State *L, void *ud) {
     lua_pushinteger(L, op->term_signal);
     lua_setfield(L, -2, "signal");
   }
-  lua_pushlstring(L, op->bout.data ? op->bout.data : "", op->bout.len);
+  push_stream(L, &op->bout);
   lua_setfield(L, -2, "stdout");
-  lua_pushlstring(L, op->berr.data ? op->berr.data : "", op->berr.len);
+  push_stream(L, &op->berr);
   lua_setfield(L, -2, "stderr");
   lua_pushinteger(L, (lua_Integer)(ms + 0.5));
   lua_setfield(L, -2, "duration_ms");

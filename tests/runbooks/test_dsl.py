@@ -257,6 +257,41 @@ class Scripts(unittest.TestCase):
             self.assertNotIn("hunter2-very-secret", blob)
         self.assertIn("pw=[redacted]", r.out)
 
+    SECRET = "Zq9-very-secret-value-77"
+
+    def _no_part_of_secret(self, r, blobs=None):
+        """No 5+ byte piece of the secret's start anywhere (a cut keeps no prefix of it)."""
+        blobs = blobs or (r.out, r.err, open(r.audit_path).read(), json.dumps(r.report))
+        for blob in blobs:
+            for k in range(5, len(self.SECRET) + 1):
+                self.assertNotIn(self.SECRET[:k], blob, "a %d-byte prefix of the secret leaked" % k)
+
+    def test_summary_cut_keeps_no_part_of_a_secret(self):
+        # the exec summary keeps 512 bytes of each stream: the secret straddles byte 512
+        env = dict(os.environ, TOK=self.SECRET)
+        cfg = 'return { exec = { allow = { "/bin/sh" }, env = { "P" } } }'
+        r = run('local s = secret("TOK") local r = exec({"/bin/sh", "-c", "printf %0505d 0; printf %s \\"$P\\"; printf %s \\"$P\\" >&2"}, {env = {P = s}}) '
+                'log("%d bytes", #r.stdout)', config=cfg, env=env)
+        self.assertEqual(r.code, 0, r.err)
+        self.assertIn("%d bytes" % (505 + len(self.SECRET)), r.out + open(r.audit_path).read())
+        res = [x for x in r.records() if x["kind"] == "result" and x["prim"] == "exec"][0]
+        self.assertTrue(res["summary"]["stdout"].startswith("0" * 505), res["summary"]["stdout"][-40:])
+        self.assertLessEqual(len(res["summary"]["stdout"]), 512)
+        self._no_part_of_secret(r)
+        verify(self, r)
+
+    def test_capture_cap_keeps_no_part_of_a_secret(self):
+        # the capture cap (1 KiB) cuts the program's output in the middle of the secret
+        env = dict(os.environ, TOK=self.SECRET)
+        cfg = 'return { exec = { allow = { "/bin/sh" }, env = { "P" } }, limits = { exec_output_kb = 1 } }'
+        r = run('local s = secret("TOK") local r = exec({"/bin/sh", "-c", "printf %01014d 0; printf %s \\"$P\\""}, {env = {P = s}}) '
+                'print(r.stdout:sub(-30)) log("truncated=%s", tostring(r.truncated))', config=cfg, env=env)
+        self.assertEqual(r.code, 0, r.err)
+        self.assertIn("truncated=true", r.out + open(r.audit_path).read())
+        self.assertIn("[redacted]", r.out)
+        self._no_part_of_secret(r)
+        verify(self, r)
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAKE_SYSTEMCTL = """#!/bin/sh

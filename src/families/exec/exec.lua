@@ -64,9 +64,10 @@ function M.globals()
     effect = function(call, argv, opts)
       local path = resolve_program(argv[1], allow)
       local r = proc.spawn(call, path, argv, opts or {})
+      -- the summary's cut is made after masking: it never keeps the start of a secret
       return r, { exit_code = r.exit_code, duration_ms = r.duration_ms,
-        stdout_bytes = #r.stdout, stderr_bytes = #r.stderr, stdout = r.stdout:sub(1, 512),
-        stderr = r.stderr:sub(1, 512), truncated = r.truncated }
+        stdout_bytes = #r.stdout, stderr_bytes = #r.stderr, stdout = host.cut(r.stdout, 512),
+        stderr = host.cut(r.stderr, 512), truncated = r.truncated }
     end,
   })
 

@@ -605,7 +605,7 @@ local function pinned_body(what, patch, ptype, rv)
   if ptype == "json" then
     local ops = { { op = "test", path = "/metadata/resourceVersion", value = rv } }
     for _, op in ipairs(patch) do ops[#ops + 1] = op end
-    return json.encode(json.array(ops))
+    return json.encode_unwrapped(json.array(ops))
   end
   local md = patch.metadata
   if md ~= nil and (type(md) ~= "table" or is_array(md)) then
@@ -619,14 +619,14 @@ local function pinned_body(what, patch, ptype, rv)
   for k, v in pairs(type(md) == "table" and md or {}) do md2[k] = v end
   md2.resourceVersion = rv
   p2.metadata = md2
-  return json.encode(p2)
+  return json.encode_unwrapped(p2)
 end
 
 -- GET the object, PATCH it, retry 409s a bounded number of times when the patch allows it.
 -- -> patched object, before-state fields, resourceVersion before, attempts
 local function apply_patch(call, pname, tg, patch, ptype)
   local what = pname .. " " .. describe(tg)
-  local ok, body = pcall(json.encode, patch)
+  local ok, body = pcall(json.encode_unwrapped, patch) -- secret() values: the real bytes, here only
   if not ok or type(body) ~= "string" then host.raise("invalid", what .. ": the patch cannot be encoded as JSON: " .. tostring(body)) end
   local guarded = label_guarded(tg)
   local retryable = ptype == "json" and not has_test_op(patch) or (ptype ~= "json" and not patch_sets_rv(patch))
@@ -809,7 +809,57 @@ M.list = prim.define("kube.list", {
   end,
 })
 
+-- A Secret's values: data (base64) and stringData, in a merge/strategic patch or the values of a
+-- json patch's operations under /data, /stringData or the whole object.
+local function secret_values(patch, ptype, each)
+  local function leaves(v)
+    if type(v) == "string" then each(v)
+    elseif type(v) == "table" then for _, x in pairs(v) do leaves(x) end end
+  end
+  if ptype == "json" then
+    for _, op in ipairs(type(patch) == "table" and patch or {}) do
+      if type(op) == "table" then leaves(op.value) end
+    end
+  elseif type(patch) == "table" then
+    leaves(patch.data)
+    leaves(patch.stringData)
+  end
+end
+
+-- The patch as the audit intent and the report show it: for a Secret, every value redacted.
+local function redact_secret_patch(patch, ptype)
+  local function red(v)
+    if type(v) == "string" then return "[redacted]" end
+    if type(v) ~= "table" then return v end
+    local out = is_array(v) and json.array({}) or {}
+    for k, x in pairs(v) do out[k] = red(x) end
+    return out
+  end
+  if ptype == "json" then
+    local ops = json.array({})
+    for i, op in ipairs(patch) do
+      local o = {}
+      for k, v in pairs(type(op) == "table" and op or {}) do o[k] = v end
+      if o.value ~= nil then o.value = red(o.value) end
+      ops[i] = o
+    end
+    return ops
+  end
+  local out = {}
+  for k, v in pairs(patch) do out[k] = v end
+  if out.data ~= nil then out.data = red(out.data) end
+  if out.stringData ~= nil then out.stringData = red(out.stringData) end
+  return out
+end
+
 M.patch = prim.define("kube_patch", {
+  record_args = function(tg, args, n)
+    if not (type(tg) == "table" and tg.resource == "secrets" and (tg.group or "") == "") then return args end
+    local shown = {}
+    for i = 1, n do shown[i] = args[i] end
+    if type(args[3]) == "table" then shown[3] = redact_secret_patch(args[3], tg.type) end
+    return shown
+  end,
   scope = function(call, kind, name, patch, opts)
     if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", "kube_patch: options must be a table") end
     local ptype = (opts or {}).type or "merge"
@@ -821,6 +871,8 @@ M.patch = prim.define("kube_patch", {
     check_patch(call, "kube_patch", tg, patch, ptype)
     tg.ptype = ptype
     resolved[call] = tg
+    -- a Secret's new values are masked wherever text leaves the run (an API error echoing them)
+    if is_secret_kind(tg) then secret_values(patch, ptype, function(v) host.secret("kube secret value", v) end) end
     return { kind = tg.kind, resource = tg.resource, group = tg.group, name = tg.name, namespace = tg.namespace,
       subresource = tg.subresource, type = ptype }
   end,

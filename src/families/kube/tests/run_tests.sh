@@ -293,6 +293,24 @@ run nsjson ns_patch.lua --param 'patch=[{"op":"add","path":"/metadata/annotation
 expect_rc 0 "a json patch of the Namespace (a test op pins the version)" nsjson
 kube_standin_stop
 
+echo "# secrets in patches"
+start
+n=$(lines)
+KUBE_PW="Wp4-real-credential-value" run secpatch secret_patch.lua
+expect_rc 0 "a patch carrying secret() and Secret data" secpatch
+check "secret(): the object holds the real value, not [redacted]" \
+  test "$(kc get cm db-pool-config -n prod-tenant-7 -o jsonpath='{.data.password_ref}')" = Wp4-real-credential-value
+check "secret(): the request carried the real value" \
+  test "$(newreq "$n" '.method=="PATCH" and ((.body // "")|tostring|test("Wp4-real-credential-value"))')" -ge 1
+check "Secret data: written" test "$(kc get secret db-credentials -n prod-tenant-7 -o jsonpath='{.data.password}' | base64 -d)" = Kq7-literal-secret-data
+for v in Wp4-real-credential-value Kq7-literal-secret-data S3E3LWxpdGVyYWwtYmFzZTY0LWRhdGE= Kq7-json-patch-secret; do
+  check "never written: $v (audit, report, output)" bash -c "! grep -qF -- '$v' '$W/secpatch.jsonl' '$W/secpatch.report.json' '$W/secpatch.out'"
+done
+check "the intents show the secret values redacted" \
+  test "$(grep '"kind":"intent"' "$W/secpatch.jsonl" | grep -c '\[redacted\]')" -ge 3
+check "printing the object's secret() value is masked" grep -q 'stored: \[redacted\]' "$W/secpatch.out"
+kube_standin_stop
+
 echo "# cluster access"
 start
 URL=$KUBE_STANDIN_URL
