@@ -14,6 +14,7 @@ typedef struct rbl_run_opts {
   int dry_run, yes, quiet, check;
   int progress_json; /* --progress json */
   const char *audit_path, *audit_key, *sign_key, *report_path, *config_path;
+  const char *dir; /* rbl repl --dir: the confinement root of iac.* and require, or NULL */
   int argc;
   char **argv;
   /* partial and resumed runs (docs/runbook-language.md, "Partial and resumed runs") */

@@ -60,8 +60,9 @@ static const char *const usage_run =
     "                     message, run_end events), for a chat bot to mirror the run\n"
     "\n"
     "exit status: 0 resolved, 1 failed (rolled back), 2 usage/load error,\n"
-    "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed\n"
-    "             or the chain was changed by someone else during the run\n";
+    "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed,\n"
+    "             the chain was changed by someone else during the run, or the\n"
+    "             --report file could not be written (written atomically)\n";
 
 static const char *const usage_check =
     "usage: rbl check FILE...\n"
@@ -76,9 +77,12 @@ static const char *const usage_check =
 
 static const char *const usage_repl =
     "usage: rbl repl --tenant T [--incident ID] [--audit PATH] [--audit-key FILE] [--config FILE]\n"
+    "                [--dir DIR]\n"
     "\n"
     "Evaluates Lua one line at a time in the runbook sandbox, with the same primitives,\n"
-    "tenant guard and audit chain as rbl run. Ctrl-D ends the session.\n";
+    "tenant guard and audit chain as rbl run. Ctrl-D ends the session.\n"
+    "  --dir DIR   the directory iac.* and require read from (as a runbook's own directory);\n"
+    "              without it they are refused. / is refused: it would confine nothing.\n";
 
 static const char *const usage_rollback =
     "usage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T] [--config FILE]\n"
@@ -210,6 +214,9 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
     } else if (!strcmp(a, "--config")) {
       VALUE();
       o->config_path = v;
+    } else if (!strcmp(a, "--dir") && !want_file) {
+      VALUE();
+      o->dir = v;
     } else if (a[0] == '-' && a[1] && strchr(a, '='))
       return bad_usage(
           cmd, "unknown option '%s' (a flag takes no value: --dry-run, not --dry-run=1)", a);
@@ -258,9 +265,10 @@ static void no_core_dumps(void) {
  * "value" before any command parses its arguments, so every option of every command accepts
  * both forms; a command adding an option with a value adds its name here. */
 static const char *const value_opts[] = {
-    "--tenant", "--incident", "--param",  "--audit", "--audit-key", "--sign-key", "--report",
-    "--config", "--key",      "--pubkey", "--head",  "--only",      "--from",     "--skip",
-    "--resume", "--plan-out", "--plan",   "--as",    "--reason",    "--listen",   NULL};
+    "--tenant", "--incident", "--param",  "--audit",    "--audit-key", "--sign-key",
+    "--report", "--config",   "--key",    "--pubkey",   "--head",      "--only",
+    "--from",   "--skip",     "--resume", "--plan-out", "--plan",      "--as",
+    "--reason", "--listen",   "--dir",    NULL};
 
 /* -> a new argv (malloc'd array; its strings point into argv or value_opts), or NULL after
  * printing why ("--quiet=1": a flag takes no value). Nothing after a bare "--" is touched. */

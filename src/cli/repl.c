@@ -6,6 +6,7 @@
 #include "rbl.h"
 #include "sandbox.h"
 #include "session.h"
+#include "textesc.h"
 
 #include <dlfcn.h>
 #include <lauxlib.h>
@@ -65,7 +66,11 @@ static int repl_eval(rbl_engine *e, const char *line) {
     st = rbl_sandbox_load(L, line, len, "=repl", 1);
   }
   if (st != LUA_OK) {
-    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    size_t elen;
+    const char *msg = lua_tolstring(L, -1, &elen);
+    char *safe = rbl_escape_ctl(msg ? msg : "?", msg ? elen : 1, RBL_ESC_KEEP_NL, NULL);
+    fprintf(stderr, "%s\n", safe ? safe : "syntax error");
+    free(safe);
     lua_settop(L, 1);
     return 2;
   }
@@ -88,8 +93,11 @@ static int repl_eval(rbl_engine *e, const char *line) {
     const char *nl = memchr(m ? m : out, '\n', olen);
     if (nl) olen = (size_t)(nl - (m ? m : out));
   }
-  if (olen) fprintf(to, "%s%.*s\n", st == LUA_OK ? "" : "error: ", (int)olen, m ? m : out);
+  /* a value or an error is data: its control characters (C0, DEL, C1) cannot drive the terminal */
+  char *safe = olen ? rbl_escape_ctl(m ? m : out, olen, RBL_ESC_KEEP_NL, &olen) : NULL;
+  if (olen && safe) fprintf(to, "%s%.*s\n", st == LUA_OK ? "" : "error: ", (int)olen, safe);
   fflush(to);
+  free(safe);
   free(m);
   lua_settop(L, 1);
   if (e->killed) return e->killed == RBL_KILL_AUDIT ? 4 : 3;
@@ -106,8 +114,8 @@ int rbl_cmd_repl(rbl_run_opts *o) {
   snprintf(c.default_id, sizeof c.default_id, "repl");
   rbl_engine *e = c.e = rbl__setup_engine(o);
   if (!e) return rbl__fail(2, "out of memory");
-  char cwd[4096];
-  e->runbook_dir = strdup(getcwd(cwd, sizeof cwd) ? cwd : ".");
+  /* iac.* and require read only under --dir; without it (not the working directory) nothing */
+  e->runbook_dir = o->dir ? strdup(o->dir) : NULL;
   lua_State *L = e->L;
   int rc = rbl__load_config(e, o->config_path);
   if (!rc) rbl__apply_limits(e);

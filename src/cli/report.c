@@ -9,6 +9,8 @@
 #include "session.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <lauxlib.h>
 #include <limits.h>
 #include <stdio.h>
@@ -57,6 +59,38 @@ static int report_build(run_ctx *c, const char *killed) {
   return 0;
 }
 
+/* Writes text to path atomically: a temporary file beside it, synced, then renamed over it. On any
+ * failure the temporary file is removed and path is left as it was (never half a report).
+ * Returns 0, or -1 with errno set. */
+static int write_atomic(const char *path, const char *text, size_t len) {
+  char tmp[4200];
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= sizeof tmp) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return -1;
+  for (size_t off = 0; off < len;) {
+    ssize_t w = write(fd, text + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int e = w < 0 ? errno : EIO;
+      close(fd);
+      unlink(tmp);
+      errno = e;
+      return -1;
+    }
+    off += (size_t)w;
+  }
+  if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+    int e = errno;
+    unlink(tmp);
+    errno = e;
+    return -1;
+  }
+  return 0;
+}
+
 static int report_save(run_ctx *c) {
   lua_State *L = c->e->L;
   char err[128];
@@ -64,10 +98,12 @@ static int report_save(run_ctx *c) {
   rbl__mask_json(c->e, rep);
   char *txt = rep ? cJSON_Print(rep) : NULL;
   cJSON_Delete(rep);
-  FILE *f = txt ? fopen(c->o->report_path, "w") : NULL;
   int rc = 0;
-  if (!f || fputs(txt, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0) {
-    rbl__fail(0, "report %s: %s", c->o->report_path, txt ? strerror(errno) : err);
+  size_t n = txt ? strlen(txt) : 0;
+  if (txt) txt[n] = '\n'; /* cJSON_Print's NUL becomes the final newline */
+  if (!txt || write_atomic(c->o->report_path, txt, n + 1) != 0) {
+    rbl__fail(0, "report %s could not be written: %s (the run's record is the audit chain)",
+              c->o->report_path, txt ? strerror(errno) : err);
     rc = -1;
   }
   cJSON_free(txt);

@@ -441,9 +441,10 @@ int rbl__drive_run(run_ctx *c) {
     rbl__fail(0, "run stopped: %s", m ? m : killed);
     free(m);
   }
-  rbl__write_report(c, killed);
+  int report_failed = rbl__write_report(c, killed) != 0;
   int code = usage ? 2 : rbl__exit_code_for(e, outcome);
   if (c->chain_changed) code = 4;
+  if (report_failed && code != 3 && code != 2) code = 4; /* a report asked for, not written */
   if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {
     rbl__fail(0, "audit: %s", rbl_audit_error(e->audit));
     code = 4;

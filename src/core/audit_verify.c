@@ -453,6 +453,13 @@ static void verify_finish(vctx *v) {
     verify_note(v, "run %s (line %zu) unfinished (crashed?): %s%s", r->id, r->first_line,
                 r->ended ? "" : "no run_end", calls);
   }
+  if (!v->broken && v->nruns && !v->runs[v->nruns - 1].ended && !v->want_head)
+    verify_note(v,
+                "the last run (%s, line %zu) has no run_end: the chain may have been cut after "
+                "line %zu (a crash, or records removed from the end: %s); check it with --head "
+                "and the report's audit_chain, or sign runs and verify with --pubkey",
+                v->runs[v->nruns - 1].id, v->runs[v->nruns - 1].first_line, v->last_line,
+                v->key ? "a MAC cannot show that" : "neither hashes nor a MAC can show that");
   if (!v->key && v->macs) verify_note(v, "records carry a mac; not checked (no --key)");
   if (!v->pub && v->sigs)
     verify_note(v, "%zu signature record(s); not checked (no --pubkey)", v->sigs);

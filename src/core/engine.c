@@ -70,7 +70,7 @@ rbl_task *rbl__task_of(lua_State *L) { return *(rbl_task **)lua_getextraspace(L)
 
 rbl_engine *rbl_engine_of(lua_State *L) { return rbl__task_of(L)->e; }
 uv_loop_t *rbl_engine_loop(rbl_engine *e) { return &e->loop; }
-const char *rbl_engine_runbook_dir(rbl_engine *e) { return e->runbook_dir ? e->runbook_dir : "."; }
+const char *rbl_engine_runbook_dir(rbl_engine *e) { return e->runbook_dir; }
 int rbl_engine_dry_run(rbl_engine *e) { return e->dry_run; }
 
 struct rbl_http *rbl_engine_http(rbl_engine *e) {

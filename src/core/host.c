@@ -1,5 +1,6 @@
 /* rbl.host: call objects and the one path every primitive takes, plus secrets, log and sleep. */
 #include "host.h"
+#include "textesc.h"
 #include "audit.h"
 #include "engine_int.h"
 #include "json.h"
@@ -529,15 +530,19 @@ void rbl__progress(rbl_engine *e, const char *fmt, ...) {
   char *m = rbl__mask(e, raw, strlen(raw), NULL);
   const unsigned char *s = (const unsigned char *)(m ? m : raw);
   size_t o = 0;
-  for (; *s && o < sizeof out - 8; s++) {
-    if (*s == 0x1b && e->color) {
-      out[o++] = (char)*s;
-      continue;
-    } /* our own colour codes */
-    if (*s < 0x20 || *s == 0x7f)
-      o += (size_t)snprintf(out + o, 8, "\\x%02x", *s);
-    else
-      out[o++] = (char)*s;
+  while (*s && o < sizeof out - 8) {
+    size_t k = *s >= 0x80 ? rbl_utf8_len(s, strlen((const char *)s)) : 1;
+    if (*s == 0x1b && e->color) { /* our own colour codes */
+      out[o++] = (char)*s++;
+    } else if (*s < 0x20 || *s == 0x7f || !k) { /* C0, DEL, bytes that are not UTF-8 (8-bit C1) */
+      o += (size_t)snprintf(out + o, 8, "\\x%02x", *s++);
+    } else if (k == 2 && s[0] == 0xc2 && s[1] <= 0x9f) { /* C1 as UTF-8 */
+      o += (size_t)snprintf(out + o, 8, "\\u%04x", s[1]);
+      s += 2;
+    } else {
+      for (size_t j = 0; j < k && o < sizeof out - 8; j++)
+        out[o++] = (char)*s++;
+    }
   }
   out[o++] = '\n';
   free(m);

@@ -1,6 +1,7 @@
 /* The sandbox: an allow-list of globals, read-only library proxies, and the wrappers
  * (pcall, coroutine, print, load, require) that keep a killed run from running on. */
 #include "sandbox.h"
+#include "textesc.h"
 #include "engine_int.h"
 #include "strpat.h"
 
@@ -168,6 +169,12 @@ static int sb_co_close(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  /* close runs the coroutine's pending __close handlers: a kill or timeout raised in one comes
+   * back as (false, err). Like pcall, close does not get to swallow it. */
+  if (lua_gettop(L) >= 2 && lua_isboolean(L, 1) && !lua_toboolean(L, 1) && must_rethrow(L)) {
+    lua_settop(L, 2);
+    return lua_error(L);
+  }
   return lua_gettop(L);
 }
 
@@ -193,16 +200,11 @@ static int sb_print(lua_State *L) {
   for (int i = 1; i <= n; i++) {
     size_t len;
     const char *s = lua_tolstring(L, i, &len);
-    for (size_t k = 0; k < len; k++) {
-      unsigned char c = (unsigned char)s[k];
-      if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f) {
-        char esc[8];
-        snprintf(esc, sizeof esc, "\\x%02x", c);
-        luaL_addstring(&b, esc);
-      } else {
-        luaL_addchar(&b, (char)c);
-      }
-    }
+    size_t elen;
+    char *esc = rbl_escape_ctl(s, len, RBL_ESC_KEEP_NL, &elen); /* C0, DEL and C1 */
+    if (!esc) luaL_error(L, "out of memory");
+    luaL_addlstring(&b, esc, elen);
+    free(esc);
     if (i < n) luaL_addchar(&b, '\t');
   }
   luaL_addchar(&b, '\n');
@@ -274,6 +276,12 @@ static int read_module(lua_State *L, const char *dir, const char *name, char *pa
   for (char *q = rel; *q; q++)
     if (*q == '.') *q = '/';
   char want[PATH_MAX], real[PATH_MAX], realdir[PATH_MAX];
+  if (!dir)
+    return luaL_error(L, "require: no directory to read modules from (rbl repl: give --dir DIR)");
+  if (realpath(dir, realdir) && !strcmp(realdir, "/"))
+    return luaL_error(L,
+                      "require: the runbook directory is /, which would confine nothing: put the "
+                      "runbook in a directory of its own");
   if (snprintf(want, sizeof want, "%s/%s.lua", dir, rel) >= (int)sizeof want)
     return luaL_error(L, "require: module name too long");
   if (!realpath(want, real) || !realpath(dir, realdir))
@@ -521,6 +529,12 @@ static int sb_polled(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  /* close runs the coroutine's pending __close handlers: a kill or timeout raised in one comes
+   * back as (false, err). Like pcall, close does not get to swallow it. */
+  if (lua_gettop(L) >= 2 && lua_isboolean(L, 1) && !lua_toboolean(L, 1) && must_rethrow(L)) {
+    lua_settop(L, 2);
+    return lua_error(L);
+  }
   return lua_gettop(L);
 }
 

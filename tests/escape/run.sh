@@ -73,6 +73,13 @@ for rb in "$W"/rb/[0-9][0-9]-*.lua; do
   extra=$(find "$W/outside" "$W/rb" -newer "$W/rb/config.lua" -type f ! -name '*.lua' 2>/dev/null)
   [ -n "$extra" ] && why+=("side effect: new files: $extra")
   if LC_ALL=C grep -q $'[\x1b\x07]' "$out" "$err"; then why+=("raw ESC/BEL on stdout/stderr"); fi
+  # C1 controls too: U+0080..U+009F, and bytes that are not UTF-8 (a raw 0x9b is CSI)
+  if ! python3 -c 'import sys
+for f in sys.argv[1:]:
+    t = open(f, "rb").read().decode("utf-8", "surrogateescape")
+    if any(0x80 <= ord(c) <= 0x9f or 0xdc80 <= ord(c) <= 0xdcff for c in t): sys.exit(1)' "$out" "$err"; then
+    why+=("raw C1 control or non-UTF-8 byte on stdout/stderr")
+  fi
   if grep -q "AddressSanitizer\|runtime error:\|LeakSanitizer" "$err"; then why+=("sanitizer report on stderr"); fi
   if [ -s "$audit" ]; then
     "$RBL" audit verify "$audit" >"$W/out/$name.verify" 2>&1 || why+=("audit verify exit $? ($(head -c 200 "$W/out/$name.verify"))")

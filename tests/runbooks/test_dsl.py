@@ -376,10 +376,130 @@ class Repl(unittest.TestCase):
         self.assertNotIn("after", p.stdout)
         self.assertEqual(subprocess.run([RBL, "audit", "verify", audit], capture_output=True).returncode, 0)
 
+    def test_echo_escapes_control_characters(self):
+        # values and error texts are data: ESC, BEL, 8-bit C1 (raw 0x9b = CSI, U+009B) and
+        # non-UTF-8 bytes must not reach the terminal raw, in the value or in an error
+        d = tempfile.mkdtemp(prefix="rbl-repl-")
+        audit = os.path.join(d, "a.jsonl")
+        lines = (b'"\\27]0;pwned\\7\\27[2J" .. "x"\n'
+                 b'"\\xc2\\x9b" .. "31m" .. "\\x9b" .. "1m"\n'
+                 b'error("\\27[31mred\\xc2\\x9b")\n'
+                 b'local x = "\x1b[2J\x9b\n'
+                 b'"caf\\xc3\\xa9"\n')
+        p = subprocess.run([RBL, "repl", "--tenant", "t1", "--incident", "INC-R", "--audit", audit],
+                           input=lines, capture_output=True, timeout=30)
+        for name, blob in (("stdout", p.stdout), ("stderr", p.stderr)):
+            t = blob.decode("utf-8", "surrogateescape")
+            bad = [hex(ord(c)) for c in t if ord(c) < 0x20 and c not in "\n\t" or ord(c) == 0x7f
+                   or 0x80 <= ord(c) <= 0x9f or 0xdc80 <= ord(c) <= 0xdcff]
+            self.assertEqual(bad, [], "%s holds raw control characters: %r" % (name, blob))
+        self.assertIn(b"\\x1b]0;pwned\\x07\\x1b[2Jx", p.stdout)
+        self.assertIn(b"\\u009b31m\\x9b1m", p.stdout)
+        self.assertIn(b"error: repl:1: \\x1b[31mred\\u009b", p.stderr)
+        self.assertIn("caf\u00e9".encode(), p.stdout)
+
+    def test_file_root_is_dir_never_the_working_directory_nor_slash(self):
+        d = tempfile.mkdtemp(prefix="rbl-repl-root-")
+        open(os.path.join(d, "x.json"), "w").write('{"k": "from-dir"}')
+        open(os.path.join(d, "m.lua"), "w").write('return "module-from-dir"')
+        audit = os.path.join(d, "a.jsonl")
+        base = [RBL, "repl", "--tenant", "t1", "--incident", "INC-R", "--audit", audit]
+        lines = 'print(pcall(iac.json, "x.json"))\nprint(pcall(require, "m"))\n'
+        # the working directory holds the files: without --dir they are still refused
+        p = subprocess.run(base, input=lines, capture_output=True, text=True, timeout=30, cwd=d)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("from-dir", p.stdout)
+        self.assertEqual(p.stdout.count("give --dir DIR"), 2, p.stdout)
+        # --dir names the root
+        p = subprocess.run(base + ["--dir", d], input=lines, capture_output=True, text=True, timeout=30)
+        self.assertIn("from-dir", p.stdout)
+        self.assertIn("module-from-dir", p.stdout)
+        # / confines nothing: refused
+        p = subprocess.run(base + ["--dir", "/"], input='iac.json("etc/hostname")\n', capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn("would confine nothing", p.stderr)
+        p = subprocess.run(base + ["--dir", "/"], input='print(pcall(require, "etc.m"))\n', capture_output=True,
+                           text=True, timeout=30)
+        self.assertIn("would confine nothing", p.stdout)
+
     def test_syntax_error_is_reported_and_the_session_goes_on(self):
         p, _ = self.repl("local = \n7 * 6\n")
         self.assertIn("42", p.stdout)
         self.assertIn("repl:1:", p.stderr)
+
+
+class Roots(unittest.TestCase):
+    def test_runbook_in_slash_reads_nothing(self):
+        if not os.access("/", os.W_OK):
+            self.fail("this test places a runbook in / and needs to write there (run as root)")
+        path = "/rbl-root-test-%d.lua" % os.getpid()
+        try:
+            open(path, "w").write('print(pcall(require, "etc.nothing")) local v = iac.yaml("etc/hostname") print(v)')
+            d = tempfile.mkdtemp()
+            audit = os.path.join(d, "a.jsonl")
+            p = subprocess.run([RBL, "run", path, "--tenant", "t1", "--incident", "INC-S", "--audit", audit],
+                               capture_output=True, text=True, timeout=30)
+        finally:
+            os.unlink(path)
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+        self.assertIn("would confine nothing", p.stdout)
+        self.assertIn("would confine nothing", p.stderr)
+
+
+class Report(unittest.TestCase):
+    def test_report_is_atomic_and_a_failed_write_is_exit_4(self):
+        d = tempfile.mkdtemp(prefix="rbl-report-")
+        rb = os.path.join(d, "rb.lua")
+        open(rb, "w").write('for i = 1, 200 do log("line %d of a long report %s", i, string.rep("x", 60)) end')
+        # a missing directory
+        p = subprocess.run([RBL, "run", rb, "--tenant", "t1", "--incident", "INC-P", "--audit",
+                            os.path.join(d, "a.jsonl"), "--report", os.path.join(d, "no", "r.json")],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertIn("could not be written", p.stderr)
+        # a full filesystem (a tiny tmpfs in a private mount namespace): exit 4, the old report kept
+        mnt = os.path.join(d, "mnt")
+        os.mkdir(mnt)
+        script = ('mount -t tmpfs -o size=16k none "$1" || exit 99; printf old > "$1/r.json"; '
+                  'head -c 20000 /dev/zero > "$1/fill" 2>/dev/null; '
+                  '"$2" run "$3" --tenant t1 --incident INC-P --audit "$4" --report "$1/r.json" >/dev/null 2>"$4.err"; '
+                  'echo "rc=$?"; echo "content=$(cat "$1/r.json")"; ls "$1"')
+        p = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", mnt, RBL, rb, os.path.join(d, "b.jsonl")],
+                           capture_output=True, text=True, timeout=60)
+        if "exit 99" in p.stdout or p.returncode == 99:
+            self.fail("cannot mount a tmpfs here (needs root and unshare): %s" % p.stderr)
+        self.assertIn("rc=4", p.stdout, p.stdout + p.stderr + open(os.path.join(d, "b.jsonl.err")).read())
+        self.assertIn("content=old", p.stdout)
+        self.assertNotIn("tmp-", p.stdout)  # no temporary file left behind
+        self.assertIn("No space left on device", open(os.path.join(d, "b.jsonl.err")).read())
+        # and a report that can be written is complete JSON
+        p = subprocess.run([RBL, "run", rb, "--tenant", "t1", "--incident", "INC-P", "--audit",
+                            os.path.join(d, "c.jsonl"), "--report", os.path.join(d, "ok.json")],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        json.load(open(os.path.join(d, "ok.json")))
+
+
+class Verify(unittest.TestCase):
+    def test_a_cut_chain_says_its_last_run_has_no_run_end(self):
+        d = tempfile.mkdtemp(prefix="rbl-cut-")
+        key = os.path.join(d, "k")
+        open(key, "w").write("cut-test-key")
+        os.chmod(key, 0o600)
+        rb = os.path.join(d, "rb.lua")
+        open(rb, "w").write('log("one") log("two")')
+        audit = os.path.join(d, "a.jsonl")
+        for _ in range(2):
+            subprocess.run([RBL, "run", rb, "--tenant", "t1", "--incident", "INC-C", "--audit", audit,
+                            "--audit-key", key, "-q"], check=True)
+        lines = open(audit).read().splitlines(True)
+        open(audit, "w").write("".join(lines[:-2]))  # the last run's run_end and a log record removed
+        p = subprocess.run([RBL, "audit", "verify", audit, "--key", key], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertIn("has no run_end: the chain may have been cut", p.stdout)
+        self.assertIn("a MAC cannot show that", p.stdout)
+        self.assertIn("--head", p.stdout)
 
 
 class Flags(unittest.TestCase):

@@ -327,8 +327,64 @@ local function exec_effect(call, container, argv, opts)
            duration_ms = ms }
 end
 
+-- The namespaces (PID, network, IPC) a container joins from another container ("container:<ref>"):
+-- { {kind, ref}... }. Exported for verify_isolation (M.joined_namespaces).
+local NS_MODES = { { "PidMode", "PID" }, { "NetworkMode", "network" }, { "IpcMode", "IPC" } }
+local function joined_namespaces(inspect)
+  local hc = type(inspect) == "table" and type(inspect.HostConfig) == "table" and inspect.HostConfig or {}
+  local out = {}
+  for _, m in ipairs(NS_MODES) do
+    local v = hc[m[1]]
+    if type(v) == "string" and v:sub(1, 10) == "container:" then out[#out + 1] = { kind = m[2], ref = v:sub(11) } end
+  end
+  return out
+end
+M.joined_namespaces = joined_namespaces
+
+-- Is ref (an id, an id prefix or a name, as HostConfig names it) one of the containers in list?
+local function names_one_of(ref, list)
+  for _, c in ipairs(list) do
+    if type(c.Id) == "string" and #ref >= 12 and c.Id:sub(1, #ref) == ref then return true end
+    for _, n in ipairs(type(c.Names) == "table" and c.Names or {}) do
+      if n == ref or n == "/" .. ref then return true end
+    end
+  end
+  return false
+end
+M.names_one_of = names_one_of
+
+-- The tenant's own containers (the daemon filters by label; checked again), for namespace joins.
+local function own_containers(call, what, tenant)
+  local key = label_key()
+  local q = "/containers/json?all=1&filters=" .. urlencode(json.encode({ label = { key .. "=" .. tenant } }))
+  local res = request(call, what, "GET", api_path(call, what, q))
+  if res.status ~= 200 then
+    host.raise("failed", fmt("%s: listing the tenant's containers failed (HTTP %d: %s)", what, res.status, daemon_message(res)))
+  end
+  local out = {}
+  for _, c in ipairs(decode(what, res)) do
+    if type(c.Labels) == "table" and c.Labels[key] == tenant then out[#out + 1] = c end
+  end
+  return out
+end
+
 M.docker_exec = prim.define("docker_exec", {
-  scope = function(call, container) return resolve(call, "docker_exec", container) end,
+  scope = function(call, container)
+    local target = resolve(call, "docker_exec", container)
+    -- a container that joins another container's PID, network or IPC namespace sees into it: an
+    -- exec there reads across tenants unless the other container is this tenant's own
+    local joins = joined_namespaces(resolved[call].inspect)
+    if #joins > 0 then
+      local own = own_containers(call, "docker_exec " .. container, target.tenant)
+      for _, j in ipairs(joins) do
+        if not names_one_of(j.ref, own) then
+          host.refuse(call, fmt("docker_exec %s: the container joins the %s namespace of container %s, which is not one of tenant %s's: an exec there would see into it",
+            container, j.kind, j.ref, target.tenant))
+        end
+      end
+    end
+    return target
+  end,
   effect = exec_effect,
 })
 

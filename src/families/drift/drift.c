@@ -58,17 +58,25 @@ int rbl_iac_resolve(const char *base, const char *rel, char *out, size_t outlen,
     return fail(RBL_EINVAL, err, errlen,
                 "iac: %s: absolute paths are not allowed (paths are relative to the runbook "
                 "directory %s)",
-                rel, base);
+                rel, base ? base : "(none)");
+  if (!base)
+    return fail(RBL_EINVAL, err, errlen,
+                "iac: %s: no directory to read files from (rbl repl: give --dir DIR)%s", rel, "");
   if (!realpath(base, rbase))
     return fail(rbl_from_errno(errno), err, errlen, "iac: runbook directory %s: %s", base,
                 strerror(errno));
+  if (!strcmp(rbase, "/"))
+    return fail(RBL_EREFUSED, err, errlen,
+                "iac: %s: the runbook directory is /, which would confine nothing: put the "
+                "runbook in a directory of its own%s",
+                rel, "");
   int rc = normalise(rel, norm, sizeof norm);
   if (rc == -1)
     return fail(RBL_EREFUSED, err, errlen, "iac: %s: path escapes the runbook directory %s", rel,
                 rbase);
   if (rc == -2 || !norm[0])
     return fail(RBL_EINVAL, err, errlen, "iac: %s: not a file path%s", rel, "");
-  snprintf(joined, sizeof joined, "%s/%s", strcmp(rbase, "/") ? rbase : "", norm);
+  snprintf(joined, sizeof joined, "%s/%s", rbase, norm);
   if (!realpath(joined, real)) {
     int e = errno;
     if (e == ENOENT || e == ENOTDIR)
@@ -77,7 +85,7 @@ int rbl_iac_resolve(const char *base, const char *rel, char *out, size_t outlen,
   }
   /* Symlinks: the resolved file must still lie under the resolved base. */
   size_t bl = strlen(rbase);
-  int inside = strcmp(rbase, "/") == 0 || (strncmp(real, rbase, bl) == 0 && real[bl] == '/');
+  int inside = strncmp(real, rbase, bl) == 0 && real[bl] == '/';
   if (!inside)
     return fail(RBL_EREFUSED, err, errlen, "iac: %s: path escapes the runbook directory %s", rel,
                 rbase);

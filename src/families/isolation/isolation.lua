@@ -40,6 +40,13 @@ local function docker_checks(g, add, skipped)
       chk("own_network", hc.NetworkMode ~= "host", "shares the host network")
       chk("own_pid", hc.PidMode ~= "host", "shares the host PID namespace")
       chk("own_ipc", hc.IpcMode ~= "host", "shares the host IPC namespace")
+      -- "container:<ref>": joins another container's namespace; critical unless that container
+      -- is one of this tenant's own (the list above holds only the tenant's containers)
+      local dk = require "rbl.docker"
+      for _, j in ipairs(dk.joined_namespaces(i)) do
+        chk("own_" .. j.kind:lower() .. "_namespace", dk.names_one_of(j.ref, cs),
+          "joins the " .. j.kind .. " namespace of container " .. j.ref .. ", which is not one of this tenant's")
+      end
       local sock = false
       for _, m in ipairs(list(i.Mounts)) do
         if type(m.Source) == "string" and m.Source:find("docker%.sock$") then sock = true end
