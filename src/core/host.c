@@ -530,8 +530,9 @@ void rbl__progress(rbl_engine *e, const char *fmt, ...) {
   char *m = rbl__mask(e, raw, strlen(raw), NULL);
   const unsigned char *s = (const unsigned char *)(m ? m : raw);
   size_t o = 0;
+  const unsigned char *end = s + strlen((const char *)s);
   while (*s && o < sizeof out - 8) {
-    size_t k = *s >= 0x80 ? rbl_utf8_len(s, strlen((const char *)s)) : 1;
+    size_t k = *s >= 0x80 ? rbl_utf8_len(s, (size_t)(end - s)) : 1;
     if (*s == 0x1b && e->color) { /* our own colour codes */
       out[o++] = (char)*s++;
     } else if (*s < 0x20 || *s == 0x7f || !k) { /* C0, DEL, bytes that are not UTF-8 (8-bit C1) */
