@@ -174,13 +174,15 @@ static cJSON *conv_table(conv *c, int idx, int depth) {
 /* cJSON prints a double with 15 digits when that reads back within a relative epsilon, so
  * 27766207721121996 came back as 27766207721122000 (found by tests/fuzz/fuzz_json.c). With
  * RBL_JSON_EXACT_NUMBERS (json.encode) a number 15 digits would not give back exactly is
- * written as a raw literal with 17, and an integer beyond 2^53 digit for digit. */
+ * written as a raw literal with 17, and an integer of 16 digits or more digit for digit
+ * (8888888888888889 came back as 8888888888888890 while only those beyond 2^53 were). */
 static cJSON *conv_number(conv *c, int idx) {
   lua_State *L = c->L;
   char buf[40];
   if (lua_isinteger(L, idx)) {
     lua_Integer i = lua_tointeger(L, idx);
-    if ((c->flags & RBL_JSON_EXACT_NUMBERS) && (i > (1LL << 53) || i < -(1LL << 53))) {
+    /* cJSON writes 15 significant digits, so any integer of 16 or more digits goes raw. */
+    if ((c->flags & RBL_JSON_EXACT_NUMBERS) && (i > 999999999999999LL || i < -999999999999999LL)) {
       snprintf(buf, sizeof buf, "%lld", (long long)i);
       return cJSON_CreateRaw(buf);
     }

@@ -259,6 +259,11 @@ class FuzzFindings(unittest.TestCase):
         r = run('local v = 8888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888881.0 '
                 'assert(json.decode(json.encode({v}))[1] == v) print("same")', 'return {}')
         self.assertEqual((r.code, r.out.strip()), (0, "same"), r.err)
+        # found by fuzz_json later: an integer of 16 digits below 2^53 went through cJSON's 15
+        r = run('print(json.encode({json.decode("8888888888888889."), 8888888888888889, -1000000000000001}))',
+                'return {}')
+        self.assertEqual(r.code, 0, r.err)
+        self.assertEqual(r.out.strip(), "[8888888888888889,8888888888888889,-1000000000000001]")
 
 
 class NoCrash(unittest.TestCase):
