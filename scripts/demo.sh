@@ -75,6 +75,7 @@ set +e
 rrc=$?
 set -e
 echo "rollback exit status $rrc"
+"$RBL" audit show "$W/audit.jsonl" --run 2
 "$RBL" audit verify "$W/audit.jsonl"
 
 say "what to try next"
@@ -90,8 +91,8 @@ cat <<EOF
       kube.get("configmap", "db-pool-config").data      docker.ps{}
       kube.get("configmap", "db-pool-config", {namespace = "prod-tenant-8"})   -- refused, one line
   $RBL run runbooks/demo.lua --tenant $TENANT --dry-run --param app=$APP
-  $RBL audit show $W/audit.jsonl --json | jq '.runs[0].events[] | select(.type == "call")'
+  $RBL audit show $W/audit.jsonl --run 1 --since 10m      # also --tenant, --until; --json | jq
   jq . $W/report.json
-  $RBL check runbooks/*.lua
+  $RBL check runbooks/*.lua                             # the linter: unknown globals and fields, did-you-mean
 EOF
 exit $rc

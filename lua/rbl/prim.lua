@@ -34,9 +34,26 @@ function M.is_write(name, args)
   return true
 end
 
+-- Where in the runbook a failing primitive was called (file:line of the innermost frame that
+-- is not rbl's own), stored on the error object as `where` for the report and the progress.
+local getinfo = debug and debug.getinfo
+local function mark_where(err)
+  if type(err) ~= "table" or not getinfo or rawget(err, "where") ~= nil then return end
+  for level = 3, 40 do
+    local info = getinfo(level, "Sl")
+    if not info then return end
+    if info.what ~= "C" and info.currentline and info.currentline > 0 and not info.source:match("^=%[rbl%]") then
+      pcall(rawset, err, "where", info.short_src .. ":" .. info.currentline)
+      return
+    end
+  end
+end
+M.mark_where = mark_where
+
 local function fail_before_intent(call, name, args, err)
   host.record("failed", { call = call:id(), prim = name, tenant = call:tenant(), phase = "scope",
     error = type(err) == "table" and { code = err.code, message = err.message } or { code = "failed", message = tostring(err) } })
+  mark_where(err)
   error(err, 0)
 end
 
@@ -78,6 +95,7 @@ function M.define(name, impl)
     if not ok then
       host.result(call, false, res)
       pcall(M.on_call, call:id(), name, call:tenant(), target, shown, false, res, ms)
+      mark_where(res)
       error(res, 0)
     end
     host.result(call, true, nil, summary, before)

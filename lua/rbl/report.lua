@@ -111,6 +111,22 @@ function M.action_of(calls)
   return "no primitive calls"
 end
 
+-- A traceback as rbl shows it: the runbook's frames only, from the innermost one that is the
+-- runbook's (file:line), without rbl's own ([rbl]/...) and C frames.
+function M.clean_traceback(s)
+  local msg, tb = s:match("^(.-)\nstack traceback:\n(.*)$")
+  if not msg then return s end
+  local keep = {}
+  for line in (tb .. "\n"):gmatch("([^\n]*)\n") do
+    local frame = line:match("^%s*(.-)%s*$")
+    if frame ~= "" and not frame:match("^%[rbl%]") and not frame:match("^%[C%]") and frame ~= "(...tail calls...)" then
+      keep[#keep + 1] = "  at " .. frame
+    end
+  end
+  if #keep == 0 then return msg end
+  return msg .. "\n" .. table.concat(keep, "\n")
+end
+
 local FAILED = { failed = true, precondition_failed = true, verification_failed = true,
   rollback_failed = false }
 
@@ -178,6 +194,7 @@ function M.shape(rep, book, info, killed_msg)
       t.action = M.action_of(calls)
     end
     t.calls_total = #calls
+    t.error_at = src and src.error_at or nil
   end
   rep.failure = M.failure_of(rep, killed_msg)
   if rep.tenants == nil then rep.tenants = {} end

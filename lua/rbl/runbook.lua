@@ -22,7 +22,8 @@ local function errtext(e)
     msg = (type(msg) == "string" or type(msg) == "number") and msg or "error (a table)"
     return (code and (code .. ": ") or "") .. msg
   end
-  if type(e) == "string" or type(e) == "number" or type(e) == "boolean" or e == nil then return tostring(e) end
+  if type(e) == "string" then return report.clean_traceback(e) end
+  if type(e) == "number" or type(e) == "boolean" or e == nil then return tostring(e) end
   return "error (a " .. type(e) .. ")"
 end
 
@@ -255,12 +256,17 @@ end
 local function progress_line(index, name, status, ms, detail)
   if host.progress_event({ event = "step", index = index, step = name, status = status, duration_ms = ms,
       detail = detail }) then return end
+  -- a multi-line detail (a traceback) prints as lines, indented under the step
+  local first, rest = tostring(detail or ""):match("^([^\n]*)\n?(.*)$")
   host.progress(string.format("[%d] %-28s %s %6d ms%s", index, name, paint(status), ms,
-    detail and ("  " .. detail) or ""))
+    detail and ("  " .. first) or ""))
+  for line in rest:gmatch("[^\n]+") do host.progress("      " .. line) end
 end
 
 local function progress(entry)
-  progress_line(entry.step, entry.name, entry.status, entry.duration_ms, entry.detail)
+  local detail = entry.detail
+  if detail and entry.error_at then detail = detail .. "\n  at " .. entry.error_at end
+  progress_line(entry.step, entry.name, entry.status, entry.duration_ms, detail)
 end
 
 -- Tries the step's run again while it fails with a code its retry lists, time is left and
@@ -331,6 +337,8 @@ local function run_step(book, ctx, i, s, entry)
   if def.retry then ok, r = retry_run(s, ctx, entry, deadline, ok, r) end
   if not ok then
     entry.error_code = errcode(r)
+    local where = type(r) == "table" and rawget(r, "where")
+    entry.error_at = type(where) == "string" and where or nil
     return finish("failed", errtext(r))
   end
   if r[1] ~= nil then entry.result = r[1] end

@@ -11,13 +11,15 @@ local function fmt(f, ...)
   return string.format(tostring(f), ...)
 end
 
-local function failures(fns, errors)
+-- keys (each_tenant: the tenant names) label the failures and key the raised error's
+-- errors and results instead of the index.
+local function failures(fns, errors, keys)
   local parts, first = {}, nil
   for i = 1, #fns do
     local e = errors[i]
     if e ~= nil then
       first = first or e
-      parts[#parts + 1] = string.format("[%d] %s", i, tostring(e))
+      parts[#parts + 1] = string.format("[%s] %s", keys and keys[i] or i, (tostring(e):match("^[^\n]*")))
       if #parts >= 5 then break end
     end
   end
@@ -27,7 +29,14 @@ end
 
 -- With an error budget: within it, results and errors by index are returned; once it is
 -- spent (more than max_errors failed), the error says how many items never started.
-local function budgeted(fns, opts, what, book)
+local function keyed(keys, errors, results)
+  if not keys then return errors, results end
+  local by_e, by_r = {}, {}
+  for i = 1, #keys do by_e[keys[i]], by_r[keys[i]] = errors[i], results[i] end
+  return by_e, by_r
+end
+
+local function budgeted(fns, opts, what, book, keys)
   local results, errors, nerr, unstarted = host.run_all(fns, opts)
   local n = #fns
   local cur = book.current or book.top
@@ -38,18 +47,20 @@ local function budgeted(fns, opts, what, book)
       max_errors_given = opts.max_errors_given, ramp = opts.ramp or nil, concurrency = opts.concurrency }
   end
   if nerr <= opts.max_errors then return results, errors end
-  local code, parts = failures(fns, errors)
+  local code, parts = failures(fns, errors, keys)
+  local kerrors, kresults = keyed(keys, errors, results)
   error(host.error(code, string.format("%s: error budget spent: %d of %d failed (max_errors %s), %d never started, %d succeeded: %s",
     what, nerr, n, tostring(opts.max_errors_given), unstarted, n - unstarted - nerr, parts),
-    { errors = errors, results = results, failed = nerr, not_started = unstarted, started = n - unstarted }), 0)
+    { errors = kerrors, results = kresults, failed = nerr, not_started = unstarted, started = n - unstarted }), 0)
 end
 
 -- Runs fns as concurrent tasks; raises one error gathering every failure.
-local function gather(fns, opts, what, book)
-  if opts and opts.max_errors then return budgeted(fns, opts, what, book) end
+local function gather(fns, opts, what, book, keys)
+  if opts and opts.max_errors then return budgeted(fns, opts, what, book, keys) end
   local results, errors, nerr = host.run_all(fns, opts)
   if nerr > 0 then
-    local code, parts = failures(fns, errors)
+    local code, parts = failures(fns, errors, keys)
+    errors, results = keyed(keys, errors, results)
     error(host.error(code, string.format("%s: %d of %d failed: %s", what, nerr, #fns, parts),
       { errors = errors, results = results }), 0)
   end
@@ -155,7 +166,7 @@ function M.globals(book)
     local o = fanout_opts("each_tenant", opts, #ts)
     o.tenants = ts
     for i = 1, #ts do local t = ts[i]; fns[i] = function() return fn(t) end end
-    local res, errs = gather(fns, o, "each_tenant", book)
+    local res, errs = gather(fns, o, "each_tenant", book, ts)
     local by, eby = {}, {}
     for i = 1, #ts do by[ts[i]] = res[i]; if errs then eby[ts[i]] = errs[i] end end
     return by, errs and eby or nil
@@ -165,6 +176,7 @@ function M.globals(book)
     if type(name) ~= "string" or not name:match("^[%w_]+$") then
       host.raise("invalid", "secret: name must be letters, digits and _")
     end
+    if host.check_mode() then return prim.inert end -- rbl check reads no secret
     local v
     local files = cfg.secrets or {}
     if files[name] then

@@ -21,7 +21,7 @@ static const char *const usage_main =
     "commands:\n"
     "  run FILE --tenant T     run a runbook (exit 0 resolved, 1 failed, 2 usage, 3 refused, 4 "
     "audit)\n"
-    "  check FILE...           check runbooks: syntax and structure, no side effects\n"
+    "  check FILE...           lint runbooks and configs: syntax, unknown names, structure\n"
     "  repl --tenant T         run primitives one line at a time\n"
     "  audit verify|show PATH  verify or show an audit chain\n"
     "  rollback PATH           undo the reversible changes an audit chain recorded\n"
@@ -65,12 +65,15 @@ static const char *const usage_run =
     "             --report file could not be written (written atomically)\n";
 
 static const char *const usage_check =
-    "usage: rbl check FILE...\n"
+    "usage: rbl check [--config FILE] FILE...\n"
     "       rbl check --list-globals\n"
     "\n"
-    "Loads each runbook without side effects: syntax errors as file:line, then the\n"
-    "structure (runbook{}, duplicate or unknown step fields, steps without run).\n"
-    "Top-level code is evaluated in a sandbox where every primitive is inert.\n"
+    "Lints each runbook without side effects: syntax errors as file:line; unknown globals\n"
+    "and unknown fields of the registry's tables (docker.restrat), with did-you-mean;\n"
+    "then the structure (runbook{}, duplicate or unknown step fields, steps without run).\n"
+    "Top-level code is evaluated (10 s at most) where every primitive and secret() is inert.\n"
+    "A config file is recognised and checked as one (unknown keys, with did-you-mean);\n"
+    "--config FILE checks that config and uses it for the runbooks.\n"
     "--list-globals prints every name a runbook can reach, with its family and doc page\n"
     "(NAME, FAMILY, DOC; tab-separated), from the families registry.\n"
     "exit status: 0 all fine, 2 at least one file has an error\n";
@@ -102,7 +105,7 @@ static const char *const usage_rollback =
 
 static const char *const usage_audit =
     "usage: rbl audit verify PATH [--key FILE] [--pubkey FILE] [--head sha256:HEX] [--json]\n"
-    "       rbl audit show PATH [--json]\n";
+    "       rbl audit show PATH [--run ID] [--tenant T] [--since TIME] [--until TIME] [--json]\n";
 
 static int is_help(const char *a) {
   return !strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help");

@@ -722,10 +722,10 @@ int rbl_audit_close(rbl_audit *a) {
 
 static const char audit_usage[] =
     "usage: rbl audit verify PATH [--key FILE] [--pubkey FILE] [--head sha256:HEX] [--json]\n"
-    "       rbl audit show PATH [--json]\n"
+    "       rbl audit show PATH [--run ID] [--tenant T] [--since TIME] [--until TIME] [--json]\n"
     "\n"
     "  verify  proves the chain untouched: exit 0 intact, 1 broken, 2 unreadable or bad usage\n"
-    "  show    prints each run as a timeline (steps, calls, refusals, logs, outcome)\n"
+    "  show    prints each run as a postmortem timeline, one line per record\n"
     "\n"
     "See docs/audit.md for the record format and every message.\n";
 

@@ -144,5 +144,245 @@ class Report(unittest.TestCase):
         self.assertIn("--progress wants json or text", p.stderr)
 
 
+SHOW_RB = """
+runbook { id = "postmortem" }
+local lib = require "lib"
+step "probe" {
+  run = function()
+    local s = secret("RBL_TEST_SECRET")
+    log("two\\nlines")
+    each_tenant(function(t)
+      if t == "t1" then exec({ "/bin/sh", "-c", "exit 1" }) end
+      log("tenant %s", t)
+    end)
+  end,
+}
+step "refuse" { run = function() each_tenant(function(t) if t == "t1" then exec({ "/bin/cat", "/etc/hostname" }) end end) end }
+"""
+
+
+def show(*args):
+    return rbl("audit", "show", *args)
+
+
+class AuditShow(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        d = tempfile.mkdtemp(prefix="rbl-console-")
+        open(os.path.join(d, "lib.lua"), "w").write("return {}\n")
+        env = dict(os.environ, RBL_TEST_SECRET="s3cr3t-value")
+        path = os.path.join(d, "rb.lua")
+        open(path, "w").write(SHOW_RB)
+        open(os.path.join(d, "config.lua"), "w").write(CONFIG)
+        cls.audit = os.path.join(d, "audit.jsonl")
+        cls.p = subprocess.run([RBL, "run", path, "--tenant", "t1", "--tenant", "t2", "--config",
+                                os.path.join(d, "config.lua"), "--audit", cls.audit, "--incident", "INC-PM"],
+                               capture_output=True, text=True, env=env, timeout=60)
+        cls.out = show(cls.audit).stdout
+
+    def test_the_run_was_refused(self):
+        self.assertEqual(self.p.returncode, 3, self.p.stderr)
+
+    def test_exit_code_is_not_ok(self):
+        self.assertRegex(self.out, r'call \d+ exec /bin/sh -c "exit 1" \[t1\]  EXIT 1 \d+ms')
+        self.assertNotRegex(self.out, r'exit 1" \[t1\]  ok')
+
+    def test_every_record_kind_printed(self):
+        self.assertRegex(self.out, r"module lib \(.*lib\.lua, sha256:[0-9a-f]{12}")
+        self.assertIn("secret RBL_TEST_SECRET read (its value is never recorded)", self.out)
+        self.assertNotIn("s3cr3t-value", self.out)
+        self.assertIn("log: two\\nlines", self.out)
+        self.assertIn("!! REFUSED exec [t1]", self.out)
+        self.assertIn("step 2 refuse: started", self.out)
+        self.assertIn("!! FAILED call 2 exec [t1] before its intent (scope): refused:", self.out)
+
+    def test_outcome_with_exit_code(self):
+        self.assertRegex(self.out, r"outcome: refused \(exit 3\) after")
+
+    def test_filters(self):
+        by_t2 = show(self.audit, "--tenant", "t2").stdout
+        self.assertIn("log: tenant t2", by_t2)
+        self.assertNotIn("log: tenant t1", by_t2)
+        self.assertNotIn("exec /bin/sh", by_t2)
+        self.assertIn("step 1 probe", by_t2, "records bound to no tenant stay")
+        none = show(self.audit, "--tenant", "nobody").stdout
+        self.assertNotIn("=== run", none)
+        self.assertIn("=== run", show(self.audit, "--run", "1").stdout)
+        p = show(self.audit, "--run", "7")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no run 7", p.stderr)
+        self.assertNotIn("=== run", show(self.audit, "--since", "2000-01-01", "--until", "2000-01-02").stdout)
+        self.assertIn("=== run", show(self.audit, "--since", "1h").stdout)
+        self.assertIn("=== run", show(self.audit, "--since=2000-01-01T00:00").stdout)
+        p = show(self.audit, "--since", "yesterday")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("RFC 3339", p.stderr)
+        j = json.loads(show(self.audit, "--json", "--tenant", "t2").stdout)
+        logs = [e["message"] for r in j["runs"] for e in r["events"] if e["type"] == "log"]
+        self.assertIn("tenant t2", logs)
+        self.assertNotIn("tenant t1", logs)
+
+    def test_patch_before_after_and_undo_from_records(self):
+        # records as kube_patch and kube_undo write them (show does not verify: see audit verify)
+        d = tempfile.mkdtemp(prefix="rbl-console-")
+        recs = [
+            {"kind": "run_start", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:15.000Z", "tenants": ["t"]},
+            {"kind": "intent", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:15.100Z", "call": 4,
+             "prim": "kube_patch", "tenant": "t",
+             "target": {"kind": "ConfigMap", "name": "db", "namespace": "t"},
+             "args": ["configmap", "db", {"data": {"max": "500", "gone": None}}, {"type": "merge"}]},
+            {"kind": "result", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:15.200Z", "call": 4,
+             "prim": "kube_patch", "status": "ok", "duration_ms": 87,
+             "before": {"fields": [{"path": "/data/max", "exists": True, "value": "250"},
+                                   {"path": "/data/new", "exists": False},
+                                   {"path": "/data/gone", "exists": True, "value": "x"}]}},
+            {"kind": "intent", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:16.000Z", "call": 5,
+             "prim": "kube_undo", "tenant": "t", "target": {"kind": "ConfigMap", "name": "db", "namespace": "t"},
+             "args": [{"call": 4, "run": "r0", "fields": [{"path": "/data/max", "exists": True, "value": "250"}]}]},
+            {"kind": "result", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:16.100Z", "call": 5,
+             "prim": "kube_undo", "status": "ok", "duration_ms": 9},
+            {"kind": "intent", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:16.200Z", "call": 6,
+             "prim": "docker.restart", "tenant": "t", "target": {"container": "0574cd2bd04c0e90f20a", "name": "api-1"}},
+            {"kind": "repl", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:17.000Z", "line": "kube.get('cm','db')",
+             "tenant": "t"},
+            {"kind": "brand_new_kind", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:17.000Z", "what": "x\u001b[2J"},
+            {"kind": "run_end", "run": "r1", "incident": "I", "ts": "2026-01-17T03:42:18.000Z", "outcome": "failed",
+             "exit_code": 1},
+        ]
+        path = os.path.join(d, "c.jsonl")
+        with open(path, "w") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+        out = show(path).stdout
+        self.assertIn('kube_patch ConfigMap/db ns=t [t]  ok 87ms  /data/max "250" -> "500", '
+                      '/data/new (absent) -> ?, /data/gone "x" -> (removed)', out)
+        self.assertIn('kube_undo ConfigMap/db ns=t [t]  ok 9ms  restored /data/max = "250"  (undoes call 4 of run r0)', out)
+        self.assertIn("docker.restart api-1 (0574cd2bd04c) [t]  NO RESULT", out)
+        self.assertIn("repl [t]> kube.get('cm','db')", out)
+        self.assertIn('brand_new_kind {"what":"x\\u001b[2J"}', out)
+        self.assertNotIn("\x1b", out)
+        self.assertIn("outcome: failed (exit 1) after 3.000s", out)
+
+
+EACH_TENANT = """local ok, e = pcall(each_tenant, function(t) if t == "t2" then error("bad " .. t, 0) end return t end)
+log("%s|%s|%s|%s", tostring(e.results.t1), tostring(e.results.t3), tostring(e.errors.t2), tostring(e.errors[2]))
+log("%s", e.message)
+"""
+
+
+class Output(unittest.TestCase):
+    def test_traceback_lines_start_at_the_runbook(self):
+        r = run('runbook { id = "x" }\nlocal function f(t) return t.a.b end\nstep "s" { run = function() f({}) end }\n')
+        self.assertEqual(r.code, 1)
+        detail = r.report["execution_trace"][0]["detail"]
+        lines = detail.split("\n")
+        self.assertRegex(lines[0], r"rb\.lua:2: attempt to index a nil value")
+        self.assertEqual(lines[1], "  at %s/rb.lua:2: in upvalue 'f'" % r.dir)
+        self.assertNotIn("[rbl]", detail)
+        self.assertNotIn("[C]", detail)
+        self.assertIn("\n        at %s/rb.lua:2: in upvalue 'f'\n" % r.dir, r.err, "printed as lines, under the step")
+
+    def test_primitive_error_names_the_runbook_line(self):
+        r = run('runbook { id = "x" }\nstep "s" {\n  run = function()\n    sleep("soon")\n  end,\n}\n')
+        self.assertEqual(r.code, 1, r.err)
+        self.assertEqual(r.report["execution_trace"][0]["error_at"], "%s/rb.lua:4" % r.dir)
+        self.assertIn("      at %s/rb.lua:4" % r.dir, r.err)
+
+    def test_log_lines_and_escaped_control_characters(self):
+        r = run('log("first\\nsecond\\27[31mred\\rback")\n')
+        self.assertIn("  first\n  second\\x1b[31mred\\x0dback\n", r.err)
+        self.assertEqual(r.report["execution_trace"][0]["logs"], ["first\nsecond\x1b[31mred\rback"])
+
+    def test_each_tenant_errors_keyed_by_tenant(self):
+        r = run(EACH_TENANT, tenants=("t1", "t2", "t3"))
+        self.assertEqual(r.code, 0, r.err)
+        logs = r.report["execution_trace"][0]["logs"]
+        self.assertTrue(logs[0].startswith("t1|t3|bad t2") and logs[0].endswith("|nil"), logs[0])
+        self.assertIn("[t2] bad t2", logs[1])
+
+
+class Check(unittest.TestCase):
+    def check(self, src, *args, name="rb.lua"):
+        d = tempfile.mkdtemp(prefix="rbl-console-")
+        path = os.path.join(d, name)
+        open(path, "w").write(src)
+        return rbl("check", *args, path), path
+
+    def test_typo_in_a_primitive_fails_with_did_you_mean(self):
+        p, path = self.check('runbook { id = "x" }\nstep "s" { run = function()\n  docker.restrat("api")\nend }\n')
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(path + ":3: unknown field 'docker.restrat' (did you mean 'docker.restart'?)", p.stderr)
+
+    def test_unknown_globals_with_suggestions(self):
+        p, path = self.check('local x = tostrin(1)\nlocal y = kube_pach\nlocal z = frobnicate\n')
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(":1: unknown global 'tostrin' (did you mean 'tostring'?)", p.stderr)
+        self.assertIn(":2: unknown global 'kube_pach' (did you mean 'kube_patch'?)", p.stderr)
+        self.assertIn(":3: unknown global 'frobnicate'\n", p.stderr)
+
+    def test_no_false_alarms_on_scoping(self):
+        src = """runbook { id = "x", params = { n = 1 } }
+local function helper(a, ...) local b <const> = a; return b, ... end
+mine = 1
+function shared(v) return v end
+local t = setmetatable({}, { __index = function(self, k) return k end })
+function t:method(q) return self, q end
+step "s" { run = function(ctx)
+  for i, v in ipairs({ 1 }) do ctx[i] = v end
+  for k = 1, 2 do ctx.k = k end
+  repeat local z = 1 until z == 1
+  while false do local w = 1 end
+  if mine then local a = 1 elseif shared then local a = 2 else local a = 3 end
+  goto done
+  ::done::
+  local s = ("x"):format() .. string.format("%d", params.n) .. json.encode({}) .. tenant
+  return helper(1), { id = 1, run = 2, each = 3 }, _ENV
+end }
+"""
+        p, path = self.check(src)
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+
+    def test_the_shipped_runbooks_pass(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        rbs = [os.path.join(root, "runbooks", f) for f in sorted(os.listdir(os.path.join(root, "runbooks")))
+               if f.endswith(".lua")]
+        p = rbl("check", *rbs)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_secret_is_inert(self):
+        p, _ = self.check('local s = secret("NOT_SET_ANYWHERE_XYZ")\nlog("%s", tostring(s))\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_config_files(self):
+        d = tempfile.mkdtemp(prefix="rbl-console-")
+        good = os.path.join(d, "good.lua")
+        open(good, "w").write('return { tenants = { "a" }, exec = { allow = { "/bin/true" } } }\n')
+        bad = os.path.join(d, "bad.lua")
+        open(bad, "w").write('return { tenant = { "a" } }\n')
+        p = rbl("check", good)
+        self.assertEqual((p.returncode, p.stdout), (0, good + ": ok (config)\n"))
+        p = rbl("check", bad)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("config: unknown key 'tenant' (did you mean 'tenants'?)", p.stderr)
+        rb = os.path.join(d, "rb.lua")
+        open(rb, "w").write('log("x")\n')
+        self.assertEqual(rbl("check", "--config", good, rb).returncode, 0)
+        self.assertEqual(rbl("check", "--config=" + bad, rb).returncode, 2)
+        syntax = os.path.join(d, "broken.lua")
+        open(syntax, "w").write('return { tenants = { "a" }\n')
+        self.assertEqual(rbl("check", "--config", syntax, rb).returncode, 2)
+
+    def test_check_is_bounded(self):
+        p, _ = self.check("while true do end\n")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("run deadline", p.stderr)
+
+    def test_version_flags(self):
+        for flag in ("-V", "--version", "version"):
+            p = rbl(flag)
+            self.assertEqual(p.returncode, 0)
+            self.assertRegex(p.stdout, r"^rbl \d+\.\d+\.\d+\n$")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=1)

@@ -47,6 +47,11 @@ for d in d1 d2; do
   check "$d: drift detected against Terraform state" 'grep -q "max_connections expected 500, actual 250 (critical)" "$W/$d.out"'
   check "$d: ConfigMap patched, rollout restarted, containers restarted" \
     'grep -q "kube_patch ConfigMap/db-pool-config" "$W/$d.out" && grep -q "kube.rollout_restart Deployment/api" "$W/$d.out" && [ "$(grep -c "docker.restart" "$W/$d.out")" -ge 2 ]'
+  check "$d: audit show: the patch before -> after, the restarts by container name" \
+    'grep -q "/data/max_connections \"250\" -> \"500\"" "$W/$d.out" && grep -q "docker.restart rbl-demo-[0-9-]*-api-1 (" "$W/$d.out"'
+  check "$d: audit show: the rollback with what it restored" \
+    'grep -q "kube_undo ConfigMap/db-pool-config ns=prod-tenant-7 \[prod-tenant-7\]  ok [0-9]*ms  restored" "$W/$d.out"'
+  check "$d: audit show: outcome with its exit code" 'grep -q "outcome: resolved (exit 0)" "$W/$d.out"'
   check "$d: isolation scored" 'jq -e ".execution_trace[] | select(.name == \"score_isolation\") | .isolation.score >= 0" "$W/$d/report.json" >/dev/null'
   check "$d: rollback restored the patch and the chain verifies" \
     'grep -q "undo kube_patch configmaps db-pool-config" "$W/$d.out" && grep -q "rollback exit status 0" "$W/$d.out" && "$RBL" audit verify "$W/$d/audit.jsonl" >/dev/null'
