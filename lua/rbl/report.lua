@@ -119,7 +119,8 @@ function M.clean_traceback(s)
   local keep = {}
   for line in (tb .. "\n"):gmatch("([^\n]*)\n") do
     local frame = line:match("^%s*(.-)%s*$")
-    if frame ~= "" and not frame:match("^%[rbl%]") and not frame:match("^%[C%]") and frame ~= "(...tail calls...)" then
+    if frame ~= "" and not frame:match("^%[rbl%]") and not frame:match("^%[C%]") and frame ~= "(...tail calls...)"
+      and frame ~= "stack traceback:" then
       keep[#keep + 1] = "  at " .. frame
     end
   end

@@ -82,8 +82,14 @@ static const char *const usage_repl =
     "usage: rbl repl --tenant T [--incident ID] [--audit PATH] [--audit-key FILE] [--config FILE]\n"
     "                [--dir DIR]\n"
     "\n"
-    "Evaluates Lua one line at a time in the runbook sandbox, with the same primitives,\n"
-    "tenant guard and audit chain as rbl run. Ctrl-D ends the session.\n"
+    "Evaluates Lua one chunk at a time in the runbook sandbox, with the same primitives,\n"
+    "tenant gate and audit chain as rbl run. A refused call costs one line (audited); the\n"
+    "session goes on. Expressions and =expr print (lists of objects as rows; :json raw);\n"
+    "unfinished chunks continue at a >> prompt; Tab completes globals, family members and\n"
+    "fields of _ (the last result); help() and help(kube_patch) quote the docs.\n"
+    "Commands: :tenant [NAME|-]  :json [on|off]  :save FILE  :help  :quit (or Ctrl-D).\n"
+    "History: ~/.rbl_history (RBL_HISTORY), 0600, secrets masked.\n"
+    "exit status: that of the last line (0 ok, 1 error, 2 syntax, 3 refused, 4 audit)\n"
     "  --dir DIR   the directory iac.* and require read from (as a runbook's own directory);\n"
     "              without it they are refused. / is refused: it would confine nothing.\n";
 

@@ -519,6 +519,7 @@ static void show_text_other(show_line *l, const cJSON *e) {
     show_put(l, "repl%s%s%s> %s", show_str(f, "tenant") ? " [" : "",
              show_str(f, "tenant") ? show_esc(show_str(f, "tenant"), b, sizeof b) : "",
              show_str(f, "tenant") ? "]" : "", show_esc(show_str(f, "line"), a, sizeof a));
+    if (show_str(f, "error")) show_put(l, "  (%s error: not run)", show_q(f, "error"));
   } else if (strcmp(kind, "module") == 0) {
     show_put(l, "module %s (%s, %.19s)", show_esc(show_q(f, "name"), a, sizeof a),
              show_esc(show_q(f, "path"), b, sizeof b), show_esc(show_q(f, "sha256"), c, sizeof c));
@@ -528,9 +529,11 @@ static void show_text_other(show_line *l, const cJSON *e) {
   } else if (strcmp(kind, "failed") == 0) {
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(f, "error");
     const cJSON *call = cJSON_GetObjectItemCaseSensitive(f, "call");
-    show_put(l, "!! FAILED call %d %s [%s] before its intent (%s): %s: %s",
+    show_put(l, "!! FAILED call %d %s%s%s%s before its intent (%s): %s: %s",
              cJSON_IsNumber(call) ? call->valueint : 0, show_esc(show_q(f, "prim"), b, sizeof b),
-             show_esc(show_q(f, "tenant"), c, sizeof c), show_q(f, "phase"), show_q(err, "code"),
+             show_str(f, "tenant") ? " [" : "",
+             show_str(f, "tenant") ? show_esc(show_str(f, "tenant"), c, sizeof c) : "",
+             show_str(f, "tenant") ? "]" : "", show_q(f, "phase"), show_q(err, "code"),
              show_esc(show_q(err, "message"), a, sizeof a));
   } else if (strcmp(kind, "interrupt") == 0) {
     show_put(l, "!! INTERRUPT: %s", show_esc(show_q(f, "message"), a, sizeof a));
@@ -571,9 +574,9 @@ static void show_text_event(const cJSON *e) {
              show_esc(show_str(e, "status"), b, sizeof b));
     if (show_str(e, "detail")) show_put(&l, "  %s", show_esc(show_str(e, "detail"), c, sizeof c));
   } else if (strcmp(type, "refused") == 0) {
-    show_put(&l, "!! REFUSED %s [%s]: %s", show_esc(show_str(e, "prim"), a, sizeof a),
-             show_esc(show_str(e, "tenant"), b, sizeof b),
-             show_esc(show_str(e, "reason"), c, sizeof c));
+    show_put(&l, "!! REFUSED %s", show_esc(show_str(e, "prim"), a, sizeof a));
+    if (show_str(e, "tenant")) show_put(&l, " [%s]", show_esc(show_str(e, "tenant"), b, sizeof b));
+    show_put(&l, ": %s", show_esc(show_str(e, "reason"), c, sizeof c));
   } else if (strcmp(type, "log") == 0) {
     show_put(&l, "log: %s", show_esc(show_str(e, "message"), c, sizeof c));
   } else {

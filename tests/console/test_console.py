@@ -3,7 +3,7 @@
 --progress json, output and tracebacks, `rbl audit show` as a postmortem timeline, `rbl check`
 as a linter, and `rbl repl` driven through a pseudo-terminal. Runs the real binary; the
 primitives used are exec (a local program) and the core ones, so no daemon is needed."""
-import json, os, subprocess, sys, tempfile, unittest
+import json, os, re, subprocess, sys, tempfile, unittest
 
 RBL = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build/rbl")
 CONFIG = 'return { tenants = { "t1", "t2", "t3" }, exec = { allow = { "/bin/sh", "/bin/echo", "/bin/true" } } }\n'
@@ -382,6 +382,213 @@ end }
             p = rbl(flag)
             self.assertEqual(p.returncode, 0)
             self.assertRegex(p.stdout, r"^rbl \d+\.\d+\.\d+\n$")
+
+
+class Pty:
+    """rbl repl on a pseudo-terminal, as a person types into it (libedit reads the tty)."""
+
+    def __init__(self, args, env):
+        import pty
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.execve(RBL, [RBL, "repl", *args], env)
+        self.buf = b""
+
+    def read_until(self, pattern, timeout=15):
+        import re, select, time
+        end = time.time() + timeout
+        rx = re.compile(pattern)
+        while True:
+            text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\x07", "", self.buf.decode("utf-8", "replace"))
+            m = rx.search(text)
+            if m:
+                self.buf = b""
+                return text
+            left = end - time.time()
+            if left <= 0:
+                raise AssertionError("timed out waiting for %r; got: %r" % (pattern, text[-800:]))
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError("repl ended while waiting for %r; got: %r" % (pattern, text[-800:]))
+                self.buf += chunk
+
+    def send(self, s):
+        os.write(self.fd, s.encode())
+
+    def finish(self, timeout=15):
+        import time
+        self.send("\x04")
+        end = time.time() + timeout
+        while time.time() < end:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                try:
+                    while os.read(self.fd, 4096):
+                        pass
+                except OSError:
+                    pass
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.05)
+        os.kill(self.pid, 9)
+        raise AssertionError("repl did not end on Ctrl-D")
+
+
+class Repl(unittest.TestCase):
+    def start(self, *extra, env_extra=None):
+        d = tempfile.mkdtemp(prefix="rbl-repl-")
+        self.d = d
+        cfg = os.path.join(d, "config.lua")
+        open(cfg, "w").write(CONFIG)
+        kc = os.path.join(d, "kubeconfig")
+        open(kc, "w").write("apiVersion: v1\nkind: Config\nclusters:\n- name: c1\n  cluster:\n    server: https://127.0.0.1:9\n"
+                            "users:\n- name: u1\n  user:\n    token: abc\ncontexts:\n- name: ctx-pty\n  context:\n    cluster: c1\n"
+                            "    user: u1\ncurrent-context: ctx-pty\n")
+        self.audit = os.path.join(d, "audit.jsonl")
+        self.hist = os.path.join(d, "history")
+        env = dict(os.environ, TERM="xterm", KUBECONFIG=kc, DOCKER_HOST="unix://" + d + "/docker.sock",
+                   RBL_HISTORY=self.hist, HOME=d, RBL_TEST_SECRET="hunter2hunter2")
+        env.update(env_extra or {})
+        p = Pty(["--tenant", "t1", "--tenant", "t2", "--incident", "INC-PTY", "--config", cfg,
+                 "--audit", self.audit, *extra], env)
+        return p
+
+    def records(self):
+        return [json.loads(l) for l in open(self.audit) if l.strip()]
+
+    def test_banner_prompt_multiline_refusal_tenant_and_chain(self):
+        p = self.start()
+        out = p.read_until(r"rbl \(all tenants\) @ INC-PTY> ")
+        self.assertIn("kube:   context ctx-pty, server https://127.0.0.1:9", out)
+        self.assertIn("docker: unix://%s/docker.sock (DOCKER_HOST)" % self.d, out)
+        p.send(":tenant t1\r")
+        p.read_until(r"rbl t1 @ INC-PTY> ")
+        p.send("function g(x)\r")
+        p.read_until(r">> $")
+        p.send("  return x + 1\r")
+        p.read_until(r">> $")
+        p.send("end\r")
+        p.read_until(r"rbl t1 @ INC-PTY> ")
+        p.send("g(41)\r")
+        p.read_until(r"\n42\n.*rbl t1 @ INC-PTY> ")
+        p.send('exec({ "/bin/cat", "/etc/hostname" })\r')
+        out = p.read_until(r"rbl t1 @ INC-PTY> ")
+        self.assertEqual(len(re.findall(r"refused", out)), 1, out)
+        self.assertRegex(out, r"\nexec refused: program \"/bin/cat\" is not on the exec allow list")
+        p.send("=1 + 1\r")
+        p.read_until(r"\n2\n.*rbl t1 @ INC-PTY> ")
+        p.send(":tenant t2\r")
+        p.read_until(r"rbl t2 @ INC-PTY> ")
+        p.send("tenant\r")
+        p.read_until(r"\nt2\n")
+        p.send(":tenant t9\r")
+        p.read_until(r"t9 is not a tenant of this session")
+        self.assertEqual(p.finish(), 1, "the exit status is the last command's")
+        recs = self.records()
+        self.assertEqual(recs[0]["kind"], "run_start")
+        self.assertEqual(recs[0]["argv"][1], "repl")
+        self.assertEqual(recs[0]["runbook"]["id"], "repl")
+        lines = [(r["line"], r.get("tenant")) for r in recs if r["kind"] == "repl"]
+        self.assertEqual(lines, [(":tenant t1", "t1"), ("function g(x)\n  return x + 1\nend", "t1"),
+                                 ("g(41)", "t1"), ('exec({ "/bin/cat", "/etc/hostname" })', "t1"),
+                                 ("=1 + 1", "t1"), (":tenant t2", "t2"), ("tenant", "t2")])
+        self.assertTrue(any(r["kind"] == "refused" for r in recs))
+        self.assertEqual((recs[-1]["kind"], recs[-1]["outcome"], recs[-1]["exit_code"]), ("run_end", "ended", 1))
+        self.assertEqual(rbl("audit", "verify", self.audit).returncode, 0)
+
+    def test_completion(self):
+        p = self.start()
+        p.read_until(r"INC-PTY> ")
+        p.send("docker.resta\t")
+        p.read_until(r"docker\.restart\($")
+        p.send("\x15")  # Ctrl-U: clear the line
+        p.send("=({ alpha = 1, beta = 2 })\r")
+        p.read_until(r"alpha\s+1")
+        p.send("_.alp\t")
+        p.read_until(r"_\.alpha$")
+        p.send("\r")
+        p.read_until(r"\n1\n")
+        p.send("kube_pa\t")
+        p.read_until(r"kube_patch\($")
+        p.send("\x15")
+        self.assertEqual(p.finish(), 0)
+
+    def test_help_rows_json_and_save(self):
+        p = self.start()
+        p.read_until(r"INC-PTY> ")
+        p.send("help()\r")
+        out = p.read_until(r"INC-PTY> ")
+        self.assertIn("kube       kube_patch kube kube.get", out)
+        self.assertIn(":tenant [NAME|-]", out)
+        p.send("help(kube_patch)\r")
+        out = p.read_until(r"INC-PTY> ")
+        self.assertIn("kube_patch  (family kube, src/families/kube/kube.md)", out)
+        self.assertIn("kube_patch(kind, name, patch, {namespace, type})", out)
+        p.send('=({ { name = "a", n = 1 }, { name = "bbbb", n = 22 } })\r')
+        out = p.read_until(r"\(2 rows\)")
+        self.assertRegex(out, r"NAME\s+N\na\s+1\nbbbb\s+22\n")
+        p.send(":json\r")
+        out = p.read_until(r"INC-PTY> ")
+        self.assertIn('"name":\t"bbbb"', out)
+        p.send('x = exec({ "/bin/echo", "hi" })\r')
+        p.read_until(r"INC-PTY> ")
+        p.send('nosuchthing()\r')
+        p.read_until(r"error: .*nosuchthing")
+        saved = os.path.join(self.d, "inv.lua")
+        p.send(":save %s\r" % saved)
+        p.read_until(r"saved .*inv\.lua")
+        p.send(":save %s\r" % saved)
+        p.read_until(r"never overwrites")
+        self.assertEqual(p.finish(), 1, "the last command failed")
+        text = open(saved).read()
+        self.assertIn('runbook { id = "inv"', text)
+        self.assertIn('    x = exec({ "/bin/echo", "hi" })', text)
+        self.assertIn('    ctx.r1 = ({ { name = "a", n = 1 }, { name = "bbbb", n = 22 } })', text)
+        self.assertNotIn("nosuchthing", text)
+        self.assertNotIn("help(", text)
+        self.assertEqual(rbl("check", saved).returncode, 0, rbl("check", saved).stderr)
+
+    def test_history_persists_without_secrets(self):
+        p = self.start()
+        p.read_until(r"INC-PTY> ")
+        p.send('s = secret("RBL_TEST_SECRET")\r')
+        p.read_until(r"INC-PTY> ")
+        p.send('pasted = "hunter2hunter2"\r')
+        p.read_until(r"INC-PTY> ")
+        p.send("=#pasted\r")
+        p.read_until(r"\n14\n")
+        self.assertEqual(p.finish(), 0)
+        self.assertEqual(os.stat(self.hist).st_mode & 0o777, 0o600)
+        hist = open(self.hist).read()
+        self.assertIn('s = secret("RBL_TEST_SECRET")', hist)
+        self.assertIn('pasted = "[redacted]"', hist)
+        self.assertNotIn("hunter2", hist)
+        self.assertNotIn("hunter2", open(self.audit).read())
+        hist = self.hist
+        os.chmod(hist, 0o644)
+        p = self.start(env_extra={"RBL_HISTORY": hist})
+        p.read_until(r"INC-PTY> ")
+        self.assertEqual(os.stat(hist).st_mode & 0o777, 0o600, "tightened on load")
+        p.send("\x1b[A")  # up: the previous session's last line
+        p.read_until(r"=#pasted$")
+        p.send("\x15")
+        self.assertEqual(p.finish(), 0)
+
+    def test_piped_stdin_still_works(self):
+        d = tempfile.mkdtemp(prefix="rbl-repl-")
+        cfg = os.path.join(d, "config.lua")
+        open(cfg, "w").write(CONFIG)
+        audit = os.path.join(d, "a.jsonl")
+        p = subprocess.run([RBL, "repl", "--tenant", "t1", "--config", cfg, "--audit", audit],
+                           input='exec({"/bin/cat"})\n=1+2\n', capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, "3\n")
+        self.assertEqual(p.stderr.count("refused:"), 1)
 
 
 if __name__ == "__main__":
