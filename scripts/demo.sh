@@ -88,8 +88,8 @@ else
 fi
 cat <<EOF
   $RBL repl --tenant $TENANT --incident $INC --audit $W/audit.jsonl
-      kube.get("configmap", "db-pool-config").data      docker.ps{}
-      kube.get("configmap", "db-pool-config", {namespace = "prod-tenant-8"})   -- refused, one line
+      kube.get("configmap", "db-pool-config").data      docker.ps{}      help(kube_patch)
+      kube.get("configmap", "db-pool-config", {namespace = "prod-tenant-8"})   -- refused: one line, the session goes on
   $RBL run runbooks/demo.lua --tenant $TENANT --dry-run --param app=$APP
   $RBL audit show $W/audit.jsonl --run 1 --since 10m      # also --tenant, --until; --json | jq
   jq . $W/report.json

@@ -32,6 +32,7 @@ local function cell(v)
     if n > 0 then return fmt("[%d items]", n) end
     local k = 0
     for _ in pairs(v) do k = k + 1 end
+    if k == 0 then return json.is_array(v) and "[]" or "{}" end
     return fmt("{%d fields}", k)
   end
   return "<" .. type(v) .. ">"

@@ -602,9 +602,11 @@ int rbl_cmd_repl(rbl_run_opts *o) {
   cJSON *end = cJSON_CreateObject();
   cJSON_AddStringToObject(end, "kind", "run_end");
   cJSON_AddStringToObject(end, "outcome", e->killed ? "refused" : "ended");
-  cJSON_AddNumberToObject(end, "exit_code", code);
   if (e->killed) cJSON_AddStringToObject(end, "reason", e->kill_msg);
+  if (rbl__chain_changed(e, end)) code = 4; /* someone else changed the chain meanwhile */
+  cJSON_AddNumberToObject(end, "exit_code", code);
   rbl__audit(e, end);
+  if (e->killed) rbl__fail(0, "session stopped: %s", e->kill_msg);
   if (rbl_audit_close(e->audit) != 0 && code != 4) {
     rbl__fail(0, "audit: %s", rbl_audit_error(e->audit));
     code = 4;

@@ -511,7 +511,7 @@ static void show_text_call(show_line *l, const cJSON *e) {
 
 /* The records that are neither calls nor steps: each kind with its content. */
 static void show_text_other(show_line *l, const cJSON *e) {
-  char a[512], b[256], c[256];
+  char a[512], b[256], c[256], d[64], e2[64];
   const char *kind = show_str(e, "kind");
   const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "fields");
   if (!kind) kind = "?";
@@ -519,7 +519,8 @@ static void show_text_other(show_line *l, const cJSON *e) {
     show_put(l, "repl%s%s%s> %s", show_str(f, "tenant") ? " [" : "",
              show_str(f, "tenant") ? show_esc(show_str(f, "tenant"), b, sizeof b) : "",
              show_str(f, "tenant") ? "]" : "", show_esc(show_str(f, "line"), a, sizeof a));
-    if (show_str(f, "error")) show_put(l, "  (%s error: not run)", show_q(f, "error"));
+    if (show_str(f, "error"))
+      show_put(l, "  (%s error: not run)", show_esc(show_q(f, "error"), d, sizeof d));
   } else if (strcmp(kind, "module") == 0) {
     show_put(l, "module %s (%s, %.19s)", show_esc(show_q(f, "name"), a, sizeof a),
              show_esc(show_q(f, "path"), b, sizeof b), show_esc(show_q(f, "sha256"), c, sizeof c));
@@ -533,7 +534,8 @@ static void show_text_other(show_line *l, const cJSON *e) {
              cJSON_IsNumber(call) ? call->valueint : 0, show_esc(show_q(f, "prim"), b, sizeof b),
              show_str(f, "tenant") ? " [" : "",
              show_str(f, "tenant") ? show_esc(show_str(f, "tenant"), c, sizeof c) : "",
-             show_str(f, "tenant") ? "]" : "", show_q(f, "phase"), show_q(err, "code"),
+             show_str(f, "tenant") ? "]" : "", show_esc(show_q(f, "phase"), d, sizeof d),
+             show_esc(show_q(err, "code"), e2, sizeof e2),
              show_esc(show_q(err, "message"), a, sizeof a));
   } else if (strcmp(kind, "interrupt") == 0) {
     show_put(l, "!! INTERRUPT: %s", show_esc(show_q(f, "message"), a, sizeof a));

@@ -362,7 +362,7 @@ class Repl(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         out = p.stdout.split("\n")
         self.assertEqual(out[:4], ["t1", "3", "42", "nil"])
-        self.assertIn('"a":\t[]', p.stdout)
+        self.assertIn("a  []", p.stdout)  # one object prints as key  value lines
         self.assertIn("error: repl:1: oops", p.stderr)
         with open(audit) as f:
             recs = [json.loads(l) for l in f]
@@ -370,10 +370,15 @@ class Repl(unittest.TestCase):
         self.assertTrue(any(r["kind"] == "intent" and r["prim"] == "sleep" for r in recs))
         self.assertEqual(subprocess.run([RBL, "audit", "verify", audit], capture_output=True).returncode, 0)
 
-    def test_refusal_ends_the_session_with_exit_3(self):
+    def test_refusal_costs_one_line_and_the_session_goes_on(self):
         p, audit = self.repl('exec({"/bin/ls"})\nprint("after")\n')
-        self.assertEqual(p.returncode, 3)
-        self.assertNotIn("after", p.stdout)
+        self.assertEqual(p.returncode, 0, "the exit status is the last line's")
+        self.assertIn("after", p.stdout)
+        self.assertEqual(len([l for l in p.stderr.splitlines() if "refused" in l]), 1, p.stderr)
+        p, audit = self.repl('print("before")\nexec({"/bin/ls"})\n')
+        self.assertEqual(p.returncode, 3, "a refused last line")
+        with open(audit) as f:
+            self.assertTrue(any(json.loads(l)["kind"] == "refused" for l in f))
         self.assertEqual(subprocess.run([RBL, "audit", "verify", audit], capture_output=True).returncode, 0)
 
     def test_echo_escapes_control_characters(self):
