@@ -188,6 +188,10 @@ static int push_cb(lua_State *L, void *ud) {
   return 1;
 }
 
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* Builds a NULL-terminated vector from the array (or, with is_env, the name -> value map) at
  * idx, secrets unwrapped. The strings and the vector are anchored in a table left on the stack,
  * which is all uv_spawn needs: it copies them before the task ever yields. */
@@ -226,6 +230,9 @@ static char **string_vector(lua_State *L, int idx, int is_env) {
     lua_pop(L, 1);
   }
   v[n] = NULL;
+  /* An environment in name order, not the table's hash order: the child sees the same block
+   * every run, and the gate names the same first refused variable every run. */
+  if (is_env) qsort(v, (size_t)n, sizeof *v, cmp_str);
   lua_rawseti(L, keep, n + 1); /* anchor the vector too */
   return v;
 }

@@ -1,4 +1,4 @@
--- expect: exit=0 stdout~"^contained 4/4$"
+-- expect: exit=0 stdout~"^contained 4/4$" step_timeout=10
 local n = 0
 local function f(k) return 1 + f(k + 1) end
 if not pcall(f, 1) then n = n + 1 end
