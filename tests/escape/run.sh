@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sandbox escape suite: runs every tests/escape/NN-*.lua with the real rbl and checks
 #   - the exit code and the regexes of its first line:
-#       -- expect: exit=N [stdout~"ERE"] [stderr~"ERE"] [stdout!~"ERE"] [stderr!~"ERE"] [xfail="why"]
+#       -- expect: exit=N [stdout~"ERE"] [stderr~"ERE"] [stdout!~"ERE"] [stderr!~"ERE"] [xfail="why"] [step_timeout=N]
 #     (xfail: a known, reported finding outside the sandbox; failing it is XFAIL, not a failure)
 #   - no crash (exit >= 128 other than the timeout's 124) and no hang (timeout per attempt)
 #   - no side effect: canary outside the runbook dir unchanged, /tmp/rbl_escape_pwned absent,
