@@ -5,6 +5,7 @@ local M = {}
 local unpack, pcall, error, type, ipairs, rawget = table.unpack, pcall, error, type, ipairs, rawget
 
 -- Hooks the DSL sets so effects can report reversible changes and drift to the current step.
+-- on_undo(name, call_id, undo, uncertain) -> a handle (a table with fn and uncertain) or nil.
 M.on_undo = function() end
 -- on_call(id, name, tenant, target, args, ok, summary_or_err, duration_ms): every call that
 -- reached its intent, for the report's per-step calls.
@@ -50,6 +51,24 @@ local function mark_where(err)
 end
 M.mark_where = mark_where
 
+local pending = setmetatable({}, { __mode = "k" }) -- call -> handle of its uncertain undo
+
+-- For the effect of a write, before the request that changes anything leaves: the
+-- before-state goes with the call (a canceled or failed call's result carries it, so
+-- `rbl rollback` finds it) and, when undo is given, the current step can undo the write
+-- whatever becomes of the call. undo(opts) reads back whether the write took effect and
+-- returns "done" or "not_needed". Called again for the same call (a retry), it replaces both.
+function M.before(call, state, undo, name)
+  host.before(call, state)
+  local h = pending[call]
+  if h then
+    h.fn, h.uncertain = undo, true
+    if not undo then h.dropped = true end
+  elseif undo then
+    pending[call] = M.on_undo(name or "write", call:id(), undo, true)
+  end
+end
+
 local function fail_before_intent(call, name, args, err)
   host.record("failed", { call = call:id(), prim = name, tenant = call:tenant(), phase = "scope",
     error = type(err) == "table" and { code = err.code, message = err.message } or { code = "failed", message = tostring(err) } })
@@ -69,16 +88,37 @@ local inert_mt = { __metatable = "check", __tostring = function() return "<rbl c
 inert = setmetatable({}, inert_mt)
 M.inert = inert
 
+-- Plans (docs/runbook-language.md, "Dry run and plans"). Under --dry-run every write that
+-- returns becomes a plan item; under --plan FILE every write must be one of the plan's items.
+M.on_plan = function() end -- set by the DSL: a planned write (dry run)
+M.plan_guard = nil          -- set by the DSL under --plan: (name, tenant, args_sha256) -> ok, why
+local planned = setmetatable({}, { __mode = "k" }) -- call -> its plan item (dry run)
+
+-- For an effect under dry run: adds what would happen to the call's plan item (changes =
+-- { {path, before, after, before_exists}... }, resourceVersion, container_state, argv, ...).
+function M.plan(call, fields)
+  local it = planned[call]
+  if it then for k, v in pairs(fields) do it[k] = v end end
+end
+
 -- impl.scope(call, ...) -> target (optional; reads only); impl.effect(call, ...) ->
 -- value, summary, before, undo (undo: a function that reverses the change, for rollback "auto").
+-- impl.write: true for a primitive that changes something, or function(...) -> bool deciding
+-- per call (false: the call is read-only, e.g. docker_exec{read_only = true}). impl.plan =
+-- false: a write that is never planned (rollback's own undo primitives).
 -- impl.record_args(target, args, n) -> args (optional): what the audit intent and the report show
 -- of the arguments (e.g. a Secret's data redacted); the effect always gets the real arguments.
 function M.define(name, impl)
-  local scope, effect = impl.scope, impl.effect
+  local scope, effect, write, plannable = impl.scope, impl.effect, impl.write, impl.plan ~= false
   assert(impl.record_args == nil or type(impl.record_args) == "function")
   return function(...)
     if host.check_mode() then return inert end
     local call, args, n = host.begin(name, ...)
+    local is_write, read_only = write == true, false
+    if type(write) == "function" then
+      is_write = write(unpack(args, 1, n)) and true or false
+      read_only = not is_write
+    end
     local target
     if scope then
       local ok, t = pcall(scope, call, unpack(args, 1, n))
@@ -87,12 +127,30 @@ function M.define(name, impl)
     end
     local shown = args
     if impl.record_args then shown = impl.record_args(target, args, n) end
+    local args_sha
+    if is_write and plannable and (host.dry_run() or M.plan_guard) then
+      args_sha = host.canonical_sha256({ name, args })
+      if M.plan_guard then
+        local gok, why = M.plan_guard(name, call:tenant(), args_sha, target)
+        if not gok then fail_before_intent(call, name, args, host.error("conflict", why)) end
+      end
+    end
     M.on_intent(name, args)
-    host.intent(call, shown, target)
+    host.intent(call, shown, target, is_write, read_only)
+    if args_sha and host.dry_run() then
+      planned[call] = { prim = name, tenant = call:tenant(), target = target, args_sha256 = args_sha }
+    end
     local t0 = host.now_ms()
     local ok, res, summary, before, undo = pcall(effect, call, unpack(args, 1, n))
     local ms = math.floor(host.now_ms() - t0 + 0.5)
+    local h = pending[call]
+    pending[call] = nil
+    local item = planned[call]
+    planned[call] = nil
+    if ok and item then M.on_plan(item) end
     if not ok then
+      -- a failed write keeps its uncertain undo: its request may have been applied
+      if h and not host.sent(call) then h.dropped = true end
       host.result(call, false, res)
       pcall(M.on_call, call:id(), name, call:tenant(), target, shown, false, res, ms)
       mark_where(res)
@@ -100,7 +158,11 @@ function M.define(name, impl)
     end
     host.result(call, true, nil, summary, before)
     pcall(M.on_call, call:id(), name, call:tenant(), target, shown, true, summary, ms)
-    if undo then M.on_undo(name, call:id(), undo) end
+    if h then
+      if undo then h.fn, h.uncertain = undo, false else h.dropped = true end
+    elseif undo then
+      M.on_undo(name, call:id(), undo, false)
+    end
     return res
   end
 end

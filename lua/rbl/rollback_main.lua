@@ -48,7 +48,7 @@ local function pending(book)
   local done = {}
   for _, r in ipairs(recs) do
     local s = r.summary
-    if r.prim == "kube_undo" and r.status == "ok" and type(s) == "table"
+    if (r.prim == "kube_undo" or r.prim == "docker_restore") and r.status == "ok" and type(s) == "table"
       and type(s.undoes) == "table" and not s.dry_run then
       done[key_of(s.undoes.run, s.undoes.call)] = true
     end
@@ -61,7 +61,14 @@ local function pending(book)
     if r.status == "ok" and type(s) == "table" and s.irreversible == true and not s.dry_run then
       cannot[#cannot + 1] = r
     end
-    if r.status == "ok" and type(b) == "table" and type(b.fields) == "table" and type(b.api) == "table" then
+    -- a write that completed, or one whose outcome is not known (canceled in flight, or failed
+    -- after its request left: may_have_applied), which the undo reads back first
+    local settled = r.status == "ok" or r.may_have_applied == true
+    local kube_rec = type(b) == "table" and type(b.fields) == "table" and type(b.api) == "table"
+      and b.prim ~= "kube.rollout_restart"
+    local docker_rec = type(b) == "table" and r.status ~= "ok" and type(b.container) == "string"
+      and (b.prim == "docker.restart" or b.prim == "docker.stop" or b.prim == "docker.kill")
+    if settled and (kube_rec or docker_rec) then
       local k = key_of(r.run, r.call)
       if not done[k] then
         done[k] = true -- the same change named twice is undone once
@@ -89,6 +96,7 @@ local function warn_cannot(cannot)
 end
 
 local function label(b)
+  if not b.api then return fmt("restore %s container %s", tostring(b.prim), tostring(b.name or b.container)) end
   return fmt("undo %s %s%s%s", b.prim or "kube_patch", b.api.resource .. (b.api.group ~= "" and ("." .. b.api.group) or ""),
     " " .. tostring(b.name), b.namespace and (" in " .. b.namespace) or "")
 end
@@ -100,6 +108,7 @@ end
 
 function M.main(book, arg)
   local kube = require "rbl.kube"
+  local docker = require "rbl.docker"
   local t0 = host.now_ms()
   book.trace = {}
   local authorised = {}
@@ -119,7 +128,8 @@ function M.main(book, arg)
   for i, item in ipairs(todo) do
     local b = item.before
     local tenant = item.rec.tenant
-    local entry = { step = i, name = label(b), action = "kube_undo", status = "pending", duration_ms = 0 }
+    local entry = { step = i, name = label(b), action = b.api and "kube_undo" or "docker_restore",
+      status = "pending", duration_ms = 0 }
     book.trace[#book.trace + 1] = entry
     local s0 = host.now_ms()
     if item.untrusted then
@@ -128,14 +138,25 @@ function M.main(book, arg)
     elseif not tenant or not authorised[tenant] then
       entry.status, entry.detail = "skipped", fmt("tenant %s is not authorised for this rollback (--tenant)", tostring(tenant))
     else
-      local res, errs, n = host.run_all({ function() return kube.undo(b, { force = book.rb.force }) end },
-        { tenants = { tenant } })
+      local _, errs, n = host.run_all({ function()
+        if b.api then return kube.undo(b, { force = book.rb.force }) end
+        return docker.restore(b, { force = book.rb.force })
+      end }, { tenants = { tenant } })
+      local uncertain = item.rec.status ~= "ok"
       if n > 0 then
         failed = true
         entry.status, entry.detail, entry.error_code = "failed", errtext(errs[1]), type(errs[1]) == "table" and errs[1].code or nil
+        entry.rollback = uncertain and errtext(errs[1]):find("^conflict") == nil and "unknown" or "failed"
       else
         entry.status = "success"
-        entry.detail = host.dry_run() and "dry run: the inverse patch was sent with dryRun=All" or "restored"
+        local st = (b.api and kube.undo_status or docker.restore_status)(b)
+        entry.rollback = st or "done"
+        if st == "not_needed" then
+          entry.detail = uncertain and "read back: the write had not taken effect; nothing to undo"
+            or "already as before; nothing to undo"
+        else
+          entry.detail = host.dry_run() and "dry run: the inverse patch was sent with dryRun=All" or "restored"
+        end
       end
     end
     entry.duration_ms = math.floor(host.now_ms() - s0 + 0.5)

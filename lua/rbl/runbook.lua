@@ -4,12 +4,14 @@ local prim = require "rbl.prim"
 local report = require "rbl.report"
 local params = require "rbl.params"
 local partial = require "rbl.partial"
+local json = require "rbl.json"
 
 local M = {}
 local type, pairs, ipairs, tostring, error, pcall = type, pairs, ipairs, tostring, error, pcall
 
 local STEP_FIELDS = { when = "function", pre = "function", run = "function", verify = "function",
-  rollback = "function|auto", timeout = "number", description = "string", retry = "table" }
+  rollback = "function|auto", timeout = "number", description = "string", retry = "table",
+  verify_in_dry_run = "boolean" }
 local RUNBOOK_FIELDS = { id = "string", description = "string", params = "table", version = "string",
   owner = "string", tags = "table" }
 
@@ -125,9 +127,24 @@ function M.new_book(default_id)
     end
   end
 
-  prim.on_undo = function(name, call_id, undo)
+  -- A write's undo, registered before its request leaves (uncertain: it may or may not be
+  -- applied; the undo reads back) and confirmed or dropped when its result comes (prim.lua).
+  -- Dry run: each write that returned is a plan item, in the order the writes happened.
+  book.plan = {}
+  prim.on_plan = function(item)
     local cur = book.current
-    if cur then cur.undo = cur.undo or {}; cur.undo[#cur.undo + 1] = { prim = name, call = call_id, fn = undo } end
+    item.step = cur and cur.name or nil
+    item.index = #book.plan + 1
+    book.plan[#book.plan + 1] = item
+  end
+
+  prim.on_undo = function(name, call_id, undo, uncertain)
+    local cur = book.current
+    if not cur then return nil end
+    local h = { prim = name, call = call_id, fn = undo, uncertain = uncertain or false }
+    cur.undo = cur.undo or {}
+    cur.undo[#cur.undo + 1] = h
+    return h
   end
 
   local function check_fields(where, t, spec)
@@ -342,7 +359,10 @@ local function run_step(book, ctx, i, s, entry)
     return finish("failed", errtext(r))
   end
   if r[1] ~= nil then entry.result = r[1] end
-  if def.verify then
+  if def.verify and host.dry_run() and not def.verify_in_dry_run then
+    -- nothing was changed: verifying unchanged state would say nothing (or fail for nothing)
+    entry.verify = "would_verify"
+  elseif def.verify then
     local vok, v = invoke(def.verify, ctx, deadline)
     if not vok then return finish("verification_failed", "verify: " .. errtext(v)) end
     if not v[1] then return finish("verification_failed", v[2] and tostring(v[2]) or "verify() returned false") end
@@ -350,34 +370,194 @@ local function run_step(book, ctx, i, s, entry)
   return finish("success", entry.detail)
 end
 
+-- Undoes one step. entry.rollback says truthfully what became of its changes: "done" (undone),
+-- "not_needed" (nothing it changed needed undoing: no write took effect, or a write read back
+-- as not applied), "failed" (an undo failed, or writes stay applied with no rollback declared),
+-- "unknown" (a write may have been applied and could not be read back).
 local function rollback_step(book, ctx, s, entry)
   local rb = s.def.rollback
   local t0 = host.now_ms()
   local deadline = t0 / 1000 + step_timeout(s.def)
-  local ok, err = true, nil
+  local ok, err, status = true, nil, nil
+  local undo = {}
+  for _, u in ipairs(entry.undo or {}) do if not u.dropped and u.fn then undo[#undo + 1] = u end end
   if rb == "auto" then
-    local undo = entry.undo or {}
+    local done, unknown = 0, 0
     for k = #undo, 1, -1 do
       local u = undo[k]
-      local uok, e = invoke(function() return u.fn() end, ctx, deadline)
-      if not uok then ok, err = false, e; break end
+      local uok, r = invoke(function() return u.fn() end, ctx, deadline)
+      if not uok then
+        if u.uncertain and errcode(r) ~= "conflict" then
+          unknown = unknown + 1
+          err = err or r
+        else
+          ok, err = false, r
+          break
+        end
+      elseif r[1] ~= "not_needed" then
+        done = done + 1
+      end
     end
-    if #undo == 0 then entry.rollback_detail = "nothing recorded to undo" end
+    if not ok then status = "failed"
+    elseif unknown > 0 then status = "unknown"
+    elseif done > 0 then status = "done"
+    else
+      status = "not_needed"
+      entry.rollback_detail = #undo == 0 and "nothing recorded to undo"
+        or "read back: no recorded change had taken effect"
+    end
   elseif type(rb) == "function" then
     local rok, e = invoke(rb, ctx, deadline)
     if not rok then ok, err = false, e end
+    status = ok and "done" or "failed"
   else
-    entry.rollback = "none"
-    return true
+    if #undo == 0 then
+      entry.rollback = "not_needed"
+      entry.rollback_detail = "no rollback declared; no reversible change recorded"
+      return true
+    end
+    entry.rollback = "failed"
+    entry.rollback_detail = string.format("no rollback declared; %d change(s) may stay applied", #undo)
+    return false
   end
-  entry.rollback = ok and "done" or "failed"
-  if not ok then entry.rollback_detail = errtext(err) end
+  entry.rollback = status
+  if err then entry.rollback_detail = errtext(err) end
   entry.rollback_ms = math.floor(host.now_ms() - t0 + 0.5)
-  host.record("step", { step = s.name, index = entry.step, status = ok and "rolled_back" or "rollback_failed",
+  local rstatus = (status == "done" or status == "not_needed") and "rolled_back" or "rollback_failed"
+  host.record("step", { step = s.name, index = entry.step, status = rstatus, rollback = status,
     duration_ms = entry.rollback_ms, detail = entry.rollback_detail })
-  progress_line(entry.step, s.name, ok and "rolled_back" or "rollback_failed", entry.rollback_ms,
-    entry.rollback_detail)
-  return ok
+  progress_line(entry.step, s.name, rstatus, entry.rollback_ms,
+    status .. (entry.rollback_detail and (": " .. entry.rollback_detail) or ""))
+  return status == "done" or status == "not_needed"
+end
+
+-- ---- plans (--dry-run, --plan-out FILE, --plan FILE) ----
+
+local function sorted_tenants(list)
+  local t = {}
+  for i, v in ipairs(list or {}) do t[i] = tostring(v) end
+  table.sort(t)
+  return t
+end
+
+-- What the plan hash covers: the runbook's SHA-256, the params and tenants given, every item.
+local function plan_hash(sha, params, tenants, items)
+  return host.canonical_sha256({ runbook_sha256 = sha, params = params or {},
+    tenants = json.array(sorted_tenants(tenants)), plan = json.array(items or {}) })
+end
+M.plan_hash = plan_hash
+
+function M.plan_document(book, info)
+  local items = json.array(book.plan or {})
+  return { kind = "rbl.plan", version = 1,
+    runbook = { id = book.meta.id or info.default_id, sha256 = info.runbook_sha256 },
+    incident = info.incident, run = info.run, created_at = info.started_at,
+    tenants = json.array(sorted_tenants(info.tenants)), params = info.cli_params or {},
+    plan = items, plan_hash = plan_hash(info.runbook_sha256, info.cli_params, info.tenants, items) }
+end
+
+local function describe_target(it)
+  local t = type(it.target) == "table" and it.target or {}
+  if t.container then return string.format("container %s", tostring(t.name or t.container)) end
+  if t.name then
+    return string.format("%s %s%s", tostring(t.kind or t.resource), tostring(t.name),
+      t.namespace and (" in " .. tostring(t.namespace)) or "")
+  end
+  if t.program then return "program " .. tostring(t.program) end
+  return tostring(it.prim)
+end
+
+local function kind_of(t)
+  return tostring(t.resource) .. ((t.group and t.group ~= "") and ("." .. t.group) or "")
+end
+
+-- Reads one planned target back (an audited read, bound to the item's tenant). -> nil or why it moved
+local function target_moved(it)
+  local t = it.target
+  if type(t) ~= "table" then return nil end
+  local tenant = it.tenant
+  local res, errs, n = host.run_all({ function()
+    if t.resource and t.name then
+      local kube = require "rbl.kube"
+      local obj = kube.get(kind_of(t), t.name, { namespace = t.namespace })
+      return { rv = type(obj.metadata) == "table" and obj.metadata.resourceVersion or nil }
+    elseif t.container then
+      local docker = require "rbl.docker"
+      local c = docker.inspect(t.container)
+      local st = type(c.State) == "table" and c.State or {}
+      return { running = st.Running == true, started_at = st.StartedAt }
+    end
+    return {}
+  end }, { tenants = tenant and { tenant } or nil })
+  if n > 0 then return "cannot be read back: " .. errtext(errs[1]) end
+  local now = res[1] or {}
+  if it.resourceVersion and now.rv ~= it.resourceVersion then
+    return string.format("resourceVersion %s in the plan, %s now", tostring(it.resourceVersion), tostring(now.rv))
+  end
+  local cs = it.container_state
+  if type(cs) == "table" and (cs.running ~= now.running or cs.started_at ~= now.started_at) then
+    return string.format("container state changed (running %s, started %s in the plan; running %s, started %s now)",
+      tostring(cs.running), tostring(cs.started_at), tostring(now.running), tostring(now.started_at))
+  end
+  return nil
+end
+
+-- --plan FILE: the plan must still hold, before anything runs. -> true, or false, reasons
+local function check_plan(book, info)
+  local ok, doc = pcall(json.decode, info.plan_text)
+  local where = tostring(info.plan_path)
+  if not ok or type(doc) ~= "table" or doc.kind ~= "rbl.plan" or type(doc.plan) ~= "table" then
+    return false, { where .. " is not an rbl plan (write one with --dry-run --plan-out FILE)" }
+  end
+  local moved = {}
+  local rb = type(doc.runbook) == "table" and doc.runbook or {}
+  if rb.sha256 ~= info.runbook_sha256 then
+    moved[#moved + 1] = string.format("the runbook changed since the plan (%s in the plan, %s now)",
+      tostring(rb.sha256), tostring(info.runbook_sha256))
+  end
+  local pp, cp = type(doc.params) == "table" and doc.params or {}, info.cli_params or {}
+  local names = {}
+  for k in pairs(pp) do names[k] = true end
+  for k in pairs(cp) do names[k] = true end
+  local sorted = {}
+  for k in pairs(names) do sorted[#sorted + 1] = tostring(k) end
+  table.sort(sorted)
+  for _, k in ipairs(sorted) do
+    if pp[k] ~= cp[k] then
+      moved[#moved + 1] = string.format("param %s is %s in the plan, %s now", k,
+        pp[k] == nil and "not given" or string.format("%q", tostring(pp[k])),
+        cp[k] == nil and "not given" or string.format("%q", tostring(cp[k])))
+    end
+  end
+  local pt, ct = sorted_tenants(doc.tenants), sorted_tenants(info.tenants)
+  if table.concat(pt, ",") ~= table.concat(ct, ",") then
+    moved[#moved + 1] = string.format("tenants are %s in the plan, %s now", table.concat(pt, ", "), table.concat(ct, ", "))
+  end
+  if #moved == 0 and plan_hash(rb.sha256, doc.params, doc.tenants, doc.plan) ~= doc.plan_hash then
+    moved[#moved + 1] = "the plan file was changed after it was written (its plan_hash does not match)"
+  end
+  if #moved == 0 then
+    for _, it in ipairs(doc.plan) do
+      local why = target_moved(it)
+      if why then moved[#moved + 1] = string.format("%s: %s", describe_target(it), why) end
+    end
+  end
+  if #moved > 0 then return false, moved end
+  -- during the run, each write must be one of the plan's, once
+  local unused = {}
+  for _, it in ipairs(doc.plan) do unused[#unused + 1] = it end
+  prim.plan_guard = function(name, tenant, args_sha)
+    for i, it in ipairs(unused) do
+      if it.prim == name and it.args_sha256 == args_sha and it.tenant == tenant then
+        table.remove(unused, i)
+        return true
+      end
+    end
+    return false, string.format("%s: this write is not in the plan %s (the run took another path than " ..
+      "the dry run; nothing was sent)", name, where)
+  end
+  book.plan_used = { path = where, plan_hash = doc.plan_hash }
+  return true
 end
 
 -- The steps skipped on request (--only/--from/--skip, or a resumed run's plan): index ->
@@ -417,6 +597,24 @@ function M.main(book, chunk)
   book.ctx = ctx
   book.trace = {}
   book.top = { step = 0, name = "(top level)", action = "load", status = "pending" }
+  local info = host.info() or {}
+  if info.plan_text then
+    local pok, moved = check_plan(book, info)
+    if not pok then
+      local msg = "the plan no longer holds; nothing was written: " .. table.concat(moved, "; ")
+      book.top.status, book.top.detail, book.top.action = "failed", msg, "plan_check"
+      book.top.duration_ms = math.floor(host.now_ms() - t_start + 0.5)
+      book.trace[1] = book.top
+      host.record("plan_check", { plan = tostring(info.plan_path), ok = false, moved = moved })
+      host.progress("rbl: " .. msg)
+      book.running = true
+      book.outcome = "failed"
+      book.plan_rejected = true
+      return "failed"
+    end
+    host.record("plan_check", { plan = tostring(info.plan_path), ok = true, plan_hash = book.plan_used.plan_hash })
+    host.progress("rbl: plan " .. tostring(info.plan_path) .. " still holds (" .. tostring(book.plan_used.plan_hash) .. ")")
+  end
   local ok, r = invoke(function() return chunk() end, ctx, t_start / 1000 + host.limits().step_timeout)
   book.running = true
   local outcome = "resolved"
@@ -460,8 +658,9 @@ function M.main(book, chunk)
       if e and e.started then
         local rok = rollback_step(book, ctx, s, e)
         if not rok then book.rollback_failed = true end
-        if i ~= failed_at and e.rollback == "done" then e.status = "rolled_back"
-        elseif i ~= failed_at and e.rollback == "failed" then e.status = "rollback_failed" end
+        local declared = s.def.rollback ~= nil -- without one, the step's status stays as it ran
+        if i ~= failed_at and declared and (e.rollback == "done" or e.rollback == "not_needed") then e.status = "rolled_back"
+        elseif i ~= failed_at and declared and (e.rollback == "failed" or e.rollback == "unknown") then e.status = "rollback_failed" end
       end
     end
     for i = failed_at + 1, #book.steps do
@@ -473,6 +672,22 @@ function M.main(book, chunk)
   if host.interrupted() then book.interrupted = true end
   book.outcome = outcome
   book.nothing_to_do = M.nothing_to_do(book, outcome)
+  if host.dry_run() then -- the plan, on stderr: what the real run would change
+    host.progress(string.format("plan: %d write(s)%s", #book.plan, #book.plan > 0 and ":" or ""))
+    for _, it in ipairs(book.plan) do
+      host.progress(string.format("  %d. [%s] %s %s", it.index, tostring(it.step or "top level"), it.prim, describe_target(it)))
+      for _, c in ipairs(it.changes or {}) do
+        local function show(ex, v)
+          if not ex then return "(absent)" end
+          local okj, txt = pcall(json.encode, v)
+          return okj and txt or tostring(v)
+        end
+        host.progress(string.format("       %s: %s -> %s", tostring(c.path), show(c.before_exists, c.before),
+          show(c.after_exists, c.after)))
+      end
+      if it.argv then host.progress("       would run: " .. table.concat(it.argv, " ")) end
+    end
+  end
   -- config notify.on_end: the run's summary; its failure never changes the outcome.
   if book.on_end then pcall(book.on_end, book, outcome) end
   return outcome
@@ -488,16 +703,25 @@ function M.report(book, info, killed_msg)
       rollback_ms = e.rollback_ms, notifications = e.notifications, slack_notification_sent = e.slack_notification_sent,
       requested = e.requested, attempts = e.attempts, fanout = e.fanout }
     if killed_msg and e.status == "pending" then t.status, t.detail = "failed", killed_msg end
+    if killed_msg and e.started and not e.rollback then
+      -- stopped before any rollback could run: say what may be left applied
+      local left = 0
+      for _, u in ipairs(e.undo or {}) do if not u.dropped and u.fn then left = left + 1 end end
+      t.rollback = left > 0 and "unknown" or "not_needed"
+      t.rollback_detail = left > 0 and string.format("the run was stopped before rollback; %d change(s) may be applied " ..
+        "(rbl rollback AUDIT reads each back and undoes it)", left) or "no reversible change recorded"
+    end
     t.baseline_metric, t.current_metric = e.baseline_metric, e.current_metric
     t.metrics, t.tenants, t.isolation_score = e.metrics, e.tenants, e.isolation_score
     t.isolation_by_tenant = e.isolation_by_tenant
+    t.verify = e.verify
     trace[#trace + 1] = t
   end
   local outcome = book.outcome or "failed"
   local human = outcome ~= "resolved" and (book.rollback_failed or killed_msg ~= nil or book.interrupted or false)
   if outcome ~= "resolved" then
     for _, e in ipairs(book.trace or {}) do
-      if e.started and e.rollback ~= "done" then human = true end
+      if e.started and e.rollback ~= "done" and e.rollback ~= "not_needed" then human = true end
     end
   end
   local rep = {
@@ -510,6 +734,9 @@ function M.report(book, info, killed_msg)
     notifications = book.notifications, slack_notification_sent = book.slack_sent,
     nothing_to_do = (not killed_msg and book.nothing_to_do) and true or false,
     resumes = book.resumed, selection = info.select,
+    plan = info.dry_run and json.array(book.plan or {}) or nil,
+    plan_hash = info.dry_run and plan_hash(info.runbook_sha256, info.cli_params, info.tenants, book.plan) or nil,
+    plan_file = book.plan_used,
   }
   return report.shape(rep, book, info, killed_msg)
 end

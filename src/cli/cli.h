@@ -15,6 +15,8 @@ typedef struct rbl_run_opts {
   int progress_json; /* --progress json */
   const char *audit_path, *audit_key, *sign_key, *report_path, *config_path;
   const char *dir; /* rbl repl --dir: the confinement root of iac.* and require, or NULL */
+  const char *plan_out,
+      *plan_in; /* --plan-out FILE (a dry run that writes its plan), --plan FILE */
   int argc;
   char **argv;
   /* partial and resumed runs (docs/runbook-language.md, "Partial and resumed runs") */

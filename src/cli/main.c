@@ -48,7 +48,12 @@ static const char *const usage_run =
     "  --skip STEP        leave this step out; repeatable\n"
     "  --resume AUDIT     verify the chain, then continue its failed run from the first step\n"
     "                     not in place, with the run's tenants, params and runbook (same SHA-256)\n"
-    "  --dry-run          reads run for real; writes are server-side dry runs or not sent\n"
+    "  --dry-run          reads run for real; writes are server-side dry runs or not sent;\n"
+    "                     the report gets the plan (each write: target, before -> after)\n"
+    "  --plan-out FILE    a dry run that also writes its plan to FILE (JSON)\n"
+    "  --plan FILE        run for real only if FILE's plan still holds: same runbook,\n"
+    "                     params and tenants, every target unchanged; else exit 1, nothing "
+    "written\n"
     "  --audit PATH       audit chain (default ./audit/<incident>.jsonl, appended)\n"
     "  --audit-key FILE   HMAC-SHA256 key for the chain (must not be group/world readable)\n"
     "  --sign-key FILE    Ed25519 private key (PEM): sign this run's final head\n"
@@ -226,6 +231,12 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
     } else if (!strcmp(a, "--dir") && !want_file) {
       VALUE();
       o->dir = v;
+    } else if (want_file && !strcmp(a, "--plan-out")) {
+      VALUE();
+      o->plan_out = v;
+    } else if (want_file && !strcmp(a, "--plan")) {
+      VALUE();
+      o->plan_in = v;
     } else if (a[0] == '-' && a[1] && strchr(a, '='))
       return bad_usage(
           cmd, "unknown option '%s' (a flag takes no value: --dry-run, not --dry-run=1)", a);
@@ -256,6 +267,13 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
     return -1;
   }
   if (want_file && !o->file) return bad_usage(cmd, "missing the runbook %s", "FILE");
+  if (o->plan_out && o->plan_in)
+    return bad_usage(cmd, "--plan-out writes a plan (a dry run) and --plan %s: give one of them",
+                     "runs one for real");
+  if (o->plan_in && o->dry_run)
+    return bad_usage(cmd, "--plan runs the plan for real; to plan again use --dry-run %s",
+                     "--plan-out FILE");
+  if (o->plan_out) o->dry_run = 1; /* writing a plan is a dry run */
   if (o->ntenants == 0)
     return bad_usage(cmd, "missing --tenant (the run must be bound to a %s)", "tenant");
   return -1;

@@ -17,6 +17,50 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* --plan-out FILE: the plan document of a dry run that resolved (stack: book, report). A dry run
+ * that did not resolve writes no plan: it would not show everything the real run would do. */
+static int write_plan(run_ctx *c, const char *killed) {
+  lua_State *L = c->e->L;
+  lua_getfield(L, -1, "outcome");
+  int resolved = !killed && lua_tostring(L, -1) && !strcmp(lua_tostring(L, -1), "resolved");
+  lua_pop(L, 1);
+  if (!resolved) {
+    rbl__fail(0,
+              "plan not written to %s: the dry run did not resolve, so it cannot show what the "
+              "real run would do",
+              c->o->plan_out);
+    return -1;
+  }
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "rbl.runbook");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "plan_document");
+  lua_remove(L, -2);
+  lua_pushvalue(L, -3); /* book */
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.info");
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    rbl__fail(0, "plan: %s", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+    return -1;
+  }
+  char err[128];
+  cJSON *doc = rbl_json_from_lua(L, -1, RBL_JSON_REDACT, err, sizeof err);
+  lua_pop(L, 1);
+  rbl__mask_json(c->e, doc);
+  char *txt = doc ? cJSON_Print(doc) : NULL;
+  cJSON_Delete(doc);
+  FILE *f = txt ? fopen(c->o->plan_out, "w") : NULL;
+  int rc = 0;
+  if (!f || fputs(txt, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0) {
+    rbl__fail(0, "plan %s: %s", c->o->plan_out, txt ? strerror(errno) : err);
+    rc = -1;
+  } else {
+    rbl__progress(c->e, "rbl: plan written to %s", c->o->plan_out);
+  }
+  cJSON_free(txt);
+  return rc;
+}
+
 /* info.runbook_id (the one id run_start recorded) and info.runbook_path, for runbook.report. */
 static void report_info(run_ctx *c) {
   lua_State *L = c->e->L;
@@ -160,7 +204,9 @@ int rbl__write_report(run_ctx *c, const char *killed) {
     lua_pushstring(L, rbl_audit_head(c->e->audit));
     lua_setfield(L, -2, "audit_chain");
   }
-  int rc = c->o->report_path ? report_save(c) : 0;
+  c->plan_failed = c->o->plan_out && write_plan(c, killed) != 0;
+  int rc = 0;
+  if (c->o->report_path && report_save(c) != 0) rc = -1;
   report_progress_end(c, c->chain_changed ? 4 : rbl__exit_code_for(c->e, outcome));
   lua_pop(L, 1);
   return rc;

@@ -108,7 +108,7 @@ static int scan_chain(const char *path, rbl_run_opts *o, char **incident, int wa
       if (!kind || strcmp(kind, "result")) continue;
       if (k == 1) { /* from the other chain only the record of what was undone counts */
         const char *prim = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "prim"));
-        if (!prim || strcmp(prim, "kube_undo")) continue;
+        if (!prim || (strcmp(prim, "kube_undo") && strcmp(prim, "docker_restore"))) continue;
         cJSON_DeleteItemFromObjectCaseSensitive(r, "before");
       }
       cJSON_AddItemToArray(results, cJSON_Duplicate(r, 1));

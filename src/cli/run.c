@@ -36,6 +36,23 @@ static int run_file(run_ctx *c) {
   if (!c->src) return rbl__fail(2, "cannot read runbook %s", err);
   rbl__sha256_hex(c->src, c->srclen, c->sha);
   if (o->help) return runbook_help(c);
+  if (o->plan_in) {
+    c->plan_text = rbl__read_file(o->plan_in, 16u << 20, &c->plan_len, err, sizeof err);
+    if (!c->plan_text)
+      return rbl__fail(2, "cannot read the plan %s (write one with --dry-run --plan-out FILE)",
+                       err);
+  }
+  /* a run of a plan joins the plan's incident (its chain) unless --incident says otherwise */
+  char plan_incident[160] = "";
+  if (c->plan_text && !o->incident) {
+    cJSON *doc = cJSON_ParseWithLength(c->plan_text, c->plan_len);
+    const char *inc = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "incident"));
+    if (inc) {
+      snprintf(plan_incident, sizeof plan_incident, "%s", inc);
+      o->incident = plan_incident;
+    }
+    cJSON_Delete(doc);
+  }
   if (rbl__init_identity(c) != 0) return 2;
   rbl__default_id_of(o->file, c->default_id);
   int rc = rbl__prepare_run(c);
@@ -64,6 +81,7 @@ int rbl_cmd_run(rbl_run_opts *o) {
   if (!rc) rc = run_file(&c);
   free(c.src);
   if (o->resume) rbl__resume_free(o, &resume);
+  free(c.plan_text);
   return rc;
 }
 

@@ -167,6 +167,14 @@ void rbl__push_info(run_ctx *c) {
   lua_setfield(L, -2, "t0_ms");
   lua_pushboolean(L, c->o->dry_run);
   lua_setfield(L, -2, "dry_run");
+  lua_pushstring(L, c->sha);
+  lua_setfield(L, -2, "runbook_sha256");
+  if (c->plan_text) { /* --plan FILE: checked by the DSL before anything runs */
+    lua_pushlstring(L, c->plan_text, c->plan_len);
+    lua_setfield(L, -2, "plan_text");
+    lua_pushstring(L, c->o->plan_in);
+    lua_setfield(L, -2, "plan_path");
+  }
   lua_pushstring(L, c->default_id);
   lua_setfield(L, -2, "default_id");
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.tenants");
@@ -443,6 +451,7 @@ int rbl__drive_run(run_ctx *c) {
   }
   int report_failed = rbl__write_report(c, killed) != 0;
   int code = usage ? 2 : rbl__exit_code_for(e, outcome);
+  if (c->plan_failed && code == 0) code = 1; /* the plan asked for was not written */
   if (c->chain_changed) code = 4;
   if (report_failed && code != 3 && code != 2) code = 4; /* a report asked for, not written */
   if (e->audit && rbl_audit_close(e->audit) != 0 && code != 4) {

@@ -33,6 +33,9 @@ typedef struct run_ctx {
   char runbook_id[128]; /* the id run_start recorded: runbook{}'s, else default_id */
   int chain_changed;    /* someone else changed the chain while this run held it (exit 4) */
   rbl_resume *resume;   /* rbl run --resume, else NULL */
+  char *plan_text;      /* --plan FILE's contents, owned; NULL without --plan */
+  size_t plan_len;
+  int plan_failed; /* --plan-out asked for a plan and none was written */
 } run_ctx;
 
 /* session.c: identity, engine, audit chain, run_start, loading, driving a run to its end. */

@@ -120,7 +120,8 @@ static cJSON *show_find_call(cJSON *r, const cJSON *call) {
 }
 
 static void show_result(cJSON *r, const cJSON *rec, size_t line) {
-  static const char *const fields[] = {"status", "duration_ms", "error", "summary", "before"};
+  static const char *const fields[] = {"status",  "duration_ms", "error",
+                                       "summary", "before",      "may_have_applied"};
   const cJSON *call = cJSON_GetObjectItemCaseSensitive(rec, "call");
   cJSON *e = show_find_call(r, call);
   if (!e) {
@@ -488,8 +489,15 @@ static void show_text_call(show_line *l, const cJSON *e) {
   if (show_str(e, "tenant")) show_put(l, " [%s]", show_esc(show_str(e, "tenant"), ten, sizeof ten));
   if (!status || strcmp(status, "no result") == 0)
     return show_put(l, "  NO RESULT (crashed during the call? its effect may have happened)");
-  if (strcmp(status, "ok") != 0)
-    show_put(l, "  %s", strcmp(status, "error") == 0 ? "ERROR" : show_esc(status, msg, sizeof msg));
+  const cJSON *may = cJSON_GetObjectItemCaseSensitive(e, "may_have_applied");
+  if (strcmp(status, "canceled") == 0)
+    show_put(l, "  CANCELED%s",
+             cJSON_IsTrue(may) ? " (its request had left: may have been applied)"
+                               : " (nothing had been sent)");
+  else if (strcmp(status, "ok") != 0)
+    show_put(l, "  %s%s",
+             strcmp(status, "error") == 0 ? "ERROR" : show_esc(status, msg, sizeof msg),
+             cJSON_IsTrue(may) ? " (after its request left: may have been applied)" : "");
   else if (cJSON_IsNumber(code) && code->valueint != 0)
     show_put(l, "  EXIT %d", code->valueint); /* ran, but failed: not "ok" */
   else if (cJSON_IsNumber(code))

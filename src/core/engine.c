@@ -159,6 +159,7 @@ static rbl_task *task_new(rbl_engine *e, const char *tenant, uint64_t deadline) 
 
 static void task_free(rbl_task *t) {
   rbl_engine *e = t->e;
+  rbl__calls_forget(e, t);
   if (t->prev_all)
     t->prev_all->next_all = t->next_all;
   else
@@ -282,6 +283,7 @@ int rbl_raise(lua_State *L, const char *code, const char *fmt, ...) {
 /* ---- the scheduler ---- */
 
 static void task_finish(rbl_task *t, int ok);
+static rbl_task *group_owner(rbl_group *g);
 
 /* Aborts a task and everything it waits on; its group sees the error (code, msg). */
 static void task_abort(rbl_task *t, const char *code, const char *msg) {
@@ -294,6 +296,25 @@ static void task_abort(rbl_task *t, const char *code, const char *msg) {
     durable_remove(t->e, w);
     if (w->cancel) w->cancel(w->ud);
     free(w);
+  }
+  if (t->e->live) { /* the calls it had in flight say why they never finished */
+    const char *ccode = code, *cmsg = msg;
+    rbl_engine *e = t->e;
+    if (e->killed) {
+      ccode = "killed";
+      cmsg = e->kill_msg;
+    } else if (e->interrupted) {
+      ccode = "canceled";
+      cmsg = "interrupted (Ctrl-C)";
+    } else {
+      for (rbl_task *a = t; a && a->group; a = group_owner(a->group))
+        if (a->timed_out) {
+          ccode = "timeout";
+          cmsg = "the step's deadline passed";
+          break;
+        }
+    }
+    rbl__calls_cancel(e, t, ccode, cmsg);
   }
   lua_settop(t->co, 0);
   rbl__push_error(t->co, code, msg);
@@ -319,6 +340,8 @@ struct rbl_group {
   double timeout;
   uv_timer_t *timer; /* freed in its close callback */
 };
+
+static rbl_task *group_owner(rbl_group *g) { return g->owner; }
 
 static void timer_close_cb(uv_handle_t *h) { free(h); }
 

@@ -84,7 +84,8 @@ struct rbl_engine {
   char *runbook_dir;
   int quiet, color;
   int64_t next_call;
-  char **secrets; /* values to mask wherever text leaves the process; owned */
+  struct rbl_call *live; /* calls in flight: durable intent, no result yet (host.c) */
+  char **secrets;        /* values to mask wherever text leaves the process; owned */
   size_t nsecrets;
   /* rbl run: the run_start record, built when the first record of the run is written (so it
    * names the runbook{} id declared by then); called once by rbl__audit, then cleared. */
@@ -113,6 +114,11 @@ void rbl__sandbox_hook(lua_State *co);
 int rbl__raw_field(lua_State *L, int idx, const char *k);
 /* Marks the table at idx read-only for the sandbox's rawset and setmetatable. */
 void rbl__protect(lua_State *L, int idx);
+
+/* Calls in flight of a task being aborted get a "canceled" result (host.c); a freed task is
+ * forgotten by every call that pointed at it. */
+void rbl__calls_cancel(rbl_engine *e, rbl_task *t, const char *code, const char *msg);
+void rbl__calls_forget(rbl_engine *e, rbl_task *t);
 
 /* Secrets: masking by value of every text that leaves the process. */
 char *rbl__mask(rbl_engine *e, const char *s, size_t len,

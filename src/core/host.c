@@ -3,8 +3,11 @@
 #include "textesc.h"
 #include "audit.h"
 #include "engine_int.h"
+#include "jcs.h"
 #include "json.h"
 #include "rbl.h"
+
+#include <openssl/evp.h>
 
 #include <lauxlib.h>
 #include <stdarg.h>
@@ -22,7 +25,31 @@ typedef struct rbl_call {
   char *tenant;
   int state;
   uint64_t t0;
+  int write;      /* a write primitive (prim.define{write = true}) */
+  int sent;       /* a request other than GET/HEAD (or a spawn) left for this call */
+  cJSON *before;  /* the before-state the effect declared (host.before), owned */
+  rbl_task *task; /* the task that runs the call while it is in flight */
+  rbl_engine *e;
+  struct rbl_call *prev_live, *next_live; /* e->live: calls with a durable intent, no result */
 } rbl_call;
+
+static void live_unlink(rbl_call *c) {
+  if (!c->e) return;
+  if (c->prev_live)
+    c->prev_live->next_live = c->next_live;
+  else if (c->e->live == c)
+    c->e->live = c->next_live;
+  if (c->next_live) c->next_live->prev_live = c->prev_live;
+  c->prev_live = c->next_live = NULL;
+}
+
+static void live_link(rbl_engine *e, rbl_call *c) {
+  c->e = e;
+  c->prev_live = NULL;
+  c->next_live = e->live;
+  if (e->live) e->live->prev_live = c;
+  e->live = c;
+}
 
 static rbl_call *check_call(lua_State *L, int idx) { return luaL_checkudata(L, idx, "rbl.call"); }
 
@@ -323,9 +350,14 @@ static int l_intent(lua_State *L) {
     cJSON *tg = rbl_json_from_lua(L, 3, RBL_JSON_REDACT, err, sizeof err);
     if (tg) cJSON_AddItemToObject(rec, "target", tg);
   }
+  c->write = lua_toboolean(L, 4);
+  if (c->write) cJSON_AddBoolToObject(rec, "write", 1);
+  if (lua_toboolean(L, 5)) cJSON_AddBoolToObject(rec, "read_only", 1);
   if (e->dry_run) cJSON_AddBoolToObject(rec, "dry_run", 1);
+  c->task = rbl__task_of(L);
   if (rbl__audit(e, rec) != 0) { rbl__poll_limits(L); }
   c->state = CALL_DURABLE;
+  live_link(e, c);
   if (!e->audit) return 0;
   rbl_wait *w = rbl_wait_new(L, intent_push, NULL, NULL);
   rbl__durable_wait(e, w);
@@ -361,8 +393,13 @@ static int l_result(lua_State *L) {
   if (lua_istable(L, 5)) {
     cJSON *b = rbl_json_from_lua(L, 5, RBL_JSON_REDACT, err, sizeof err);
     if (b) cJSON_AddItemToObject(rec, "before", b);
+  } else if (!ok && c->write && c->before) {
+    cJSON_AddItemToObject(rec, "before", cJSON_Duplicate(c->before, 1));
   }
+  /* a write that failed after its request left may still have been applied (a lost answer) */
+  if (!ok && c->write) cJSON_AddBoolToObject(rec, "may_have_applied", c->sent);
   c->state = CALL_DONE;
+  live_unlink(c);
   rbl__audit(e, rec);
   rbl__poll_limits(L);
   return 0;
@@ -396,7 +433,10 @@ static int l_refuse(lua_State *L) {
 
 int rbl_host_call_check_http(lua_State *L, int idx, const char *method) {
   rbl_call *c = check_call(L, idx);
-  if (c->state == CALL_DURABLE) return 0;
+  if (c->state == CALL_DURABLE) {
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) c->sent = 1;
+    return 0;
+  }
   if (c->state == CALL_SCOPE && (!strcmp(method, "GET") || !strcmp(method, "HEAD"))) return 0;
   return luaL_error(L, "%s: %s request before the intent is durable (bug in rbl)", c->prim, method);
 }
@@ -420,9 +460,69 @@ static int l_call_id(lua_State *L) {
 
 static int call_gc(lua_State *L) {
   rbl_call *c = check_call(L, 1);
+  live_unlink(c);
   free(c->tenant);
   c->tenant = NULL;
+  cJSON_Delete(c->before);
+  c->before = NULL;
   return 0;
+}
+
+/* host.before(call, state): the before-state of a write, declared by its effect before the
+ * request that changes anything leaves. A result that never comes (the call is canceled) or an
+ * error result carries it, so rollback can restore from it after reading back what happened. */
+static int l_before(lua_State *L) {
+  rbl_call *c = check_call(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  char err[160];
+  cJSON *b = rbl_json_from_lua(L, 2, RBL_JSON_REDACT, err, sizeof err);
+  if (!b) return luaL_error(L, "before: %s", err);
+  cJSON_Delete(c->before);
+  c->before = b;
+  return 0;
+}
+
+/* host.sent(call) -> true once a request that may change something left for the call. */
+static int l_sent(lua_State *L) {
+  lua_pushboolean(L, check_call(L, 1)->sent);
+  return 1;
+}
+
+/* The calls of task t that are in flight (intent durable, no result) get their result now,
+ * status "canceled": t is being aborted (step timeout, Ctrl-C, the run's deadline or a kill)
+ * and its coroutine will never run again. A write says whether its request had left
+ * (may_have_applied) and carries its before-state, which rollback uses after reading back. */
+void rbl__calls_cancel(rbl_engine *e, rbl_task *t, const char *code, const char *msg) {
+  for (rbl_call *c = e->live, *next; c; c = next) {
+    next = c->next_live;
+    if (c->task != t || c->state != CALL_DURABLE) continue;
+    live_unlink(c);
+    c->state = CALL_DONE;
+    if (e->killed == RBL_KILL_AUDIT) continue; /* the chain cannot take it */
+    cJSON *rec = call_record("result", c);
+    cJSON_AddStringToObject(rec, "status", "canceled");
+    cJSON_AddNumberToObject(rec, "duration_ms", (double)((uv_hrtime() - c->t0) / 1000000));
+    cJSON *er = cJSON_AddObjectToObject(rec, "error");
+    cJSON_AddStringToObject(er, "code", code);
+    cJSON_AddStringToObject(er, "message", msg);
+    if (c->write) {
+      cJSON_AddBoolToObject(rec, "write", 1);
+      cJSON_AddBoolToObject(rec, "may_have_applied", c->sent);
+      if (c->before) cJSON_AddItemToObject(rec, "before", cJSON_Duplicate(c->before, 1));
+    }
+    rbl__audit(e, rec);
+  }
+}
+
+/* Task t is freed: no call may point at it any more. */
+void rbl__calls_forget(rbl_engine *e, rbl_task *t) {
+  for (rbl_call *c = e->live, *next; c; c = next) {
+    next = c->next_live;
+    if (c->task == t) {
+      live_unlink(c);
+      c->task = NULL;
+    }
+  }
 }
 
 /* ---- sleep: the smallest effect ---- */
@@ -673,11 +773,35 @@ static int l_protect(lua_State *L) {
   return 1;
 }
 
+/* host.canonical_sha256(v) -> "sha256:<hex>" of v's canonical JSON (RFC 8785, as the chain
+ * hashes records): the plan's hash, and the hash of a write's arguments. Secrets redacted. */
+static int l_canonical_sha256(lua_State *L) {
+  char err[160];
+  cJSON *j = rbl_json_from_lua(L, 1, RBL_JSON_REDACT, err, sizeof err);
+  if (!j) return luaL_error(L, "canonical_sha256: %s", err);
+  size_t len = 0;
+  char *txt = rbl_jcs_string(j, &len);
+  cJSON_Delete(j);
+  if (!txt) return luaL_error(L, "canonical_sha256: not representable as canonical JSON");
+  unsigned char md[32];
+  unsigned int n = 0;
+  EVP_Digest(txt, len, md, &n, EVP_sha256(), NULL);
+  free(txt);
+  char out[72] = "sha256:";
+  for (unsigned i = 0; i < n && i < 32; i++)
+    snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+  lua_pushstring(L, out);
+  return 1;
+}
+
 static const luaL_Reg call_methods[] = {{"tenant", l_call_tenant}, {"id", l_call_id}, {NULL, NULL}};
 
 static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"intent", l_intent},
                                       {"result", l_result},
+                                      {"before", l_before},
+                                      {"sent", l_sent},
+                                      {"canonical_sha256", l_canonical_sha256},
                                       {"refuse", l_refuse},
                                       {"raise", l_raise},
                                       {"error", l_error},

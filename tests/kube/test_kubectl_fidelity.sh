@@ -257,6 +257,17 @@ eq "$(log_since_count '.method=="PATCH" and (.query|test("dryRun=All"))' | tr -d
 ok "$ADMIN" scale deployment/api --replicas=9 "${P7[@]}" --dry-run=server
 ok "$ADMIN" get deployment api "${P7[@]}" -o json
 eq "$(jq -r .spec.replicas <<<"$out")" "5" "dry-run scale does not store"
+# rbl's dry-run plan of kube.rollout_restart is this: a strategic patch with dryRun=All
+dep_before=$out
+log_mark
+ok "$ADMIN" patch deployment api "${P7[@]}" --type strategic --dry-run=server -o json \
+  -p '{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-01-17T03:42:15Z"}}}}}'
+contains "$(jq -r '.spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"]' <<<"$out")" "2026-01-17T03:42:15Z" \
+  "dry-run restart answers the object with the restart annotation"
+eq "$(log_since_count '.method=="PATCH" and .content_type=="application/strategic-merge-patch+json" and (.query|test("dryRun=All"))' | tr -d ' ')" "1" \
+  "dry-run restart sent as a strategic merge patch with dryRun=All"
+ok "$ADMIN" get deployment api "${P7[@]}" -o json
+eq "$(jq -c -S . <<<"$out")" "$(jq -c -S . <<<"$dep_before")" "dry-run restart stores nothing (incl. resourceVersion)"
 
 STEP "watch: kubectl wait sees a later change"
 (sleep 1 && "$KUBECTL" --kubeconfig "$ADMIN" patch configmap db-pool-config "${P7[@]}" --type merge \

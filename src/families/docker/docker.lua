@@ -205,7 +205,7 @@ local function resolve(call, what, ref)
   local name = type(c.Name) == "string" and c.Name:gsub("^/", "") or ref
   local st = type(c.State) == "table" and c.State or {}
   local target = { container = c.Id, name = name, ref = ref, tenant = tenant }
-  resolved[call] = { id = c.Id, name = name, ref = ref, running = st.Running == true,
+  resolved[call] = { id = c.Id, name = name, ref = ref, tenant = tenant, running = st.Running == true,
                      tty = type(c.Config) == "table" and c.Config.Tty == true, inspect = c }
   return target
 end
@@ -269,8 +269,12 @@ local function exec_effect(call, container, argv, opts)
   local cmd = check_argv(argv)
   local what = "docker_exec " .. label_of(t)
   local ep = endpoint()
-  if host.dry_run() then
-    return { dry_run = true, container = t.id, stdout = "", stderr = "" }, { dry_run = true, sent = false }
+  if host.dry_run() and not opts.read_only then -- not sent: the normal shape, marked dry_run
+    local st = type(t.inspect.State) == "table" and t.inspect.State or {}
+    prim.plan(call, { argv = json.array(cmd), container_state = { running = st.Running == true,
+      started_at = st.StartedAt }, changes = json.array({}) })
+    return { exit_code = 0, stdout = "", stderr = "", duration_ms = 0, dry_run = true, container = t.id },
+           { container = t.id, dry_run = true, sent = false }
   end
   local t0 = host.now_ms()
   local spec = { AttachStdin = false, AttachStdout = true, AttachStderr = true, Tty = false, Cmd = cmd,
@@ -289,6 +293,9 @@ local function exec_effect(call, container, argv, opts)
   if type(eid) ~= "string" or not eid:match("^%x+$") then
     host.raise("protocol", what .. ": exec create returned no id")
   end
+  -- named in the result even if the call is canceled: the Engine API cannot stop an exec'd
+  -- process, so a canceled exec may run on in the container (docker.md)
+  prim.before(call, { prim = "docker_exec", container = t.id, exec = eid })
   local timeout = tonumber(opts.timeout)
   local limit = host.limits().exec_output
   if not limit or limit <= 0 then limit = MAX_OUTPUT end
@@ -326,6 +333,10 @@ local function exec_effect(call, container, argv, opts)
          { container = t.id, exec = eid, exit_code = code, stdout_bytes = #stdout, stderr_bytes = #stderr,
            duration_ms = ms }
 end
+
+-- {read_only = true}: the runbook declares the command changes nothing; it then runs under
+-- --dry-run too, and its intent says read_only (the runbook's word, not checked by rbl)
+local function exec_writes(_, _, opts) return not (type(opts) == "table" and opts.read_only == true) end
 
 -- The namespaces (PID, network, IPC) a container joins from another container ("container:<ref>"):
 -- { {kind, ref}... }. Exported for verify_isolation (M.joined_namespaces).
@@ -369,6 +380,7 @@ local function own_containers(call, what, tenant)
 end
 
 M.docker_exec = prim.define("docker_exec", {
+  write = exec_writes,
   scope = function(call, container)
     local target = resolve(call, "docker_exec", container)
     -- a container that joins another container's PID, network or IPC namespace sees into it: an
@@ -439,13 +451,43 @@ M.inspect = prim.define("docker.inspect", {
   end,
 })
 
+-- The before-state of a write to a container's run state, declared before the request leaves,
+-- and its undo: read the container back and put its run state back where it differs.
+local restore -- the docker_restore primitive, defined below
+state.restore_status = {}
+
+local function run_state_before(call, pname, t)
+  local st = type(t.inspect.State) == "table" and t.inspect.State or {}
+  local before = { prim = pname, container = t.id, name = t.name, tenant = t.tenant,
+    running = st.Running == true, paused = st.Paused == true, started_at = st.StartedAt,
+    run = (host.info() or {}).run, call = call:id() }
+  local key = tostring(before.run) .. "#" .. tostring(before.call)
+  local function undo(o)
+    state.restore_status[key] = nil
+    local _, errs, n = host.run_all({ function() return restore(before, o) end }, { tenants = { t.tenant } })
+    if n > 0 then error(errs[1], 0) end
+    return state.restore_status[key] or "done"
+  end
+  prim.before(call, before, undo, pname)
+end
+M.run_state_before = run_state_before
+
 M.restart = prim.define("docker.restart", {
+  write = true,
   scope = function(call, c) return resolve(call, "docker.restart", c) end,
   effect = function(call, c, opts)
     local t = target_of(call)
     local what = "docker.restart " .. label_of(t)
     local secs = type(opts) == "table" and tonumber(opts.timeout) or 10
-    if host.dry_run() then return { dry_run = true, container = t.id }, { dry_run = true, sent = false } end
+    if host.dry_run() then -- nothing sent; the normal shape, marked, and the plan item
+      local st = type(t.inspect.State) == "table" and t.inspect.State or {}
+      prim.plan(call, { container_state = { running = st.Running == true, started_at = st.StartedAt },
+        changes = json.array({ { path = "/State/StartedAt", before_exists = true, before = st.StartedAt,
+          after_exists = true, after = "(restarted: a new start time)" } }) })
+      return { container = t.id, name = t.name, restarted = false, dry_run = true },
+             { container = t.id, dry_run = true, sent = false }
+    end
+    run_state_before(call, "docker.restart", t)
     local res = request(call, what, "POST",
       api_path(call, what, fmt("/containers/%s/restart?t=%d", t.id, math.floor(secs))), { timeout = secs + API_TIMEOUT })
     if res.status == 404 then
@@ -594,6 +636,50 @@ M.top = prim.define("docker.top", {
            { container = t.id, processes = #procs }
   end,
 })
+
+-- docker_restore(before): after a write to a container's run state whose outcome is not known
+-- (canceled in flight, or its answer lost), read the container back and start it again when it
+-- ran before and does not now. Never exported to runbooks; rollback calls it.
+restore = prim.define("docker_restore", {
+  write = true,
+  plan = false,
+  scope = function(call, before)
+    if type(before) ~= "table" or type(before.container) ~= "string" then
+      host.raise("invalid", "docker_restore: not a recorded before-state")
+    end
+    local tg = resolve(call, "docker_restore", before.container)
+    tg.undoes = { run = before.run, call = before.call }
+    return tg
+  end,
+  effect = function(call, before)
+    local t = target_of(call)
+    local what = "docker_restore " .. label_of(t)
+    local key = tostring(before.run) .. "#" .. tostring(before.call)
+    local st = type(t.inspect.State) == "table" and t.inspect.State or {}
+    local summary = { undoes = { run = before.run, call = before.call }, container = t.id,
+      running_before = before.running, running = st.Running == true, dry_run = host.dry_run() or nil }
+    if not before.running or st.Running == true then
+      summary.noop = true
+      state.restore_status[key] = "not_needed"
+      return { container = t.id, running = st.Running == true }, summary
+    end
+    if host.dry_run() then
+      summary.would_start = true
+      state.restore_status[key] = "done"
+      return { container = t.id, dry_run = true }, summary
+    end
+    local res = request(call, what, "POST", api_path(call, what, "/containers/" .. t.id .. "/start"))
+    if res.status ~= 204 and res.status ~= 304 and res.status ~= 200 then
+      host.raise(res.status == 404 and "not_found" or "failed",
+        fmt("%s: start failed (docker daemon at %s: HTTP %d: %s)", what, endpoint().name, res.status, daemon_message(res)))
+    end
+    summary.started = true
+    state.restore_status[key] = "done"
+    return { container = t.id, running = true }, summary
+  end,
+})
+M.restore = restore
+function M.restore_status(before) return state.restore_status[tostring(before.run) .. "#" .. tostring(before.call)] end
 
 M.logs = prim.define("docker.logs", {
   scope = function(call, c) return resolve(call, "docker.logs", c) end,

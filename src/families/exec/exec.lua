@@ -2,6 +2,7 @@
 local host = require "rbl.host"
 local prim = require "rbl.prim"
 local proc = require "rbl.proc"
+local json = require "rbl.json"
 
 local M = {}
 local type, tostring, pairs, ipairs = type, tostring, pairs, ipairs
@@ -29,6 +30,8 @@ function M.globals()
   local g = {}
   local allow = (cfg.exec and cfg.exec.allow) or {}
   g.exec = prim.define("exec", {
+    -- {read_only = true}: runs under --dry-run too, recorded read_only; otherwise a write
+    write = function(_, opts) return not (type(opts) == "table" and opts.read_only == true) end,
     scope = function(call, argv, opts)
       if type(argv) ~= "table" or type(argv[1]) ~= "string" then
         host.raise("invalid", "exec: argv must be a table of strings, program first")
@@ -63,6 +66,13 @@ function M.globals()
     end,
     effect = function(call, argv, opts)
       local path = resolve_program(argv[1], allow)
+      if host.dry_run() and not (type(opts) == "table" and opts.read_only == true) then
+        local shown = {}
+        for i = 1, #argv do shown[i] = tostring(argv[i]) end
+        prim.plan(call, { argv = json.array(shown), changes = json.array({}) })
+        return { exit_code = 0, stdout = "", stderr = "", duration_ms = 0, dry_run = true },
+               { dry_run = true, sent = false }
+      end
       local r = proc.spawn(call, path, argv, opts or {})
       -- the summary's cut is made after masking: it never keeps the start of a secret
       return r, { exit_code = r.exit_code, duration_ms = r.duration_ms,

@@ -26,7 +26,7 @@ local DANGEROUS_SUBS = { exec = true, attach = true, portforward = true, proxy =
 local PATH_SEGMENT_NAMES = { roles = true, clusterroles = true, rolebindings = true, clusterrolebindings = true }
 
 -- Per run: one Lua state per run, so module state is per run.
-local state = { conn = nil, disc = nil, ns = {}, warned = false, undone = {} }
+local state = { conn = nil, disc = nil, ns = {}, warned = false, undone = {}, undo_status = {} }
 
 -- ---- configuration ----
 
@@ -624,7 +624,7 @@ end
 
 -- GET the object, PATCH it, retry 409s a bounded number of times when the patch allows it.
 -- -> patched object, before-state fields, resourceVersion before, attempts
-local function apply_patch(call, pname, tg, patch, ptype)
+local function apply_patch(call, pname, tg, patch, ptype, declare)
   local what = pname .. " " .. describe(tg)
   local ok, body = pcall(json.encode_unwrapped, patch) -- secret() values: the real bytes, here only
   if not ok or type(body) ~= "string" then host.raise("invalid", what .. ": the patch cannot be encoded as JSON: " .. tostring(body)) end
@@ -635,6 +635,7 @@ local function apply_patch(call, pname, tg, patch, ptype)
     attempts = attempts + 1
     local cur = get_json(call, what, path_of(tg))
     local fields = capture(cur, touched_paths(patch, ptype, cur))
+    if declare then declare(fields, rv_of(cur)) end -- before the request that may change it
     local b, res = body, nil
     if guarded then
       b = pinned_body(what, patch, ptype, rv_of(cur))
@@ -671,13 +672,16 @@ local function is_secret_kind(tg) return tg.group == "" and tg.resource == "secr
 
 -- The audit's before-state and the undo for one reversible write.
 local function reversible(pname, call, tg, ptype, fields, rv_before, obj, undo_prim)
+  -- obj nil: the write's outcome is not known yet (declared before the request leaves); the
+  -- undo then reads back whether it took effect (kube_undo, uncertain)
   local rec = { api = { group = tg.group, version = tg.version, resource = tg.resource, kind = tg.kind,
     namespaced = tg.namespaced }, name = tg.name, namespace = tg.namespace, subresource = tg.subresource,
-    tenant = tg.tenant, patch_type = ptype, prim = pname, resourceVersion = rv_of(obj),
+    tenant = tg.tenant, patch_type = ptype, prim = pname, resourceVersion = obj and rv_of(obj) or nil,
     resourceVersion_before = rv_before, fields = fields, run = (host.info() or {}).run, call = call:id(),
     -- what the patch left at those paths: the undo compares them, not the resourceVersion, which a
-    -- controller's status write also moves
-    after = capture(obj, (function() local p = {} for i, f in ipairs(fields) do p[i] = f.path end return p end)()) }
+    -- controller's status write also moves (obj nil: the write's outcome is not known yet)
+    after = obj and capture(obj, (function() local p = {} for i, f in ipairs(fields) do p[i] = f.path end return p end)()) or nil,
+    uncertain = obj == nil or nil }
   local audit_rec = rec
   if is_secret_kind(tg) then -- the values stay in memory for "auto" rollback, never in the audit
     audit_rec = {}
@@ -687,25 +691,47 @@ local function reversible(pname, call, tg, ptype, fields, rv_before, obj, undo_p
     audit_rec.fields, audit_rec.after, audit_rec.redacted = red, nil, true
   end
   local tenant = tg.tenant
+  local key = tostring(rec.run) .. "#" .. tostring(rec.call)
   local function undo(o)
-    local res, errs, n = host.run_all({ function() return undo_prim(rec, o) end }, { tenants = { tenant } })
+    state.undo_status[key] = nil
+    local _, errs, n = host.run_all({ function() return undo_prim(rec, o) end }, { tenants = { tenant } })
     if n > 0 then error(errs[1], 0) end
-    return res[1]
+    return state.undo_status[key] or "done"
   end
   return audit_rec, undo
 end
 
 local undo_patch -- the kube_undo primitive, defined below
 
-local function patch_effect(pname, call, tg, patch, ptype)
-  local obj, fields, rv_before, attempts = apply_patch(call, pname, tg, patch, ptype)
+local function patch_effect(pname, call, tg, patch, ptype, irreversible)
+  local declare
+  if not dry() then
+    declare = function(fields, rv_before)
+      local before, undo = reversible(pname, call, tg, ptype, fields, rv_before, nil, undo_patch)
+      prim.before(call, before, not irreversible and undo or nil, pname)
+    end
+  end
+  local obj, fields, rv_before, attempts = apply_patch(call, pname, tg, patch, ptype, declare)
   local summary = { kind = tg.kind, name = tg.name, namespace = tg.namespace, subresource = tg.subresource,
     patch_type = ptype, resourceVersion_before = rv_before, resourceVersion = rv_of(obj), attempts = attempts,
     dry_run = dry(), changed = #fields }
   local paths = {}
   for i, f in ipairs(fields) do paths[i] = f.path end
   summary.paths = json.array(paths)
-  if dry() then return obj, summary end -- nothing changed: nothing to undo
+  if dry() then -- the plan: each touched field, before (read) -> after (the server's dry run)
+    local changes, secret = {}, is_secret_kind(tg)
+    for i, f in ipairs(fields) do
+      local aex, av = get_at(obj, from_ptr(f.path))
+      changes[i] = { path = f.path, before_exists = f.exists, after_exists = aex,
+        before = f.exists and (secret and "[redacted]" or f.value) or nil,
+        after = aex and (secret and "[redacted]" or av) or nil }
+    end
+    prim.plan(call, { changes = json.array(changes), resourceVersion = rv_before,
+      target = { kind = tg.kind, resource = tg.resource, group = tg.group, name = tg.name,
+        namespace = tg.namespace, subresource = tg.subresource } })
+    return obj, summary
+  end
+  if irreversible then return obj, summary end -- nothing to undo
   local before, undo = reversible(pname, call, tg, ptype, fields, rv_before, obj, undo_patch)
   return obj, summary, before, undo
 end
@@ -860,6 +886,7 @@ M.patch = prim.define("kube_patch", {
     if type(args[3]) == "table" then shown[3] = redact_secret_patch(args[3], tg.type) end
     return shown
   end,
+  write = true,
   scope = function(call, kind, name, patch, opts)
     if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", "kube_patch: options must be a table") end
     local ptype = (opts or {}).type or "merge"
@@ -883,6 +910,7 @@ M.patch = prim.define("kube_patch", {
 })
 
 M.scale = prim.define("kube.scale", {
+  write = true,
   scope = function(call, kind, name, n, opts)
     if math.type(n) ~= "integer" or n < 0 then host.raise("invalid", "kube.scale: replicas must be a non-negative integer") end
     local tg = target(call, "kube.scale", kind, name, opts, true)
@@ -902,6 +930,7 @@ M.scale = prim.define("kube.scale", {
 local WORKLOADS = { deployments = true, statefulsets = true, daemonsets = true }
 
 M.rollout_restart = prim.define("kube.rollout_restart", {
+  write = true,
   scope = function(call, name, opts)
     local kind = type(opts) == "table" and opts.kind or "deployment"
     local o = type(opts) == "table" and { namespace = opts.namespace } or nil
@@ -916,7 +945,7 @@ M.rollout_restart = prim.define("kube.rollout_restart", {
     local tg = resolved[call]
     local now = os.date("!%Y-%m-%dT%H:%M:%SZ")
     local patch = { spec = { template = { metadata = { annotations = { [RESTART_ANNOTATION] = now } } } } }
-    local obj, summary = patch_effect("kube.rollout_restart", call, tg, patch, "strategic")
+    local obj, summary = patch_effect("kube.rollout_restart", call, tg, patch, "strategic", true)
     summary.restartedAt = now
     -- not reversible: taking the annotation away would only start another rollout
     if not dry() then
@@ -1488,6 +1517,8 @@ M.rollout_undo = prim.define("kube.rollout_undo", {
 -- The inverse of a recorded patch (auto rollback and `rbl rollback`): refuses when the object
 -- changed since the patch unless forced.
 undo_patch = prim.define("kube_undo", {
+  write = true,
+  plan = false,
   scope = function(call, rec, opts)
     if type(rec) ~= "table" or type(rec.api) ~= "table" or type(rec.fields) ~= "table" then
       host.raise("invalid", "kube_undo: not a recorded before-state")
@@ -1503,7 +1534,9 @@ undo_patch = prim.define("kube_undo", {
       host.raise("invalid", fmt("kube_undo %s: the before-state of a Secret is not kept in the audit; restore it by hand", describe(tg)))
     end
     -- without the version the patch left, a later change by someone else could not be noticed
-    if type(rec.resourceVersion) ~= "string" or rec.resourceVersion == "" then
+    -- (a write whose answer never came has none: its undo reads back from the version before)
+    local rv_known = rec.uncertain == true and rec.resourceVersion_before or rec.resourceVersion
+    if type(rv_known) ~= "string" or rv_known == "" then
       host.raise("invalid", fmt("kube_undo %s: the before-state has no resourceVersion, so a change made since could not be noticed; not undone (restore it by hand)", describe(tg)))
     end
     resolved[call] = tg
@@ -1521,8 +1554,17 @@ undo_patch = prim.define("kube_undo", {
     -- a newer change to the same object that this run has just undone does not count as "changed since"
     local chained = prior and prior.from_rv == rec.resourceVersion and prior.now_rv == rv
     local summary = { undoes = { run = rec.run, call = rec.call }, kind = tg.kind, name = tg.name,
-      namespace = tg.namespace, subresource = tg.subresource, dry_run = dry(), forced = force or nil }
-    if type(rec.after) == "table" and not rec.redacted then
+      namespace = tg.namespace, subresource = tg.subresource, dry_run = dry(), forced = force or nil,
+      uncertain = rec.uncertain or nil }
+    local skey = tostring(rec.run) .. "#" .. tostring(rec.call)
+    -- a write whose answer never came: unchanged since its before-state means it was not applied
+    if rec.uncertain and rv and rv == rec.resourceVersion_before then
+      summary.ops, summary.noop, summary.not_applied = 0, true, true
+      state.undo_status[skey] = "not_needed"
+      return now, summary
+    end
+    if rec.uncertain then -- noop
+    elseif type(rec.after) == "table" and not rec.redacted then
       -- by the fields: a newer resourceVersion alone (a controller's status write) is not a change
       -- of what the patch changed
       for _, f in ipairs(rec.after) do
@@ -1542,6 +1584,7 @@ undo_patch = prim.define("kube_undo", {
     if #ops == 0 then
       summary.noop = true
       state.undone[key] = { from_rv = rec.resourceVersion_before, now_rv = rv }
+      state.undo_status[skey] = "not_needed"
       return now, summary
     end
     if not force and type(rec.after) == "table" and not rec.redacted then
@@ -1559,11 +1602,14 @@ undo_patch = prim.define("kube_undo", {
     if res.status ~= 200 then api_error(what, res) end
     local obj = decode(what, res)
     summary.resourceVersion = rv_of(obj)
+    state.undo_status[skey] = "done"
     if not dry() then state.undone[key] = { from_rv = rec.resourceVersion_before, now_rv = rv_of(obj) } end
     return obj, summary
   end,
 })
 M.undo = undo_patch
+-- What the last undo of a recorded change found: "done" or "not_needed" (nil: not undone here).
+function M.undo_status(rec) return state.undo_status[tostring(rec.run) .. "#" .. tostring(rec.call)] end
 
 local detect = prim.define("detect_runtime", {
   effect = function(call, kind)

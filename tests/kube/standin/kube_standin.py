@@ -839,6 +839,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_raw(self, code, data, ctype, extra=None):
         self.resp_status, self.resp_ctype = code, ctype
+        cfg = self.server.cfg
+        for d in cfg.answer_delays:  # applied already: only the answer is late
+            meth, path_re, ms = d[0], d[1], d[2]
+            if meth in (None, self.command) and path_re.fullmatch(self.req_path or ""):
+                with cfg.fault_lock:
+                    if d[3] is not None:
+                        if d[3] <= 0:
+                            continue
+                        d[3] -= 1
+                time.sleep(ms / 1000.0)
         if self.fault == "truncate":
             self.send_response(code)
             self.send_header("Content-Type", ctype)
@@ -907,8 +917,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if ident is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            for path_re, ms in cfg.delays:
-                if path_re.fullmatch(self.req_path):
+            for meth, path_re, ms, _ in cfg.delays:
+                if meth in (None, method) and path_re.fullmatch(self.req_path):
                     time.sleep(ms / 1000.0)
             fault = None
             with cfg.fault_lock:
@@ -1289,7 +1299,9 @@ def main(argv=None):
     ap.add_argument("--anonymous", help="user name given to requests without credentials")
     ap.add_argument("--log")
     ap.add_argument("--fail", action="append", default=[], help="'METHOD PATH_REGEX STATUS [COUNT]'")
-    ap.add_argument("--delay-ms", action="append", default=[], help="PATH_REGEX:MS")
+    ap.add_argument("--delay-ms", action="append", default=[], help="[METHOD ]PATH_REGEX:MS (before the request is applied)")
+    ap.add_argument("--answer-delay-ms", action="append", default=[],
+                    help="[METHOD ]PATH_REGEX:MS[,COUNT] (after the request is applied, before the answer)")
     ap.add_argument("--authorization-mode", choices=["AlwaysAllow", "RBAC"], default="AlwaysAllow",
                     help="RBAC enforces the stored Roles/Bindings on every request")
     ap.add_argument("--no-controllers", action="store_true",
@@ -1315,12 +1327,18 @@ def main(argv=None):
     cfg.client_ca = a.client_ca
     cfg.faults = [Fault(f) for f in a.fail]
     cfg.fault_lock = threading.Lock()
-    cfg.delays = []
-    for d in a.delay_ms:
+    def parse_delay(opt, d):
         rx, sep, ms = d.rpartition(":")
-        if not sep or not ms.isdigit():
-            raise SystemExit("--delay-ms wants PATH_REGEX:MS, got %r" % d)
-        cfg.delays.append((re.compile(rx), int(ms)))
+        ms, comma, count = ms.partition(",")
+        if not sep or not ms.isdigit() or (comma and (opt == "--delay-ms" or not count.isdigit())):
+            raise SystemExit("%s wants [METHOD ]PATH_REGEX:MS%s, got %r" % (opt, "" if opt == "--delay-ms" else "[,COUNT]", d))
+        meth = None
+        m = re.match(r"^([A-Z]+) (.*)$", rx)
+        if m:
+            meth, rx = m.group(1), m.group(2)
+        return [meth, re.compile(rx), int(ms), int(count) if comma else None]
+    cfg.delays = [parse_delay("--delay-ms", d) for d in a.delay_ms]
+    cfg.answer_delays = [parse_delay("--answer-delay-ms", d) for d in a.answer_delay_ms]
     cfg.log = open(a.log, "a") if a.log else None
     cfg.log_lock = threading.Lock()
     cfg.stopping = threading.Event()

@@ -8,3 +8,9 @@ add_test(NAME docker_primitives COMMAND bash ${CMAKE_SOURCE_DIR}/src/families/do
 set_tests_properties(docker_primitives PROPERTIES TIMEOUT 600)
 add_test(NAME docker_verbs COMMAND bash ${CMAKE_SOURCE_DIR}/src/families/docker/tests/verbs_tests.sh ${CMAKE_BINARY_DIR}/rbl)
 set_tests_properties(docker_verbs PROPERTIES TIMEOUT 300)
+# Writes canceled in flight against the real dockerd: docker.restart, docker_exec (test_cancel.sh).
+add_test(NAME docker_cancel_writes COMMAND bash ${CMAKE_SOURCE_DIR}/src/families/docker/tests/test_cancel.sh ${CMAKE_BINARY_DIR}/rbl)
+set_tests_properties(docker_cancel_writes PROPERTIES TIMEOUT 300)
+# Docker writes in a dry run and under --plan against the real dockerd (test_plan.sh).
+add_test(NAME docker_plan COMMAND bash ${CMAKE_SOURCE_DIR}/src/families/docker/tests/test_plan.sh ${CMAKE_BINARY_DIR}/rbl)
+set_tests_properties(docker_plan PROPERTIES TIMEOUT 300)

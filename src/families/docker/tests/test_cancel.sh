@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Docker writes canceled in flight (issue 14 item 3), against the real dockerd: docker.restart
+# canceled by the step timeout gets a result "canceled" with may_have_applied and the
+# container's before-state; rollback reads the container back; rbl rollback starts it again
+# when it ran before and no longer runs. A canceled docker_exec names its exec instance, and
+# its process runs on in the container (the Engine API cannot stop an exec'd process).
+# Names and labels are unique per run: other suites share the daemon.
+# usage: test_cancel.sh path/to/rbl
+set -uo pipefail
+
+RBL=$(realpath "${1:?usage: test_cancel.sh path/to/rbl}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
+bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
+
+U=wbc$$$RANDOM
+TEN=tenant-$U
+W=$(mktemp -d /tmp/rbl-docker-cancel.XXXXXX)
+pass=0
+fail=0
+cleanup() {
+  docker ps -aq --filter "label=rbl.test=$U" | xargs -r docker rm -f >/dev/null 2>&1
+  [ -n "${KEEP:-}" ] || rm -rf "$W"
+}
+trap cleanup EXIT
+ok() { echo "ok - $*"; pass=$((pass + 1)); }
+bad() { echo "not ok - $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+
+C=rbl-$U-app
+# PID 1 sleep has no SIGTERM handler: a restart waits its full grace time before SIGKILL
+docker run -d --name "$C" --label "rbl.test=$U" --label "rbl.tenant=$TEN" "$IMG" sleep 100000 >/dev/null ||
+  { echo "cannot start the test container"; exit 1; }
+started() { docker inspect -f '{{.State.StartedAt}}' "$C"; }
+running() { docker inspect -f '{{.State.Running}}' "$C"; }
+
+cat >"$W/config.lua" <<EOS
+return { tenants = { "$TEN" } }
+EOS
+cat >"$W/restart.lua" <<EOS
+runbook { id = "cancel-docker-restart" }
+step "restart" { timeout = 1, run = function() docker.restart("$C", { timeout = 4 }) end, rollback = "auto" }
+EOS
+cat >"$W/exec.lua" <<EOS
+runbook { id = "cancel-docker-exec" }
+step "exec" { timeout = 2, run = function() docker_exec("$C", { "sh", "-c", "sleep 3; touch /tmp/marker-$U" }) end }
+EOS
+run() {
+  local name=$1 rb=$2
+  shift 2
+  "$RBL" run "$W/$rb" --tenant "$TEN" --config "$W/config.lua" --incident "$name" \
+    --audit "$W/$name.jsonl" --report "$W/$name.report.json" "$@" >"$W/$name.out" 2>&1
+  RC=$?
+}
+canceled() { jq -c "select(.kind==\"result\" and .prim==\"$2\" and .status==\"canceled\")" "$W/$1.jsonl" | head -n 1; }
+
+echo "# docker.restart canceled by the step timeout"
+s0=$(started)
+run restart restart.lua
+check "the run fails (exit 1)" test "$RC" = 1
+c=$(canceled restart docker.restart)
+check "result canceled, code timeout, may_have_applied" test "$(jq -r '.error.code + " " + (.may_have_applied|tostring)' <<<"$c")" = "timeout true"
+check "before-state: running, its StartedAt" test "$(jq -r '(.before.running|tostring) + " " + .before.started_at' <<<"$c")" = "true $s0"
+check "rollback read the container back: running, nothing to restore (not_needed)" \
+  test "$(jq -r '.execution_trace[0].rollback' "$W/restart.report.json")" = not_needed
+check "the read-back is audited (docker_restore, noop)" \
+  test "$(jq -c 'select(.kind=="result" and .prim=="docker_restore") | .summary.noop' "$W/restart.jsonl")" = true
+check "chain verifies" "$RBL" audit verify "$W/restart.jsonl"
+for _ in $(seq 100); do [ "$(running)" = true ] && [ "$(started)" != "$s0" ] && break; sleep 0.1; done
+echo "# (dockerd finished the restart on its own: StartedAt $(started), was $s0)"
+
+echo "# the run deadline cancels a restart: no automatic rollback; rbl rollback, the container now stopped"
+cat >"$W/deadline.lua" <<EOS
+return { tenants = { "$TEN" }, limits = { run_timeout = 1 } }
+EOS
+sed 's/timeout = 1, run/timeout = 30, run/' "$W/restart.lua" >"$W/restart30.lua"
+s1=$(started)
+run deadline restart30.lua --config "$W/deadline.lua"
+check "the run is stopped (exit 3)" test "$RC" = 3
+c=$(canceled deadline docker.restart)
+check "result canceled, code killed, may_have_applied" test "$(jq -r '.error.code + " " + (.may_have_applied|tostring)' <<<"$c")" = "killed true"
+check "report: rollback unknown" test "$(jq -r '.execution_trace[0].rollback' "$W/deadline.report.json")" = unknown
+for _ in $(seq 100); do [ "$(running)" = true ] && [ "$(started)" != "$s1" ] && break; sleep 0.1; done
+docker stop -t 1 "$C" >/dev/null
+check "(setup) the container is stopped" test "$(running)" = false
+"$RBL" rollback "$W/deadline.jsonl" --config "$W/config.lua" --report "$W/rb.report.json" >"$W/rb.out" 2>&1
+check "rbl rollback exits 0" test $? = 0
+check "it started the container again (it ran before)" test "$(running)" = true
+check "rbl rollback report: done" test "$(jq -r '.execution_trace[0].rollback' "$W/rb.report.json")" = done
+"$RBL" rollback "$W/deadline.jsonl" --config "$W/config.lua" >"$W/rb2.out" 2>&1
+check "second rbl rollback: nothing to undo" grep -q "nothing to undo" "$W/rb2.out"
+
+echo "# docker_exec canceled by the step timeout"
+run exec exec.lua
+check "the run fails (exit 1)" test "$RC" = 1
+c=$(canceled exec docker_exec)
+eid=$(jq -r .before.exec <<<"$c")
+check "result canceled, may_have_applied, names the exec instance" \
+  bash -c "[ '$(jq -r .may_have_applied <<<"$c")' = true ] && [[ '$eid' =~ ^[0-9a-f]{64}$ ]]"
+for _ in $(seq 150); do docker exec "$C" test -f "/tmp/marker-$U" 2>/dev/null && break; sleep 0.1; done
+check "as documented, the exec'd process ran on to its end in the container" docker exec "$C" test -f "/tmp/marker-$U"
+check "chain verifies" "$RBL" audit verify "$W/exec.jsonl"
+
+echo "# $pass passed, $fail failed"
+[ "$fail" = 0 ]

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Honest interruption of writes (issue 14 item 3), end to end against the API stand-in: a
+# kube write canceled in flight by the step timeout, Ctrl-C and the run deadline gets a
+# result "canceled" with may_have_applied and its before-state; rollback reads the object
+# back and undoes it only when the write took effect; the report says so; rbl rollback does
+# the same from the chain. The stand-in's --answer-delay-ms applies a PATCH and answers late
+# (canceled after it took effect); --fail '... hang' never applies it (canceled before).
+# usage: test_cancel.sh path/to/rbl      (KEEP=1 keeps the work directory)
+set -uo pipefail
+
+RBL=$(realpath "${1:?usage: test_cancel.sh path/to/rbl}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=$(mktemp -d /tmp/rbl-kube-cancel.XXXXXX)
+cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$W"; }
+trap cleanup EXIT
+# shellcheck source=../../../../tests/kube/lib.sh
+source "$HERE/../../../../tests/kube/lib.sh"
+kube_ensure_deps || exit 1
+
+pass=0
+fail=0
+ok() { echo "ok - $*"; pass=$((pass + 1)); }
+bad() { echo "not ok - $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+show() { sed 's/^/    # /' "$1" | head -n 30; }
+
+BASIC=$HERE/../../../../tests/kube/fixtures/basic.yaml
+CM=/api/v1/namespaces/prod-tenant-7/configmaps/db-pool-config
+DEP=/apis/apps/v1/namespaces/prod-tenant-7/deployments/api
+
+start() {
+  kube_standin_start --fixtures "$BASIC" --token t0k3n-alice=alice:sre --anonymous alice "$@" || exit 1
+  KC=$W/kc-$KUBE_STANDIN_PORT
+  kube_write_kubeconfig "$KC" "$KUBE_STANDIN_URL" --token t0k3n-alice
+  export KUBECONFIG=$KC
+}
+kc() { kubectl --kubeconfig "$KC" "$@"; }
+maxconn() { kc get cm db-pool-config -n prod-tenant-7 -o jsonpath='{.data.max_connections}'; }
+replicas() { kc get deploy api -n prod-tenant-7 -o jsonpath='{.spec.replicas}'; }
+
+cat >"$W/config.lua" <<'EOS'
+return { tenants = { ["prod-tenant-7"] = {} }, kube = { timeout = 30 } }
+EOS
+cat >"$W/deadline.lua" <<'EOS'
+return { tenants = { ["prod-tenant-7"] = {} }, kube = { timeout = 30 }, limits = { run_timeout = 2 } }
+EOS
+
+# the write, then a step that would fail: the step's own timeout cancels the write
+cat >"$W/patch.lua" <<'EOS'
+runbook { id = "cancel-patch", params = { timeout = "1" } }
+step "change" {
+  timeout = tonumber(params.timeout or "1"),
+  run = function() kube_patch("configmap", "db-pool-config", { data = { max_connections = "777" } }) end,
+  rollback = "auto",
+}
+EOS
+cat >"$W/scale.lua" <<'EOS'
+runbook { id = "cancel-scale" }
+step "scale" { timeout = 1, run = function() kube.scale("deployment", "api", 7) end, rollback = "auto" }
+EOS
+cat >"$W/restart.lua" <<'EOS'
+runbook { id = "cancel-restart" }
+step "restart" { timeout = 1, run = function() kube.rollout_restart("api") end, rollback = "auto" }
+EOS
+cat >"$W/norollback.lua" <<'EOS'
+runbook { id = "cancel-norollback" }
+step "change" { timeout = 1, run = function() kube_patch("configmap", "db-pool-config", { data = { max_connections = "555" } }) end }
+EOS
+
+# run NAME RUNBOOK [options...] -> RC, $W/NAME.{out,jsonl,report.json}
+run() {
+  local name=$1 rb=$2
+  shift 2
+  "$RBL" run "$W/$rb" --tenant prod-tenant-7 --incident "$name" --config "$W/config.lua" \
+    --audit "$W/$name.jsonl" --report "$W/$name.report.json" "$@" >"$W/$name.out" 2>&1
+  RC=$?
+}
+expect_rc() { if [ "$RC" = "$1" ]; then ok "$2 (exit $RC)"; else bad "$2: exit $RC, want $1"; show "$W/$3.out"; fi; }
+# the canceled result of PRIM in chain NAME, as one JSON object
+canceled() { jq -c "select(.kind==\"result\" and .prim==\"$2\" and .status==\"canceled\")" "$W/$1.jsonl" | head -n 1; }
+rep() { jq -r "$2" "$W/$1.report.json"; }
+verified() { "$RBL" audit verify "$W/$1.jsonl" >"$W/$1.verify" 2>&1; }
+
+echo "# step timeout; the PATCH was applied, its answer never came in time"
+start --answer-delay-ms "PATCH $CM:4000,1"
+before=$(maxconn)
+run applied patch.lua
+expect_rc 1 "timed-out write: the run fails" applied
+c=$(canceled applied kube_patch)
+check "result canceled, code timeout" test "$(jq -r .error.code <<<"$c")" = timeout
+check "may_have_applied: true" test "$(jq -r .may_have_applied <<<"$c")" = true
+check "the before-state is in the canceled result" \
+  test "$(jq -r '.before.fields[] | select(.path=="/data/max_connections") | .value' <<<"$c")" = "$before"
+check "the intent is marked write" test "$(jq -c 'select(.kind=="intent" and .prim=="kube_patch") | .write' "$W/applied.jsonl")" = true
+check "rollback read it back and undid it: report says done" test "$(rep applied '.execution_trace[0].rollback')" = done
+check "the ConfigMap is back to its before-state" test "$(maxconn)" = "$before"
+check "the undo was recorded as uncertain (read back)" \
+  test "$(jq -c 'select(.kind=="result" and .prim=="kube_undo") | .summary.uncertain' "$W/applied.jsonl")" = true
+check "chain verifies, run ended" verified applied
+check "audit show marks the call CANCELED" bash -c "'$RBL' audit show '$W/applied.jsonl' | grep -q 'CANCELED.*may have been applied'"
+kube_standin_stop
+
+echo "# step timeout; the PATCH never reached the object"
+start --fail "PATCH $CM hang 1"
+before=$(maxconn)
+run notapplied patch.lua
+expect_rc 1 "hung write: the run fails" notapplied
+c=$(canceled notapplied kube_patch)
+check "result canceled with may_have_applied" test "$(jq -r '.status + " " + (.may_have_applied|tostring)' <<<"$c")" = "canceled true"
+check "rollback read back: not applied, report says not_needed" test "$(rep notapplied '.execution_trace[0].rollback')" = not_needed
+check "no inverse PATCH was sent" test "$(jq -c 'select(.method=="PATCH")' "$KUBE_STANDIN_LOG" | wc -l)" = 1
+check "the ConfigMap is unchanged" test "$(maxconn)" = "$before"
+check "human intervention not required (nothing left applied)" test "$(rep notapplied '.human_intervention_required')" = false
+check "chain verifies" verified notapplied
+kube_standin_stop
+
+echo "# Ctrl-C while the PATCH is in flight"
+start --answer-delay-ms "PATCH $CM:4000,1"
+before=$(maxconn)
+"$RBL" run "$W/patch.lua" --tenant prod-tenant-7 --incident sigint --config "$W/config.lua" --param timeout=30 \
+  --audit "$W/sigint.jsonl" --report "$W/sigint.report.json" >"$W/sigint.out" 2>&1 &
+pid=$!
+for _ in $(seq 100); do # the intent is durable before the PATCH leaves
+  grep -q '"kind":"intent".*"prim":"kube_patch"' "$W/sigint.jsonl" 2>/dev/null && break
+  sleep 0.1
+done
+sleep 0.5
+kill -INT $pid
+wait $pid
+RC=$?
+expect_rc 1 "interrupted run" sigint
+c=$(canceled sigint kube_patch)
+check "result canceled by the interrupt" test "$(jq -r .error.message <<<"$c")" = "interrupted (Ctrl-C)"
+check "may_have_applied: true" test "$(jq -r .may_have_applied <<<"$c")" = true
+check "rollback done" test "$(rep sigint '.execution_trace[0].rollback')" = done
+check "the ConfigMap is back" test "$(maxconn)" = "$before"
+check "chain verifies" verified sigint
+kube_standin_stop
+
+echo "# run deadline while the PATCH is in flight: stopped, then rbl rollback"
+start --answer-delay-ms "PATCH $CM:4000,1"
+before=$(maxconn)
+run deadline patch.lua --config "$W/deadline.lua" --param timeout=30
+expect_rc 3 "run past its deadline: exit 3" deadline
+c=$(canceled deadline kube_patch)
+check "result canceled, code killed, naming the deadline" \
+  bash -c "jq -r '.error.code + \" \" + .error.message' <<<'$c' | grep -q '^killed run deadline'"
+check "may_have_applied with before-state" test "$(jq -r '.may_have_applied and (.before.fields|length>0)' <<<"$c")" = true
+check "report: rollback unknown (stopped before rollback)" test "$(rep deadline '.execution_trace[0].rollback')" = unknown
+check "report: human intervention required" test "$(rep deadline '.human_intervention_required')" = true
+sleep 4 # the stand-in applies the PATCH, then answers nobody
+check "the write did take effect" test "$(maxconn)" = 777
+check "chain verifies; the run ended (run_end)" verified deadline
+check "verify does not call it unfinished" bash -c "! grep -q unfinished '$W/deadline.verify'"
+check "audit show: the run ended (refused), not UNFINISHED" \
+  bash -c "'$RBL' audit show '$W/deadline.jsonl' | grep -q 'outcome: refused' && ! '$RBL' audit show '$W/deadline.jsonl' | grep -q UNFINISHED"
+head -n 3 "$W/deadline.jsonl" >"$W/crashed.jsonl" # the same run cut short: a crash
+check "audit show tells a crashed run (no run_end) apart: UNFINISHED" bash -c "'$RBL' audit show '$W/crashed.jsonl' | grep -q UNFINISHED"
+check "audit verify says the crashed run is unfinished (exit 0)" bash -c "'$RBL' audit verify '$W/crashed.jsonl' 2>&1 | grep -q unfinished"
+"$RBL" rollback "$W/deadline.jsonl" --config "$W/config.lua" --report "$W/rbdl.report.json" >"$W/rbdl.out" 2>&1
+RC=$?
+expect_rc 0 "rbl rollback of the canceled write" rbdl
+check "rbl rollback restored the before-state" test "$(maxconn)" = "$before"
+check "rbl rollback report: done" test "$(jq -r '.execution_trace[0].rollback' "$W/rbdl.report.json")" = done
+"$RBL" rollback "$W/deadline.jsonl" --config "$W/config.lua" >"$W/rbdl2.out" 2>&1
+RC=$?
+expect_rc 0 "second rbl rollback" rbdl2
+check "second rbl rollback: nothing to undo" grep -q "nothing to undo" "$W/rbdl2.out"
+kube_standin_stop
+
+echo "# a hung write: rbl rollback reads back, finds it not applied, sends nothing"
+start --fail "PATCH $CM hang 1"
+run hung2 patch.lua --config "$W/deadline.lua" --param timeout=30
+expect_rc 3 "hung write past the run deadline" hung2
+n=$(wc -l <"$KUBE_STANDIN_LOG")
+"$RBL" rollback "$W/hung2.jsonl" --config "$W/config.lua" --report "$W/rbh.report.json" >"$W/rbh.out" 2>&1
+RC=$?
+expect_rc 0 "rbl rollback" rbh
+check "rbl rollback report: not_needed" test "$(jq -r '.execution_trace[0].rollback' "$W/rbh.report.json")" = not_needed
+check "rbl rollback sent no write" test "$(tail -n +$((n + 1)) "$KUBE_STANDIN_LOG" | jq -c 'select(.method!="GET")' | wc -l)" = 0
+kube_standin_stop
+
+echo "# scale and rollout_restart canceled after they took effect"
+start --answer-delay-ms "PATCH $DEP/scale:4000,1" --answer-delay-ms "PATCH $DEP:4000,1" --answer-delay-ms "PATCH $CM:4000,1"
+r0=$(replicas)
+run scale scale.lua
+expect_rc 1 "canceled scale" scale
+check "scale: canceled, may_have_applied" test "$(canceled scale kube.scale | jq -r .may_have_applied)" = true
+check "scale: rollback done, replicas back to $r0" test "$(rep scale '.execution_trace[0].rollback') $(replicas)" = "done $r0"
+run restart restart.lua
+expect_rc 1 "canceled rollout restart" restart
+check "restart: canceled, before-state recorded" \
+  test "$(canceled restart kube.rollout_restart | jq -r '.may_have_applied and (.before|type=="object")')" = true
+check "restart: rollback not_needed (a restart is not undone by another)" \
+  test "$(rep restart '.execution_trace[0].rollback')" = not_needed
+sleep 3.5 # the stand-in logs a request once answered
+check "restart: exactly one restart PATCH, no second one from rollback" test "$(jq -c "select(.method==\"PATCH\" and .path==\"$DEP\")" "$KUBE_STANDIN_LOG" | wc -l)" = 1
+run norb norollback.lua
+expect_rc 1 "canceled write in a step without rollback" norb
+check "no rollback declared, change may be applied: rollback failed, human needed" \
+  test "$(rep norb '.execution_trace[0].rollback') $(rep norb .human_intervention_required)" = "failed true"
+for ch in scale restart norb; do check "chain $ch verifies" verified $ch; done
+kube_standin_stop
+
+echo "# $pass passed, $fail failed"
+[ "$fail" = 0 ]
