@@ -92,6 +92,7 @@ M.inert = inert
 -- returns becomes a plan item; under --plan FILE every write must be one of the plan's items.
 M.on_plan = function() end -- set by the DSL: a planned write (dry run)
 M.plan_guard = nil          -- set by the DSL under --plan: (name, tenant, args_sha256) -> ok, why
+M.write_gate = nil          -- set by rbl repl: (name, tenant, target) before every write; raises to refuse
 local planned = setmetatable({}, { __mode = "k" }) -- call -> its plan item (dry run)
 
 -- For an effect under dry run: adds what would happen to the call's plan item (changes =
@@ -134,6 +135,10 @@ function M.define(name, impl)
         local gok, why = M.plan_guard(name, call:tenant(), args_sha, target)
         if not gok then fail_before_intent(call, name, args, host.error("conflict", why)) end
       end
+    end
+    if is_write and plannable and M.write_gate and not host.dry_run() then
+      local gok, gerr = pcall(M.write_gate, name, call:tenant(), target)
+      if not gok then fail_before_intent(call, name, args, gerr) end
     end
     M.on_intent(name, args)
     host.intent(call, shown, target, is_write, read_only)

@@ -4,6 +4,7 @@
 local host = require "rbl.host"
 local json = require "rbl.json"
 local families = require "rbl.families"
+local prim = require "rbl.prim"
 
 local M = {}
 local type, pairs, ipairs, tostring, rawget, pcall = type, pairs, ipairs, tostring, rawget, pcall
@@ -165,9 +166,43 @@ function M.show(v)
   return tostring(v)
 end
 
+-- Every write asks on the terminal (or through `rbl approve`) unless the session started with
+-- --yes; without a terminal a write is refused (docs/approvals.md).
+local function write_gate(name, tenant, target)
+  local info = host.info() or {}
+  if info.yes then return end
+  local what = name
+  if type(target) == "table" then
+    local t = target
+    what = name .. " " .. tostring(t.kind or t.resource or t.program or "") .. " " ..
+      tostring(t.name or t.container or "") .. (t.namespace and (" in " .. t.namespace) or "")
+  end
+  if not host.isatty() then
+    host.raise("approval_denied", "rbl repl: " .. what .. ": writes are confirmed on a terminal and this " ..
+      "session has none; start it with --yes to allow them")
+  end
+  host.record("approval_request", { message = "repl write: " .. what, tenant = tenant, step = "repl",
+    approvers = 1, change = what })
+  local prompt = string.format("rbl: write: %s\ntype the tenant's name (%s) to approve, or 'no' to deny: ",
+    what, tostring(tenant))
+  local who = info.user
+  for _ = 1, 3 do
+    local answer = host.tty_ask(prompt)
+    if answer == tenant and tenant ~= nil then
+      host.record("approval_grant", { by = who, via = "tty", tenant = tenant, step = "repl" })
+      return
+    end
+    if answer == nil or answer == "no" or answer == "n" then break end
+    prompt = string.format("'%s' is not the tenant's name; type %s, or 'no': ", answer, tostring(tenant))
+  end
+  host.record("approval_denial", { by = who, via = "tty", tenant = tenant, step = "repl" })
+  host.raise("approval_denied", "rbl repl: " .. what .. ": not approved at the terminal")
+end
+
 -- Runs chunk as a child task (Ctrl-C cancels it and the session goes on); the results become
 -- `_` (the first) in env. -> the text to print
 function M.line(chunk, env, text, is_expr)
+  prim.write_gate = write_gate
   local res, errs, n = host.run_all({ function() return table.pack(chunk()) end })
   if n > 0 then error(errs[1], 0) end
   local r, out = res[1], {}

@@ -7,11 +7,13 @@ local partial = require "rbl.partial"
 local json = require "rbl.json"
 
 local M = {}
+local APPROVAL_TIMEOUT = 300 -- seconds, when approve{} names none
+local describe_target -- a plan item's target in words (with the plans, below)
 local type, pairs, ipairs, tostring, error, pcall = type, pairs, ipairs, tostring, error, pcall
 
 local STEP_FIELDS = { when = "function", pre = "function", run = "function", verify = "function",
   rollback = "function|auto", timeout = "number", description = "string", retry = "table",
-  verify_in_dry_run = "boolean" }
+  verify_in_dry_run = "boolean", approve = "string|table" }
 local RUNBOOK_FIELDS = { id = "string", description = "string", params = "table", version = "string",
   owner = "string", tags = "table" }
 
@@ -129,6 +131,59 @@ function M.new_book(default_id)
 
   -- A write's undo, registered before its request leaves (uncertain: it may or may not be
   -- applied; the undo reads back) and confirmed or dropped when its result comes (prim.lua).
+  -- Approvals: approve() and a step's approve field. The C side (src/core/approval.c) waits
+  -- for the terminal, the socket beside the chain, or --yes; every step is audited there.
+  book.approvals = {}
+  function book.ask_approval(message, opts, stepname)
+    local info = host.info() or {}
+    local tenant = host.tenant() or info.tenant_label
+    local entry = { step = stepname, message = message, tenant = tenant, approvers = opts.approvers or 1 }
+    book.approvals[#book.approvals + 1] = entry
+    if host.dry_run() then -- nothing will change: say who would be asked, ask nobody
+      entry.outcome = "would_ask"
+      host.record("approval_request", { message = message, tenant = tenant, step = stepname,
+        approvers = entry.approvers, dry_run = true })
+      host.progress("rbl: [dry run] would ask for approval: " .. message)
+      return true
+    end
+    -- what the approver is shown: the planned writes of this step when the run follows a plan
+    local change, plan_hash
+    if book.plan_doc then
+      plan_hash = book.plan_doc.plan_hash
+      local parts = {}
+      for _, it in ipairs(book.plan_doc.plan or {}) do
+        if it.step == stepname or stepname == nil then
+          local fields = {}
+          for _, c in ipairs(it.changes or {}) do
+            local okb, b = pcall(json.encode, c.before); local oka, a = pcall(json.encode, c.after)
+            fields[#fields + 1] = string.format("%s: %s -> %s", tostring(c.path),
+              c.before_exists and (okb and b or "?") or "(absent)", c.after_exists and (oka and a or "?") or "(absent)")
+          end
+          parts[#parts + 1] = string.format("%s %s%s", tostring(it.prim), describe_target(it),
+            #fields > 0 and (" (" .. table.concat(fields, "; ") .. ")") or "")
+        end
+      end
+      change = #parts > 0 and table.concat(parts, "; ") or "no write planned for this step"
+    else
+      change = "not planned: the run was started without --plan, so what the step writes is decided as it runs"
+    end
+    entry.plan_hash, entry.change = plan_hash, change
+    local res = host.approval_wait({ message = message, tenant = tenant, step = stepname,
+      plan_hash = plan_hash, change = change, approvers = opts.approvers, timeout = opts.timeout,
+      yes_as = info.yes and info.user or nil })
+    entry.request, entry.outcome = res.id, res.outcome
+    entry.approved_by = json.array(res.approved_by or {})
+    entry.denied_by, entry.reason = res.denied_by, res.reason
+    book.human_asked = true
+    if res.outcome == "granted" then return true end
+    if res.outcome == "denied" then
+      host.raise("approval_denied", string.format("approve: denied by %s%s", tostring(res.denied_by),
+        res.reason and (": " .. res.reason) or ""))
+    end
+    host.raise("approval_timeout", string.format("approve: %d of %d approvals within %gs; the step fails closed",
+      #(res.approved_by or {}), opts.approvers or 1, opts.timeout or APPROVAL_TIMEOUT))
+  end
+
   -- Dry run: each write that returned is a plan item, in the order the writes happened.
   book.plan = {}
   prim.on_plan = function(item)
@@ -152,9 +207,11 @@ function M.new_book(default_id)
       local want = spec[k]
       if not want then error(string.format("%s: unknown field '%s'", where, tostring(k)), 3) end
       local tv = type(v)
-      if not (want == tv or (want == "function|auto" and (tv == "function" or v == "auto"))) then
+      if not (want == tv or (want == "function|auto" and (tv == "function" or v == "auto"))
+          or (want == "string|table" and (tv == "string" or tv == "table"))) then
         error(string.format("%s: field '%s' must be %s, got %s", where, k,
-          want == "function|auto" and "a function or \"auto\"" or "a " .. want, tv), 3)
+          want == "function|auto" and "a function or \"auto\"" or want == "string|table" and "a string or a table"
+          or "a " .. want, tv), 3)
       end
     end
   end
@@ -349,6 +406,23 @@ local function run_step(book, ctx, i, s, entry)
     if not ok then return finish("failed", "pre: " .. errtext(r)) end
     if not r[1] then return finish("precondition_failed", r[2] and tostring(r[2]) or "precondition not met") end
   end
+  if def.approve ~= nil and not host.dry_run() then
+    local a = def.approve
+    local msg = type(a) == "string" and a or (type(a) == "table" and rawget(a, "message")) or nil
+    local o = { approvers = type(a) == "table" and rawget(a, "approvers") or nil,
+      timeout = type(a) == "table" and rawget(a, "timeout") or nil }
+    if type(msg) ~= "string" or msg == "" then msg = "approve step " .. s.name end
+    -- people's time is not the step's: the wait has its own timeout
+    local ok, r = invoke(function() return book.ask_approval(msg, o, s.name) end, ctx,
+      host.now_ms() / 1000 + (tonumber(o.timeout) or APPROVAL_TIMEOUT) + 5)
+    if not ok then
+      entry.error_code = errcode(r)
+      return finish("failed", "approval: " .. errtext(r))
+    end
+    deadline = host.now_ms() / 1000 + step_timeout(def) -- the step's time starts after the approval
+  elseif def.approve ~= nil then
+    book.ask_approval(type(def.approve) == "string" and def.approve or tostring(rawget(def.approve, "message")), {}, s.name)
+  end
   entry.started = true
   local ok, r = invoke(def.run, ctx, deadline)
   if def.retry then ok, r = retry_run(s, ctx, entry, deadline, ok, r) end
@@ -456,7 +530,7 @@ function M.plan_document(book, info)
     plan = items, plan_hash = plan_hash(info.runbook_sha256, info.cli_params, info.tenants, items) }
 end
 
-local function describe_target(it)
+function describe_target(it)
   local t = type(it.target) == "table" and it.target or {}
   if t.container then return string.format("container %s", tostring(t.name or t.container)) end
   if t.name then
@@ -557,6 +631,7 @@ local function check_plan(book, info)
       "the dry run; nothing was sent)", name, where)
   end
   book.plan_used = { path = where, plan_hash = doc.plan_hash }
+  book.plan_doc = doc
   return true
 end
 
@@ -719,6 +794,7 @@ function M.report(book, info, killed_msg)
   end
   local outcome = book.outcome or "failed"
   local human = outcome ~= "resolved" and (book.rollback_failed or killed_msg ~= nil or book.interrupted or false)
+  if book.human_asked then human = true end -- a person approved, or was needed and did not
   if outcome ~= "resolved" then
     for _, e in ipairs(book.trace or {}) do
       if e.started and e.rollback ~= "done" and e.rollback ~= "not_needed" then human = true end
@@ -737,6 +813,7 @@ function M.report(book, info, killed_msg)
     plan = info.dry_run and json.array(book.plan or {}) or nil,
     plan_hash = info.dry_run and plan_hash(info.runbook_sha256, info.cli_params, info.tenants, book.plan) or nil,
     plan_file = book.plan_used,
+    approvals = json.array(book.approvals or {}),
   }
   return report.shape(rep, book, info, killed_msg)
 end

@@ -138,6 +138,24 @@ function M.globals(book)
     end
   end
 
+  -- approve(message, {approvers = n, timeout = seconds}): waits for people (docs/approvals.md)
+  g.approve = function(message, opts)
+    if host.check_mode() then return prim.inert end
+    if type(message) ~= "string" or message == "" then
+      host.raise("invalid", "approve: message must be a non-empty string")
+    end
+    if opts ~= nil and type(opts) ~= "table" then host.raise("invalid", "approve: options must be a table") end
+    local o = {}
+    for _, k in ipairs({ "approvers", "timeout" }) do
+      local v = opts and rawget(opts, k)
+      if v ~= nil and (math.type(v) == nil or v <= 0) then
+        host.raise("invalid", "approve: " .. k .. " must be a positive number")
+      end
+      o[k] = v
+    end
+    return book.ask_approval(message, o, book.current and book.current.name or nil)
+  end
+
   g.sleep = prim.define("sleep", { effect = function(call, s)
     if type(s) ~= "number" then host.raise("invalid", "sleep: seconds must be a number") end
     host.sleep(call, s)

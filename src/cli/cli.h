@@ -30,5 +30,6 @@ int rbl_cmd_run(rbl_run_opts *o);
 int rbl_cmd_check(int argc, char **argv);
 int rbl_cmd_repl(rbl_run_opts *o);
 int rbl_cmd_rollback(int argc, char **argv);
+int rbl_cmd_approve(int argc, char **argv);
 
 #endif

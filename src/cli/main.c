@@ -25,6 +25,7 @@ static const char *const usage_main =
     "  repl --tenant T         run primitives one line at a time\n"
     "  audit verify|show PATH  verify or show an audit chain\n"
     "  rollback PATH           undo the reversible changes an audit chain recorded\n"
+    "  approve AUDIT           answer a run that waits for approval (--deny to refuse)\n"
     "  serve --config FILE     take Alertmanager webhooks and run the routed runbooks\n"
     "  version                 print the version (also --version, -V)\n"
     "  help COMMAND            help for one command; `rbl help errors` lists the error codes\n";
@@ -59,7 +60,9 @@ static const char *const usage_run =
     "  --sign-key FILE    Ed25519 private key (PEM): sign this run's final head\n"
     "  --report PATH      write the execution report (JSON) there\n"
     "  --config FILE      config file (Lua; default $RBL_CONFIG)\n"
-    "  --yes              do not ask for confirmation\n"
+    "  --yes              approve as yourself: approvals (approve(), a step's approve field)\n"
+    "                     count you as one approver, recorded as such; no confirmation of\n"
+    "                     several tenants on a terminal\n"
     "  --quiet            no progress on stderr\n"
     "  --progress json    progress on stderr as JSON lines (run_start, step, log, call,\n"
     "                     message, run_end events), for a chat bot to mirror the run\n"
@@ -85,7 +88,7 @@ static const char *const usage_check =
 
 static const char *const usage_repl =
     "usage: rbl repl --tenant T [--incident ID] [--audit PATH] [--audit-key FILE] [--config FILE]\n"
-    "                [--dir DIR]\n"
+    "                [--dir DIR] [--yes]\n"
     "\n"
     "Evaluates Lua one chunk at a time in the runbook sandbox, with the same primitives,\n"
     "tenant gate and audit chain as rbl run. A refused call costs one line (audited); the\n"
@@ -95,6 +98,8 @@ static const char *const usage_repl =
     "Commands: :tenant [NAME|-]  :json [on|off]  :save FILE  :help  :quit (or Ctrl-D).\n"
     "History: ~/.rbl_history (RBL_HISTORY), 0600, secrets masked.\n"
     "exit status: that of the last line (0 ok, 1 error, 2 syntax, 3 refused, 4 audit)\n"
+    "Every write asks on the terminal first (type the tenant's name) unless the session\n"
+    "started with --yes; without a terminal, writes are refused.\n"
     "  --dir DIR   the directory iac.* and require read from (as a runbook's own directory);\n"
     "              without it they are refused. / is refused: it would confine nothing.\n";
 
@@ -139,7 +144,10 @@ static int help(const char *cmd) {
     fputs(usage_repl, stdout);
   else if (!strcmp(cmd, "rollback"))
     fputs(usage_rollback, stdout);
-  else if (!strcmp(cmd, "audit"))
+  else if (!strcmp(cmd, "approve")) {
+    char *av[] = {"--help", NULL};
+    return rbl_cmd_approve(1, av);
+  } else if (!strcmp(cmd, "audit"))
     fputs(usage_audit, stdout);
   else if (!strcmp(cmd, "serve"))
     rbl_serve_usage();
@@ -377,6 +385,7 @@ static int dispatch(int argc, char **argv) {
       return help("audit") == 0 && argc >= 3 ? 0 : 2;
     return rbl_audit_main(argc - 2, argv + 2);
   }
+  if (!strcmp(cmd, "approve")) return rbl_cmd_approve(argc - 2, argv + 2);
   if (!strcmp(cmd, "rollback")) {
     if (argc < 3) return bad_usage("rollback", "missing the audit %s", "PATH");
     if (is_help(argv[2])) return help("rollback");

@@ -11,6 +11,36 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* On a terminal, a run for several tenants (or a --tenant glob) asks once before anything runs,
+ * listing them, unless --yes or --dry-run. Returns 0 to go on, else the exit status. */
+static int confirm_tenants(run_ctx *c) {
+  rbl_run_opts *o = c->o;
+  if (o->yes || o->dry_run || !isatty(0) || !isatty(2)) return 0;
+  int glob = 0;
+  for (int i = 0; i < o->ntenants; i++)
+    glob |= strpbrk(o->tenants[i], "*?[") != NULL;
+  lua_State *L = c->e->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.tenants");
+  int n = (int)lua_rawlen(L, -1);
+  if (n <= 1 && !glob) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  fprintf(stderr, "rbl: %s is about to run for %d tenant%s:", o->file, n, n == 1 ? "" : "s");
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    fprintf(stderr, "%s %s", i > 1 ? "," : "", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  fprintf(stderr, "\ntype 'yes' to run for all of them: ");
+  char line[64];
+  if (!fgets(line, sizeof line, stdin) || strcmp(line, "yes\n") != 0)
+    return rbl__fail(1, "not confirmed: nothing ran (--yes answers this question)");
+  return 0;
+}
 
 /* rbl run FILE --help: the runbook's parameters and steps, nothing run. */
 static int runbook_help(run_ctx *c) {
@@ -59,6 +89,7 @@ static int run_file(run_ctx *c) {
   rbl_engine *e = c->e;
   if (!e) return rc;
   if (!rc && preflight_needed(c)) rc = rbl__preflight(c);
+  if (!rc) rc = confirm_tenants(c);
   if (!rc) rc = rbl__load_runbook(c);
   if (!rc) rc = rbl__open_audit(c);
   if (rc) {

@@ -207,6 +207,11 @@ void rbl__push_info(run_ctx *c) {
     rbl__resume_push(L, c->resume);
     lua_setfield(L, -2, "resume");
   }
+  lua_pushboolean(L, c->o->yes);
+  lua_setfield(L, -2, "yes");
+  struct passwd *pw = getpwuid(getuid());
+  lua_pushstring(L, pw ? pw->pw_name : "?");
+  lua_setfield(L, -2, "user");
   lua_setfield(L, LUA_REGISTRYINDEX, "rbl.info");
 }
 
@@ -227,6 +232,36 @@ int rbl__open_audit(run_ctx *c) {
   char err[512];
   int rc = rbl_audit_open(&c->e->audit, &ao, err, sizeof err);
   if (rc != 0) return rbl__fail(rc == RBL_EINVAL || rc == RBL_EDENIED ? 2 : 4, "%s", err);
+  /* approvals reach this run through a socket beside its chain (docs/approvals.md) */
+  char sock[128];
+  if (rbl__approval_sock_path(c->audit_path, sock) == 0) {
+    free(c->e->approval_sock);
+    c->e->approval_sock = strdup(sock);
+  }
+  free(c->e->approval_incident);
+  free(c->e->approval_run);
+  free(c->e->approval_audit);
+  c->e->approval_incident = strdup(c->incident);
+  c->e->approval_run = strdup(c->run_id);
+  c->e->approval_audit = strdup(c->audit_path);
+  return 0;
+}
+
+/* The approval socket of the chain at audit_path: "<dir>/.<name>.approve" beside it, or, when
+ * that path is too long for a unix socket, /tmp/rbl-approve-<first 16 hex of the SHA-256 of the
+ * chain's real path>. Both `rbl run` and `rbl approve` derive it the same way. */
+int rbl__approval_sock_path(const char *audit_path, char out[128]) {
+  char real[4096];
+  if (!realpath(audit_path, real)) return -1;
+  char *slash = strrchr(real, '/');
+  if (!slash) return -1;
+  *slash = 0;
+  int n = snprintf(out, 128, "%s/.%s.approve", real[0] ? real : "", slash + 1);
+  *slash = '/';
+  if (n > 0 && n < 100) return 0;
+  char sha[72];
+  rbl__sha256_hex(real, strlen(real), sha);
+  snprintf(out, 128, "/tmp/rbl-approve-%.16s", sha + 7);
   return 0;
 }
 

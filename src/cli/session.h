@@ -51,6 +51,7 @@ rbl_engine *rbl__setup_engine(rbl_run_opts *o);
 int rbl__prepare_run(run_ctx *c);
 void rbl__push_info(run_ctx *c);
 int rbl__open_audit(run_ctx *c);
+int rbl__approval_sock_path(const char *audit_path, char out[128]);
 cJSON *rbl__run_start_record(run_ctx *c);
 int rbl__load_runbook(run_ctx *c);
 int rbl__exit_code_for(rbl_engine *e, const char *outcome);

@@ -814,6 +814,7 @@ void rbl__engine_free(rbl_engine *e) {
     }
   }
   /* After the waits: close frees requests without calling back, cancel hooks first. */
+  rbl__approval_close(e);
   if (e->http) rbl_http_close(e->http);
   e->http = NULL;
   lua_close(e->L); /* finalizers run here; primitives refuse (ended) */
@@ -835,5 +836,9 @@ void rbl__engine_free(rbl_engine *e) {
   free(e->secrets);
   free(e->root.tenant);
   free(e->runbook_dir);
+  free(e->approval_sock);
+  free(e->approval_incident);
+  free(e->approval_run);
+  free(e->approval_audit);
   free(e);
 }

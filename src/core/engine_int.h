@@ -84,8 +84,11 @@ struct rbl_engine {
   char *runbook_dir;
   int quiet, color;
   int64_t next_call;
-  struct rbl_call *live; /* calls in flight: durable intent, no result yet (host.c) */
-  char **secrets;        /* values to mask wherever text leaves the process; owned */
+  struct rbl_call *live;         /* calls in flight: durable intent, no result yet (host.c) */
+  struct rbl_approval *approval; /* approval.c: the socket and pending requests, or NULL */
+  char *approval_sock;           /* where the approval socket goes (beside the chain); owned */
+  char *approval_incident, *approval_run, *approval_audit; /* shown to approvers; owned */
+  char **secrets; /* values to mask wherever text leaves the process; owned */
   size_t nsecrets;
   /* rbl run: the run_start record, built when the first record of the run is written (so it
    * names the runbook{} id declared by then); called once by rbl__audit, then cleared. */
@@ -119,6 +122,11 @@ void rbl__protect(lua_State *L, int idx);
  * forgotten by every call that pointed at it. */
 void rbl__calls_cancel(rbl_engine *e, rbl_task *t, const char *code, const char *msg);
 void rbl__calls_forget(rbl_engine *e, rbl_task *t);
+
+/* Approvals (approval.c): host.approval_wait, and closing the socket at the run's end. */
+typedef struct rbl_approval rbl_approval;
+int rbl__approval_wait(lua_State *L);
+void rbl__approval_close(rbl_engine *e);
 
 /* Secrets: masking by value of every text that leaves the process. */
 char *rbl__mask(rbl_engine *e, const char *s, size_t len,

@@ -30,6 +30,10 @@ static const struct {
     {RBL_EFAILED, "failed", "the action failed; the message says how"},
     {RBL_EKILLED, "killed", "the run was stopped by a refusal, a limit or an audit failure"},
     {RBL_ECHECK, "check", "not evaluated: rbl check runs no primitive"},
+    {RBL_EAPPROVAL_DENIED, "approval_denied",
+     "a person denied the approval: the step failed closed"},
+    {RBL_EAPPROVAL_TIMEOUT, "approval_timeout",
+     "not enough approvals within the timeout (or nobody could be asked): the step failed closed"},
 };
 #define NVOCAB (sizeof vocabulary / sizeof *vocabulary)
 

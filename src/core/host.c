@@ -743,6 +743,31 @@ static int l_color(lua_State *L) {
   return 1;
 }
 
+/* host.tty_ask(prompt) -> the line typed on the controlling terminal, or nil. Blocks: only for
+ * rbl repl, whose line waits for the answer anyway (runs ask through approval.c, on the loop). */
+static int l_tty_ask(lua_State *L) {
+  const char *prompt = luaL_checkstring(L, 1);
+  FILE *tty = fopen("/dev/tty", "r+");
+  if (!tty) return 0;
+  fputs(prompt, tty);
+  fflush(tty);
+  char line[256];
+  if (!fgets(line, sizeof line, tty)) {
+    fclose(tty);
+    return 0;
+  }
+  fclose(tty);
+  line[strcspn(line, "\r\n")] = 0;
+  lua_pushstring(L, line);
+  return 1;
+}
+
+/* host.isatty(): stdin and stderr are a terminal (someone can be asked there). */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty(0) && isatty(2));
+  return 1;
+}
+
 static int l_check_mode(lua_State *L) {
   lua_pushboolean(L, rbl_engine_of(L)->check_mode);
   return 1;
@@ -802,6 +827,9 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"before", l_before},
                                       {"sent", l_sent},
                                       {"canonical_sha256", l_canonical_sha256},
+                                      {"approval_wait", rbl__approval_wait},
+                                      {"isatty", l_isatty},
+                                      {"tty_ask", l_tty_ask},
                                       {"refuse", l_refuse},
                                       {"raise", l_raise},
                                       {"error", l_error},

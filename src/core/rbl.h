@@ -31,6 +31,8 @@ enum {
   RBL_EKILLED = -18,  /* the run was stopped (refusal, limit, audit failure, Ctrl-C twice) */
   RBL_ECHECK = -19,   /* a primitive is not evaluated under rbl check */
   RBL_EUNAVAIL = -20, /* the endpoint answered that it cannot serve now (5xx, 429) */
+  RBL_EAPPROVAL_DENIED = -21,  /* a person denied an approval */
+  RBL_EAPPROVAL_TIMEOUT = -22, /* not enough approvals within the timeout */
 };
 
 /* The one error vocabulary, as libuv pairs uv_err_name() with uv_strerror(): every code has a

@@ -17,7 +17,8 @@ const rbl_family rbl_families[] = {
     /* The DSL and the generic primitives: lua/rbl/std.lua, lua/rbl/runbook.lua, entry.lua. */
     {"core", "rbl.std", NULL, "docs/runbook-language.md",
      "log sleep parallel each each_tenant secret json json.encode json.decode json.null "
-     "json.array json.object detect_runtime runbook step tenant tenants incident params dry_run"},
+     "json.array json.object detect_runtime runbook step tenant tenants incident params dry_run "
+     "approve"},
     {"exec", "rbl.exec", NULL, "src/families/exec/exec.md", "exec"},
     {"docker", "rbl.docker", luaopen_rbl_docker_c, "src/families/docker/docker.md",
      "docker_exec docker docker.ps docker.inspect docker.restart docker.logs docker.stop "
