@@ -46,7 +46,7 @@ if "$RBL" audit verify untouched.jsonl >/dev/null; then ok "untouched: chain ver
 echo 'log("first")' >first.lua
 "$RBL" run first.lua --tenant t1 --incident CC --config cfg.lua --audit repl.jsonl -q >/dev/null 2>&1
 printf '%s\n' 'exec({ "/bin/sh", "-c", "echo junk >> repl.jsonl" })' |
-  "$RBL" repl --tenant t1 --incident CC --config cfg.lua --audit repl.jsonl >repl.out 2>repl.err
+  "$RBL" repl --tenant t1 --incident CC --config cfg.lua --audit repl.jsonl --yes >repl.out 2>repl.err # --yes: a repl write without a terminal is refused otherwise
 rc=$?
 if [ "$rc" = 4 ] && grep -q 'changed by someone else' repl.err; then ok "repl: exit 4, says so"; else bad "repl: exit $rc: $(head -c 300 repl.err)"; fi
 echo "# $pass passed, $fail failed"
