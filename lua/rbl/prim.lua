@@ -116,7 +116,9 @@ function M.define(name, impl)
     if host.check_mode() then return inert end
     local call, args, n = host.begin(name, ...)
     local is_write, read_only = write == true, false
-    if type(write) == "function" then
+    if write == nil then -- not declared: the one classification (a new verb is a write until listed)
+      is_write = M.is_write(name, args)
+    elseif type(write) == "function" then
       is_write = write(unpack(args, 1, n)) and true or false
       read_only = not is_write
     end

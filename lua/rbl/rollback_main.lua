@@ -67,7 +67,7 @@ local function pending(book)
     local kube_rec = type(b) == "table" and type(b.fields) == "table" and type(b.api) == "table"
       and b.prim ~= "kube.rollout_restart"
     local docker_rec = type(b) == "table" and r.status ~= "ok" and type(b.container) == "string"
-      and (b.prim == "docker.restart" or b.prim == "docker.stop" or b.prim == "docker.kill")
+      and b.prim == "docker.restart"
     if settled and (kube_rec or docker_rec) then
       local k = key_of(r.run, r.call)
       if not done[k] then

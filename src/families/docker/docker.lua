@@ -515,6 +515,10 @@ local function lifecycle(pname, verb, query, why, opts_check)
       local t = target_of(call)
       local what = pname .. " " .. label_of(t)
       if host.dry_run() then return { dry_run = true, container = t.id, name = t.name }, { dry_run = true, sent = false } end
+      -- the run state before, for a result that never comes (canceled in flight); not undone
+      local st = type(t.inspect.State) == "table" and t.inspect.State or {}
+      prim.before(call, { prim = pname, container = t.id, name = t.name, tenant = t.tenant,
+        running = st.Running == true, started_at = st.StartedAt })
       local res = request(call, what, "POST", api_path(call, what, fmt("/containers/%s/%s%s", t.id, verb, t.query)),
         { timeout = (t.wait or 0) + API_TIMEOUT })
       if res.status == 404 then
