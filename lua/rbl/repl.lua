@@ -183,17 +183,18 @@ local function write_gate(name, tenant, target)
   end
   host.record("approval_request", { message = "repl write: " .. what, tenant = tenant, step = "repl",
     approvers = 1, change = what })
-  local prompt = string.format("rbl: write: %s\ntype the tenant's name (%s) to approve, or 'no' to deny: ",
-    what, tostring(tenant))
+  local expect = tenant or "yes" -- a write bound to no tenant: type yes
+  local prompt = string.format("rbl: write: %s\ntype %s to approve, or 'no' to deny: ",
+    what, tenant and ("the tenant's name (" .. tenant .. ")") or "yes")
   local who = info.user
   for _ = 1, 3 do
     local answer = host.tty_ask(prompt)
-    if answer == tenant and tenant ~= nil then
+    if answer == expect then
       host.record("approval_grant", { by = who, via = "tty", tenant = tenant, step = "repl" })
       return
     end
     if answer == nil or answer == "no" or answer == "n" then break end
-    prompt = string.format("'%s' is not the tenant's name; type %s, or 'no': ", answer, tostring(tenant))
+    prompt = string.format("'%s' is not it; type %s, or 'no': ", answer, expect)
   end
   host.record("approval_denial", { by = who, via = "tty", tenant = tenant, step = "repl" })
   host.raise("approval_denied", "rbl repl: " .. what .. ": not approved at the terminal")

@@ -217,7 +217,7 @@ check("--yes does not ask", code == 0 and "to run for all" not in out, out)
 
 # 9. rbl repl: each write asks on the terminal unless the session started with --yes
 code, out = run_pty(["repl", "--tenant", "t1", "--config", "cfg2.lua", "--audit", "repl1.jsonl"],
-                    [("rbl(t1)> ", 'r = exec({"true"}).exit_code'), ("to approve", "t1"), ("rbl(t1)> ", 'print("code", r)')],
+                    [("@ run-", 'r = exec({"true"}).exit_code'), ("to approve", "t1"), ("@ run-", 'print("code", r)')],
                     timeout=8)
 check("repl on a terminal: the write asks, the tenant's name lets it run", "to approve" in out and "code\t0" in out, out)
 p = subprocess.run([RBL, "repl", "--tenant", "t1", "--config", "cfg2.lua", "--audit", "repl2.jsonl"],

@@ -391,7 +391,7 @@ class Pty:
         import pty
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
-            os.execve(RBL, [RBL, "repl", *args], env)
+            os.execve(RBL, [RBL, "repl", "--yes", *args], env)  # --yes: writes run unasked
         self.buf = b""
 
     def read_until(self, pattern, timeout=15):
