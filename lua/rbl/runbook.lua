@@ -321,10 +321,9 @@ end
 -- Status words in colour on a terminal (never with NO_COLOR or when stderr is not a TTY).
 local COLORS = { success = "32", skipped = "33", rolled_back = "33", failed = "31", precondition_failed = "31",
   verification_failed = "31", rollback_failed = "1;31" }
+-- The status padded, and its colour code (host.progress sends it only to a colour terminal).
 local function paint(status)
-  local padded = string.format("%-20s", status)
-  if not host.color() or not COLORS[status] then return padded end
-  return "\27[" .. COLORS[status] .. "m" .. padded .. "\27[0m"
+  return string.format("%-20s", status), COLORS[status] or "0"
 end
 
 local function progress_line(index, name, status, ms, detail)
@@ -332,8 +331,9 @@ local function progress_line(index, name, status, ms, detail)
       detail = detail }) then return end
   -- a multi-line detail (a traceback) prints as lines, indented under the step
   local first, rest = tostring(detail or ""):match("^([^\n]*)\n?(.*)$")
-  host.progress(string.format("[%d] %-28s %s %6d ms%s", index, name, paint(status), ms,
-    detail and ("  " .. first) or ""))
+  local padded, sgr = paint(status)
+  host.progress(string.format("[%d] %-28s ", index, name), sgr, padded, "0",
+    string.format(" %6d ms%s", ms, detail and ("  " .. first) or ""))
   for line in rest:gmatch("[^\n]+") do host.progress("      " .. line) end
 end
 

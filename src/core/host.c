@@ -612,6 +612,33 @@ void rbl__progress_event(rbl_engine *e, cJSON *ev) {
   cJSON_free(s);
 }
 
+/* Appends raw to out[*o, cap) with secrets masked and every control character escaped: C0 and
+ * ESC (always, whatever the colour setting: a runbook's or a server's text never drives the
+ * terminal), DEL, bytes that are not UTF-8 (8-bit C1) and C1 as UTF-8. */
+static void progress_text(rbl_engine *e, const char *raw, char *out, size_t cap, size_t *o) {
+  char *m = rbl__mask(e, raw, strlen(raw), NULL);
+  const unsigned char *s = (const unsigned char *)(m ? m : raw);
+  const unsigned char *end = s + strlen((const char *)s);
+  while (*s && *o < cap - 8) {
+    size_t k = *s >= 0x80 ? rbl_utf8_len(s, (size_t)(end - s)) : 1;
+    if (*s < 0x20 || *s == 0x7f || !k) { /* C0 (ESC too), DEL, bytes that are not UTF-8 */
+      *o += (size_t)snprintf(out + *o, 8, "\\x%02x", *s++);
+    } else if (k == 2 && s[0] == 0xc2 && s[1] <= 0x9f) { /* C1 as UTF-8 */
+      *o += (size_t)snprintf(out + *o, 8, "\\u%04x", s[1]);
+      s += 2;
+    } else {
+      for (size_t j = 0; j < k && *o < cap - 8; j++)
+        out[(*o)++] = (char)*s++;
+    }
+  }
+  free(m);
+}
+
+static void progress_write(const char *out, size_t o) {
+  if (write(2, out, o) < 0) { /* stderr gone: nothing to report to */
+  }
+}
+
 /* Writes one line to stderr, control characters escaped, secrets masked (with --progress json:
  * a {"event": "message"} line). */
 void rbl__progress(rbl_engine *e, const char *fmt, ...) {
@@ -627,32 +654,46 @@ void rbl__progress(rbl_engine *e, const char *fmt, ...) {
     cJSON_AddStringToObject(ev, "text", raw);
     return rbl__progress_event(e, ev);
   }
-  char *m = rbl__mask(e, raw, strlen(raw), NULL);
-  const unsigned char *s = (const unsigned char *)(m ? m : raw);
   size_t o = 0;
-  const unsigned char *end = s + strlen((const char *)s);
-  while (*s && o < sizeof out - 8) {
-    size_t k = *s >= 0x80 ? rbl_utf8_len(s, (size_t)(end - s)) : 1;
-    if (*s == 0x1b && e->color) { /* our own colour codes */
-      out[o++] = (char)*s++;
-    } else if (*s < 0x20 || *s == 0x7f || !k) { /* C0, DEL, bytes that are not UTF-8 (8-bit C1) */
-      o += (size_t)snprintf(out + o, 8, "\\x%02x", *s++);
-    } else if (k == 2 && s[0] == 0xc2 && s[1] <= 0x9f) { /* C1 as UTF-8 */
-      o += (size_t)snprintf(out + o, 8, "\\u%04x", s[1]);
-      s += 2;
+  progress_text(e, raw, out, sizeof out, &o);
+  out[o++] = '\n';
+  progress_write(out, o);
+}
+
+/* host.progress(text) prints one line. host.progress(text, sgr, text, sgr, ...): the odd
+ * arguments are text (escaped, as above), the even ones colour codes ("32", "1;31", "0"), sent
+ * as ESC [ code m only on a colour terminal: the only escape sequences rbl ever writes. */
+static int l_progress(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  int n = lua_gettop(L);
+  if (n <= 1) {
+    rbl__progress(e, "%s", luaL_checkstring(L, 1));
+    return 0;
+  }
+  if (e->quiet) return 0;
+  luaL_Buffer plain;
+  luaL_buffinit(L, &plain);
+  for (int i = 1; i <= n; i += 2)
+    luaL_addstring(&plain, luaL_checkstring(L, i));
+  luaL_pushresult(&plain);
+  if (e->progress_json || !e->color) {
+    rbl__progress(e, "%s", lua_tostring(L, -1));
+    return 0;
+  }
+  char out[4096];
+  size_t o = 0;
+  for (int i = 1; i <= n; i++) {
+    const char *t = luaL_checkstring(L, i);
+    if (i % 2) {
+      progress_text(e, t, out, sizeof out, &o);
     } else {
-      for (size_t j = 0; j < k && o < sizeof out - 8; j++)
-        out[o++] = (char)*s++;
+      luaL_argcheck(L, strspn(t, "0123456789;") == strlen(t) && strlen(t) < 16, i,
+                    "not a colour code");
+      if (o < sizeof out - 24) o += (size_t)snprintf(out + o, 24, "\033[%sm", t);
     }
   }
   out[o++] = '\n';
-  free(m);
-  if (write(2, out, o) < 0) { /* stderr gone: nothing to report to */
-  }
-}
-
-static int l_progress(lua_State *L) {
-  rbl__progress(rbl_engine_of(L), "%s", luaL_checkstring(L, 1));
+  progress_write(out, o);
   return 0;
 }
 

@@ -293,6 +293,37 @@ class Output(unittest.TestCase):
         self.assertIn("  first\n  second\\x1b[31mred\\x0dback\n", r.err)
         self.assertEqual(r.report["execution_trace"][0]["logs"], ["first\nsecond\x1b[31mred\rback"])
 
+    def test_colour_terminal_gets_only_rbl_colour_codes(self):
+        # stderr a terminal, NO_COLOR unset: rbl colours step statuses, and nothing else reaches
+        # the terminal raw: not a log line's ESC, not a step name's, not an error's.
+        import pty
+        d = tempfile.mkdtemp(prefix="rbl-console-")
+        path = os.path.join(d, "rb.lua")
+        open(path, "w").write('step "a\\27[2Jx" { run = function() log("hi \\27]0;pwned\\7 \\27[31mred") end }\n'
+                              'step "b" { run = function() error("bad \\27[2J") end }\n')
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execve(RBL, [RBL, "run", path, "--tenant", "t1", "--audit", os.path.join(d, "a.jsonl")], env)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 1, out)
+        text = out.decode()
+        import re
+        self.assertEqual(re.findall(r"\x1b\[[0-9;]*m", text), ["\x1b[32m", "\x1b[0m", "\x1b[31m", "\x1b[0m"], text)
+        self.assertEqual(text.count("\x1b"), 4, text)
+        self.assertIn("hi \\x1b]0;pwned\\x07 \\x1b[31mred", text)
+        self.assertIn("a\\x1b[2Jx", text)
+        self.assertIn("bad \\x1b[2J", text)
+
     def test_each_tenant_errors_keyed_by_tenant(self):
         r = run(EACH_TENANT, tenants=("t1", "t2", "t3"))
         self.assertEqual(r.code, 0, r.err)
