@@ -366,6 +366,18 @@ bad "$ADMIN" replace -f "$WORK/lease-a.json"
 contains "$err" 'Operation cannot be fulfilled on leases.coordination.k8s.io "am-group-1": the object has been modified' "lease conflict message"
 ok "$ADMIN" get lease am-group-1 "${P7[@]}" -o jsonpath='{.spec.holderIdentity}'
 eq "$out" "replica-b" "the lost race changed nothing"
+# an update that names no resourceVersion is refused for Leases (no unconditional update): 422.
+# kubectl replace fills in the current resourceVersion itself, so this PUT is sent with curl.
+jq '.spec.holderIdentity = "replica-c" | del(.metadata.resourceVersion)' "$WORK/lease-b.json" >"$WORK/lease-c.json"
+code=$(curl -s -o "$WORK/lease-c.out" -w '%{http_code}' --cacert "$CERTS/ca.crt" -X PUT \
+  -H 'Authorization: Bearer admin-token' -H 'Content-Type: application/json' --data-binary @"$WORK/lease-c.json" \
+  "$KUBE_STANDIN_URL/apis/coordination.k8s.io/v1/namespaces/prod-tenant-7/leases/am-group-1")
+eq "$code" "422" "lease update without resourceVersion refused"
+eq "$(jq -r '.message' "$WORK/lease-c.out")" \
+  'leases.coordination.k8s.io "am-group-1" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update' \
+  "the API server's message"
+ok "$ADMIN" get lease am-group-1 "${P7[@]}" -o jsonpath='{.spec.holderIdentity}'
+eq "$out" "replica-b" "the refused update changed nothing"
 bad "$ADMIN" create -f "$WORK/lease.yaml"
 contains "$err" 'leases.coordination.k8s.io "am-group-1" already exists' "a second create is AlreadyExists"
 ok "$ADMIN" delete lease am-group-1 "${P7[@]}"

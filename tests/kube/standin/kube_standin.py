@@ -100,6 +100,24 @@ def conflict(res, name):
                     "Conflict", _details(res, name))
 
 
+# Kinds whose registry strategy refuses an update without metadata.resourceVersion (Kubernetes'
+# AllowUnconditionalUpdate() == false): a Lease PUT must name the version it read, so a lease client
+# that forgets it fails here as it would against a real API server instead of silently winning.
+NO_UNCONDITIONAL_UPDATE = ("leases",)
+
+
+def rv_required(res, name):
+    """The API server's answer to such an update (the kind it names is the resource, as it does)."""
+    msg = 'Invalid value: 0x0: must be specified for an update'
+    d = {"name": name}
+    if res.group:
+        d["group"] = res.group
+    d["kind"] = res.plural
+    d["causes"] = [{"reason": "FieldValueInvalid", "message": msg, "field": "metadata.resourceVersion"}]
+    return ApiError(422, '%s "%s" is invalid: metadata.resourceVersion: %s' % (res.group_resource, name, msg),
+                    "Invalid", d)
+
+
 def invalid(res, name, causes):
     parts, cs = [], []
     for field, msg, value in causes:
@@ -406,6 +424,10 @@ class Cluster:
             old = self.store.get_raw(res.plural, ns, name)
             if old is None:
                 raise not_found(res, name)
+            md = body.get("metadata") if isinstance(body, dict) else None
+            if (subresource is None and res.plural in NO_UNCONDITIONAL_UPDATE
+                    and not (isinstance(md, dict) and md.get("resourceVersion"))):
+                raise rv_required(res, name)
             if subresource == "scale":
                 return self._update_scale(res, ns, name, old, body, dry_run)
             return self._commit_update(res, ns, name, old, copy.deepcopy(body), dry_run, subresource)
