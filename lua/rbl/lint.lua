@@ -76,20 +76,7 @@ function M.tokens(src)
   return out
 end
 
-local function distance(a, b) -- Levenshtein, small strings only
-  if #a > 40 or #b > 40 then return math.huge end
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
+local distance = require("rbl.params").distance -- Levenshtein, small strings only
 
 -- The closest candidate within 2 edits (1 for short names), or nil.
 function M.suggest(word, candidates)

@@ -7,7 +7,7 @@ local fmt = string.format
 local FIELDS = { type = true, required = true, default = true, choices = true, description = true }
 local TYPES = { string = true, number = true, boolean = true }
 
--- Levenshtein distance, bounded: names are short, the lists small.
+-- Levenshtein distance, bounded: names are short, the lists small (rbl check's linter uses it too).
 local function distance(a, b)
   if #a > 64 or #b > 64 then return math.huge end
   local prev = {}
@@ -22,6 +22,7 @@ local function distance(a, b)
   end
   return prev[#b]
 end
+M.distance = distance
 
 -- " (did you mean 'x'?)" for the closest candidate within a third of the name's length
 -- (at least 2 edits), the same name in another case, or one the name is a prefix of; else "".
