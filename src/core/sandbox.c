@@ -161,11 +161,11 @@ static int wrap_aux(lua_State *L) {
   return r;
 }
 
-static int sb_co_close(lua_State *L) {
-  lua_State *co = lua_tothread(L, 1);
-  luaL_argexpected(L, co, 1, "coroutine");
-  if (!own_thread(L, 1))
-    return luaL_error(L, "cannot close a coroutine not created by coroutine.create/wrap");
+/* Calls upvalue 1 with the arguments and returns what it returns. A (false, err) result that
+ * carries a kill or timeout is raised again: coroutine.close runs the coroutine's pending
+ * __close handlers and hands back what one raised, and (like pcall) it does not get to swallow
+ * a kill; the polled library functions go through the same call. */
+static int call_upvalue(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -176,6 +176,14 @@ static int sb_co_close(lua_State *L) {
     return lua_error(L);
   }
   return lua_gettop(L);
+}
+
+static int sb_co_close(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  if (!own_thread(L, 1))
+    return luaL_error(L, "cannot close a coroutine not created by coroutine.create/wrap");
+  return call_upvalue(L);
 }
 
 static int sb_co_wrap(lua_State *L) {
@@ -526,16 +534,7 @@ static int sb_tmove(lua_State *L) {
  * these poll the limits on every call. upvalue 1: the library's function. */
 static int sb_polled(lua_State *L) {
   rbl__poll_limits(L);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-  /* close runs the coroutine's pending __close handlers: a kill or timeout raised in one comes
-   * back as (false, err). Like pcall, close does not get to swallow it. */
-  if (lua_gettop(L) >= 2 && lua_isboolean(L, 1) && !lua_toboolean(L, 1) && must_rethrow(L)) {
-    lua_settop(L, 2);
-    return lua_error(L);
-  }
-  return lua_gettop(L);
+  return call_upvalue(L);
 }
 
 /* table.sort compares in C: O(n log n) steps without a hook. The comparator (the runbook's,
