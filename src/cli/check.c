@@ -83,7 +83,7 @@ static int check_static(lua_State *L, const char *file, const char *src, size_t 
 static int check_config(rbl_engine *e, const char *file) {
   lua_State *L = e->L;
   if (rbl__load_config(e, file) != 0) return 2;
-  int bad = 0;
+  int bad = rbl__apply_limits(e) != 0; /* each limit a number in its range, no unknown key */
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.config");
   lua_pushnil(L);
   while (lua_next(L, -2)) {

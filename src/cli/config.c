@@ -10,6 +10,7 @@
 
 #include <lauxlib.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t config_deadline;
 static void config_hook(lua_State *L, lua_Debug *ar) {
@@ -57,30 +58,80 @@ int rbl__load_config(rbl_engine *e, const char *path) {
   return 0;
 }
 
-static double cfg_number(lua_State *L, const char *section, const char *key, double def) {
+/* The limits a config may set: each a number within [lo, hi] (integer: a whole number). */
+static const struct {
+  const char *key, *unit;
+  double lo, hi;
+  int integer;
+} limit_keys[] = {
+    {"memory_mb", "MiB", 1, 1048576, 0},       {"step_timeout", "seconds", 0.001, 1e8, 0},
+    {"run_timeout", "seconds", 0.001, 1e8, 0}, {"output_kb", "KiB", 1, 1073741824, 0},
+    {"exec_output_kb", "KiB", 1, 1073741824, 0}, {"http_connections", "requests", 1, 256, 1},
+};
+#define NLIMITS (sizeof limit_keys / sizeof *limit_keys)
+
+/* Reads config.limits: absent keys keep their defaults (vals[] holds them on entry); a value
+ * that is not a number in range, or an unknown key (a typo would silently drop a safety limit),
+ * is exit 2 naming the key, what it got and what it takes. */
+static int read_limits(lua_State *L, double vals[NLIMITS]) {
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.config");
-  lua_getfield(L, -1, section);
-  double v = def;
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, key);
-    if (lua_isnumber(L, -1)) v = lua_tonumber(L, -1);
+  lua_getfield(L, -1, "limits");
+  int rc = 0;
+  if (lua_isnil(L, -1)) goto done;
+  if (!lua_istable(L, -1)) {
+    rc = rbl__fail(2, "config: limits must be a table (limits = { memory_mb = 256, ... }), got a %s",
+                   luaL_typename(L, -1));
+    goto done;
+  }
+  lua_pushnil(L);
+  while (!rc && lua_next(L, -2)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    size_t i = 0;
+    while (k && i < NLIMITS && strcmp(k, limit_keys[i].key) != 0)
+      i++;
+    if (!k || i == NLIMITS) {
+      rc = rbl__fail(2,
+                     "config: unknown key limits.%s; the limits are memory_mb, step_timeout, "
+                     "run_timeout, output_kb, exec_output_kb and http_connections (docs/config.md)",
+                     k ? k : "(not a string)");
+      break;
+    }
+    int isnum = lua_type(L, -1) == LUA_TNUMBER;
+    double v = isnum ? lua_tonumber(L, -1) : 0;
+    if (!isnum || !(v >= limit_keys[i].lo && v <= limit_keys[i].hi) ||
+        (limit_keys[i].integer && v != (double)(long long)v)) {
+      const char *got = isnum ? lua_pushfstring(L, "%f", v) : luaL_tolstring(L, -1, NULL);
+      rc = rbl__fail(2, "config: limits.%s must be %s from %g to %g %s, got %s%s%s", k,
+                     limit_keys[i].integer ? "a whole number" : "a number", limit_keys[i].lo,
+                     limit_keys[i].hi, limit_keys[i].unit, isnum ? "" : "'", got,
+                     isnum ? "" : "'");
+      lua_pop(L, 1);
+    } else {
+      vals[i] = v;
+    }
     lua_pop(L, 1);
   }
+  if (rc) lua_pop(L, 1); /* the key lua_next left */
+done:
   lua_pop(L, 2);
-  return v;
+  return rc;
 }
 
-void rbl__apply_limits(rbl_engine *e) {
+int rbl__apply_limits(rbl_engine *e) {
   lua_State *L = e->L;
   rbl_limits *l = &e->limits;
-  l->memory = (size_t)cfg_number(L, "limits", "memory_mb", (double)(l->memory >> 20)) << 20;
-  l->step_timeout = cfg_number(L, "limits", "step_timeout", l->step_timeout);
-  l->run_timeout = cfg_number(L, "limits", "run_timeout", l->run_timeout);
-  l->output = (size_t)cfg_number(L, "limits", "output_kb", (double)(l->output >> 10)) << 10;
-  l->exec_output = (size_t)cfg_number(L, "limits", "exec_output_kb", (double)(l->exec_output >> 10))
-                   << 10;
-  double hc = cfg_number(L, "limits", "http_connections", (double)l->http_connections);
-  l->http_connections = hc < 1 ? 1 : hc > 256 ? 256 : (int)hc;
-  if (l->memory < (8u << 20)) l->memory = 8u << 20;
+  double v[NLIMITS] = {(double)(l->memory >> 20), l->step_timeout,
+                       l->run_timeout,            (double)(l->output >> 10),
+                       (double)(l->exec_output >> 10), (double)l->http_connections};
+  int rc = read_limits(L, v);
+  if (rc) return rc;
+  l->memory = (size_t)v[0] << 20;
+  l->step_timeout = v[1];
+  l->run_timeout = v[2];
+  l->output = (size_t)v[3] << 10;
+  l->exec_output = (size_t)v[4] << 10;
+  l->http_connections = (int)v[5];
+  if (l->memory < (8u << 20)) l->memory = 8u << 20; /* the floor the Lua state itself needs */
   e->mem_cap = l->memory;
+  return 0;
 }

@@ -487,7 +487,7 @@ static int repl_setup(run_ctx *c) {
   lua_setfield(L, -2, "rbl.docs");
   lua_pop(L, 1);
   int rc = rbl__load_config(e, c->o->config_path);
-  if (!rc) rbl__apply_limits(e);
+  if (!rc) rc = rbl__apply_limits(e);
   if (!rc) rc = rbl__resolve_tenants(e, c->o);
   if (!rc) rbl__push_info(c);
   if (!rc) rc = rbl__open_audit(c);

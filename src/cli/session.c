@@ -406,7 +406,7 @@ int rbl__prepare_run(run_ctx *c) {
   if (!e) return rbl__fail(2, "out of memory");
   e->runbook_dir = rbl__dir_of(c->o->file);
   int rc = rbl__load_config(e, c->o->config_path);
-  if (!rc) rbl__apply_limits(e);
+  if (!rc) rc = rbl__apply_limits(e);
   if (!rc) rc = rbl__resolve_tenants(e, c->o);
   if (!rc) rbl__push_info(c);
   return rc;

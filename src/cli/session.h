@@ -69,7 +69,8 @@ int rbl__preflight(run_ctx *c);
 
 /* config.c: the config file and the limits it sets. */
 int rbl__load_config(rbl_engine *e, const char *path);
-void rbl__apply_limits(rbl_engine *e);
+/* Reads config.limits into e->limits: 0, or 2 after saying which limit is wrong and why. */
+int rbl__apply_limits(rbl_engine *e);
 
 /* tenants.c: --tenant names and globs against the tenants the config knows. */
 int rbl__resolve_tenants(rbl_engine *e, rbl_run_opts *o);

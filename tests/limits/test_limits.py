@@ -321,6 +321,72 @@ class NoCrash(unittest.TestCase):
         self.assertFalse([f for f in os.listdir(r.dir) if f.startswith("core")], os.listdir(r.dir))
 
 
+class ConfigLimits(unittest.TestCase):
+    """docs/config.md's limits: their defaults hold, and a value that is not a number in range,
+    or a key that is not a limit, is exit 2 before anything runs, naming the key."""
+
+    def run_with(self, config, src='step "s" { run = function() log("ran") end }\n'):
+        return finish(start(src, config, measure=False))
+
+    def test_bad_values_are_exit_2_before_anything_runs(self):
+        cases = [("memory_mb", "-1"), ("memory_mb", "1e30"), ("memory_mb", '"lots"'),
+                 ("step_timeout", "0"), ("step_timeout", "-5"), ("step_timeout", "0/0"),
+                 ("step_timeout", '"300"'), ("run_timeout", "1/0"), ("output_kb", "0"),
+                 ("exec_output_kb", "-1"), ("http_connections", "0"), ("http_connections", "257"),
+                 ("http_connections", "1.5")]
+        for key, value in cases:
+            with self.subTest(key=key, value=value):
+                r = self.run_with("return { limits = { %s = %s } }\n" % (key, value))
+                self.assertEqual(r.code, 2, r.err)
+                self.assertIn("config: limits.%s must be" % key, r.err)
+                self.assertNotIn("ran", r.err + r.out)
+                self.assertFalse(os.path.exists(r.audit), "no chain for a run that never started")
+
+    def test_unknown_limit_and_not_a_table(self):
+        r = self.run_with("return { limits = { memory_MB = 64 } }\n")
+        self.assertEqual(r.code, 2, r.err)
+        self.assertIn("unknown key limits.memory_MB", r.err)
+        self.assertIn("memory_mb", r.err)
+        r = self.run_with("return { limits = 64 }\n")
+        self.assertEqual(r.code, 2, r.err)
+        self.assertIn("limits must be a table", r.err)
+        # rbl check says the same of the config file
+        d = tempfile.mkdtemp(prefix="rbl-limits-")
+        cfg = os.path.join(d, "config.lua")
+        open(cfg, "w").write("return { limits = { step_timeout = -1 } }\n")
+        p = subprocess.run([RBL, "check", cfg], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("limits.step_timeout must be", p.stderr)
+
+    def test_valid_values_are_used(self):
+        r = self.run_with("return { limits = { step_timeout = 0.3 } }\n",
+                          'step "s" { run = function() sleep(5) end }\n')
+        self.assertEqual(r.code, 1, r.err)
+        self.assertLess(r.secs, 4)
+        steps = [x for x in self.records(r) if x["kind"] == "step" and x["status"] == "failed"]
+        self.assertIn("timeout", json.dumps(steps))
+
+    def test_defaults(self):
+        # memory_mb = 256 by default: a 300 MiB string is over it, exit 3 naming the limit
+        r = self.run_with("return {}\n",
+                          'step "s" { run = function() local s = string.rep("x", 300 * 1024 * 1024) '
+                          'log("%d", #s) end }\n')
+        self.assertEqual(r.code, 3, r.err)
+        self.assertIn("memory limit of 256 MiB exceeded", r.err)
+        # exec_output_kb = 16384 by default: 17 MiB on stdout is cut at 16 MiB, truncated = true
+        r = self.run_with('return { exec = { allow = { "/usr/bin/head" } } }\n',
+                          'step "s" { run = function() local r = exec({ "/usr/bin/head", "-c", '
+                          '"17825792", "/dev/zero" }) log("len=%d truncated=%s", #r.stdout, '
+                          'tostring(r.truncated)) end }\n')
+        self.assertEqual(r.code, 0, r.err)
+        logs = [x["message"] for x in self.records(r) if x["kind"] == "log"]
+        self.assertIn("len=16777216 truncated=true", logs)
+
+    @staticmethod
+    def records(r):
+        return [json.loads(line) for line in open(r.audit)]
+
+
 if __name__ == "__main__":
     if RSS_ONLY:
         suite = unittest.TestSuite([MemoryBudget("test_each_case_exits_3_and_verifies")])
