@@ -60,12 +60,13 @@ static const char *const usage_run =
     "  --sign-key FILE    Ed25519 private key (PEM): sign this run's final head\n"
     "  --report PATH      write the execution report (JSON) there\n"
     "  --config FILE      config file (Lua; default $RBL_CONFIG)\n"
-    "  --yes              approve as yourself: approvals (approve(), a step's approve field)\n"
+    "  --yes, -y          approve as yourself: approvals (approve(), a step's approve field)\n"
     "                     count you as one approver, recorded as such; no confirmation of\n"
     "                     several tenants on a terminal\n"
-    "  --quiet            no progress on stderr\n"
+    "  --quiet, -q        no progress on stderr\n"
     "  --progress json    progress on stderr as JSON lines (run_start, step, log, call,\n"
-    "                     message, run_end events), for a chat bot to mirror the run\n"
+    "                     message, run_end events), for a chat bot to mirror the run;\n"
+    "                     --progress text: the default, lines for people\n"
     "\n"
     "exit status: 0 resolved, 1 failed (rolled back), 2 usage/load error,\n"
     "             3 refused (tenant scope, sandbox, resource limit), 4 audit write failed,\n"
@@ -88,7 +89,8 @@ static const char *const usage_check =
 
 static const char *const usage_repl =
     "usage: rbl repl --tenant T [--incident ID] [--audit PATH] [--audit-key FILE] [--config FILE]\n"
-    "                [--dir DIR] [--yes]\n"
+    "                [--dir DIR] [--yes] [--dry-run] [--sign-key FILE] [--param K=V]...\n"
+    "                [--quiet] [--progress json]\n"
     "\n"
     "Evaluates Lua one chunk at a time in the runbook sandbox, with the same primitives,\n"
     "tenant gate and audit chain as rbl run. A refused call costs one line (audited); the\n"
@@ -101,7 +103,10 @@ static const char *const usage_repl =
     "Every write asks on the terminal first (type the tenant's name) unless the session\n"
     "started with --yes; without a terminal, writes are refused.\n"
     "  --dir DIR   the directory iac.* and require read from (as a runbook's own directory);\n"
-    "              without it they are refused. / is refused: it would confine nothing.\n";
+    "              without it they are refused. / is refused: it would confine nothing.\n"
+    "The other options mean what they mean for rbl run (--dry-run: writes are server-side\n"
+    "dry runs or not sent; --sign-key: sign the session's final head; --param: the params\n"
+    "table). A session writes no report: its record is the audit chain.\n";
 
 static const char *const usage_rollback =
     "usage: rbl rollback PATH [--audit PATH] [--dry-run] [--force] [--tenant T] [--config FILE]\n"
@@ -119,12 +124,15 @@ static const char *const usage_rollback =
     "exit status: 0 all undone (or nothing to do), 1 broken chain or an undo failed,\n"
     "             2 usage, unreadable chain or missing key, 3 refused, 4 audit write failed\n";
 
-static const char *const usage_audit =
-    "usage: rbl audit verify PATH [--key FILE] [--pubkey FILE] [--head sha256:HEX] [--json]\n"
-    "       rbl audit show PATH [--run ID] [--tenant T] [--since TIME] [--until TIME] [--json]\n";
-
 static int is_help(const char *a) {
   return !strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help");
+}
+
+/* Does argv[from..argc) ask for help (-h or --help, before a bare "--")? */
+static int asks_help(int argc, char **argv, int from) {
+  for (int i = from; i < argc && strcmp(argv[i], "--"); i++)
+    if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+  return 0;
 }
 
 static void print_error(int code, const char *name, const char *prose, void *ud) {
@@ -147,15 +155,17 @@ static int help(const char *cmd) {
   else if (!strcmp(cmd, "approve")) {
     char *av[] = {"--help", NULL};
     return rbl_cmd_approve(1, av);
-  } else if (!strcmp(cmd, "audit"))
-    fputs(usage_audit, stdout);
+  } else if (!strcmp(cmd, "audit")) {
+    char *av[] = {"--help", NULL};
+    return rbl_audit_main(1, av);
+  }
   else if (!strcmp(cmd, "serve"))
     rbl_serve_usage();
   else if (!strcmp(cmd, "errors")) {
     printf("The error codes a failing primitive raises ({code = NAME, message = ...}):\n");
     rbl_err_each(print_error, NULL);
   } else if (!strcmp(cmd, "version"))
-    fputs("usage: rbl version\n", stdout);
+    fputs("usage: rbl version   (also rbl --version, rbl -V)\n\nPrints rbl's version.\n", stdout);
   else {
     fprintf(stderr, "rbl: no help for unknown command '%s'\n", cmd);
     return 2;
@@ -230,12 +240,15 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
     } else if (!strcmp(a, "--sign-key")) {
       VALUE();
       o->sign_key = v;
-    } else if (!strcmp(a, "--report")) {
+    } else if (!strcmp(a, "--report") && want_file) {
       VALUE();
       o->report_path = v;
     } else if (!strcmp(a, "--config")) {
       VALUE();
       o->config_path = v;
+    } else if (!strcmp(a, "--report") && !want_file) {
+      return bad_usage(cmd, "%s belongs to rbl run: a repl session writes no report (its record "
+                            "is the audit chain, --audit)", a);
     } else if (!strcmp(a, "--dir") && !want_file) {
       VALUE();
       o->dir = v;
@@ -303,7 +316,7 @@ static const char *const value_opts[] = {
     "--tenant", "--incident", "--param",  "--audit",    "--audit-key", "--sign-key",
     "--report", "--config",   "--key",    "--pubkey",   "--head",      "--only",
     "--from",   "--skip",     "--resume", "--plan-out", "--plan",      "--as",
-    "--reason", "--listen",   "--dir",    NULL};
+    "--reason", "--listen",   "--dir",    "--id",   NULL};
 
 /* -> a new argv (malloc'd array; its strings point into argv or value_opts), or NULL after
  * printing why ("--quiet=1": a flag takes no value). Nothing after a bare "--" is touched. */
@@ -358,6 +371,9 @@ static int dispatch(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
+  if (!strcmp(cmd, "version") && asks_help(argc, argv, 2)) return help("version");
+  if (!strcmp(cmd, "version") && argc > 2)
+    return bad_usage("version", "unexpected argument '%s' (rbl version takes none)", argv[2]);
   if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
     printf("rbl %s\n", RBL_VERSION);
     return 0;
@@ -376,22 +392,24 @@ static int dispatch(int argc, char **argv) {
       rbl_families_print();
       return 0;
     }
+    if (asks_help(argc, argv, 2)) return help("check");
     if (argc < 3) return bad_usage("check", "missing %s", "FILE");
-    if (is_help(argv[2]) && strcmp(argv[2], "help")) return help("check");
     return rbl_cmd_check(argc - 2, argv + 2);
   }
   if (!strcmp(cmd, "audit")) {
-    if (argc < 3 || (is_help(argv[2]) && strcmp(argv[2], "help")))
-      return help("audit") == 0 && argc >= 3 ? 0 : 2;
-    return rbl_audit_main(argc - 2, argv + 2);
+    return rbl_audit_main(argc - 2, argv + 2); /* no subcommand: its usage, exit 2 */
   }
   if (!strcmp(cmd, "approve")) return rbl_cmd_approve(argc - 2, argv + 2);
   if (!strcmp(cmd, "rollback")) {
+    if (asks_help(argc, argv, 2) || (argc >= 3 && !strcmp(argv[2], "help")))
+      return help("rollback");
     if (argc < 3) return bad_usage("rollback", "missing the audit %s", "PATH");
-    if (is_help(argv[2])) return help("rollback");
     return rbl_cmd_rollback(argc - 2, argv + 2);
   }
-  if (!strcmp(cmd, "serve")) return rbl_cmd_serve(argc - 2, argv + 2);
+  if (!strcmp(cmd, "serve")) {
+    if (asks_help(argc, argv, 2)) return help("serve");
+    return rbl_cmd_serve(argc - 2, argv + 2);
+  }
   fprintf(stderr, "rbl: unknown command '%s'\n", cmd);
   fputs(usage_main, stderr);
   return 2;

@@ -725,7 +725,8 @@ static const char audit_usage[] =
     "       rbl audit show PATH [--run ID] [--tenant T] [--since TIME] [--until TIME] [--json]\n"
     "\n"
     "  verify  proves the chain untouched: exit 0 intact, 1 broken, 2 unreadable or bad usage\n"
-    "  show    prints each run as a postmortem timeline, one line per record\n"
+    "  show    prints each run as a postmortem timeline, one line per record: exit 0 shown,\n"
+    "          2 unreadable, bad usage, a --run that names no run or several, a bad TIME\n"
     "\n"
     "See docs/audit.md for the record format and every message.\n";
 

@@ -23,7 +23,9 @@ static const char show_usage[] =
     "  --since TIME  only records at or after TIME: RFC 3339 (2026-01-17T03:42:15Z, a prefix\n"
     "                such as 2026-01-17T03:42) or an age (90s, 15m, 2h, 1d before now)\n"
     "  --until TIME  only records before TIME (same forms)\n"
-    "  --json        the same (filtered) as one JSON document\n";
+    "  --json        the same (filtered) as one JSON document\n"
+    "exit status: 0 shown, 2 unreadable, bad usage, a --run that names no run or several,\n"
+    "             a bad TIME\n";
 
 /* Milliseconds since the epoch of an RFC 3339 UTC time as the writer prints it; -1 if not one. */
 static long long show_ms(const char *ts) {

@@ -34,10 +34,59 @@ if errs=$("$RBL" help errors | tail -n +2); then
 else
   problem "rbl help errors failed"
 fi
-for cmd in run check repl audit rollback serve version errors; do
+for cmd in run check repl audit rollback approve serve version errors; do
   out=$("$RBL" help "$cmd") || { problem "no help for $cmd"; continue; }
   [ -n "$out" ] || problem "empty help for $cmd"
 done
+# --help is there and true for every command: `rbl help CMD`, `rbl CMD --help`, `-h` and
+# `--help` after other arguments print the same usage, exit 0; an unknown option is exit 2
+# naming it; every option a command parses is in its help; every option the README's Usage
+# block gives a command is in that command's help.
+helpof() { "$RBL" help "$1" 2>&1; }
+for cmd in run check repl audit rollback approve serve version; do
+  want=$(helpof "$cmd") || problem "rbl help $cmd: exit $?"
+  head -1 <<<"$want" | grep -q "^usage: rbl $cmd" || problem "rbl help $cmd does not start with usage: rbl $cmd"
+  case $cmd in run | repl) extra="--tenant t" ;; audit) extra="" ;; *) extra="x" ;; esac
+  for args in "--help" "-h" "$extra --help"; do
+    # shellcheck disable=SC2086
+    got=$("$RBL" "$cmd" $args 2>&1) || problem "rbl $cmd $args: exit $?"
+    [ "$got" = "$want" ] || problem "rbl $cmd $args differs from rbl help $cmd"
+  done
+  rc=0
+  err=$("$RBL" "$cmd" --no-such-option 2>&1 >/dev/null) || rc=$?
+  [ "$rc" = 2 ] || problem "rbl $cmd --no-such-option: exit $rc, not 2"
+  grep -q -- "--no-such-option" <<<"$err" || problem "rbl $cmd --no-such-option: the error does not name it"
+done
+for sub in verify show; do
+  want=$("$RBL" audit "$sub" --help) || problem "rbl audit $sub --help: exit $?"
+  head -1 <<<"$want" | grep -q "^usage: rbl audit $sub" || problem "rbl audit $sub --help: no usage"
+  [ "$("$RBL" audit "$sub" x --help)" = "$want" ] || problem "rbl audit $sub x --help differs"
+done
+opts_in() { grep -oE -- "$2" "$ROOT/$1" | grep -oE -- '--[a-z][a-z-]*' | sort -u; }
+parsed_run=$(sed -n '/^static int parse_run/,/^}/p' "$ROOT/src/cli/main.c" |
+  grep -oE '"--[a-z][a-z-]*' | tr -d '"' | sort -u)
+runrepl_help="$(helpof run) $(helpof repl)"
+for o in $parsed_run; do
+  grep -q -- "$o\b" <<<"$runrepl_help" || problem "rbl run/repl parse $o; neither help names it"
+done
+for pair in rollback:src/cli/rollback.c approve:src/cli/approve.c check:src/cli/check.c \
+  serve:src/serve/serve.c "audit verify:src/core/audit_verify.c" "audit show:src/core/audit_show.c"; do
+  cmd=${pair%%:*} file=${pair#*:}
+  # shellcheck disable=SC2086
+  h=$("$RBL" $cmd --help 2>&1)
+  for o in $(opts_in "$file" '"--[a-z][a-z-]*"' | grep -vx -- --help); do
+    grep -q -- "$o\b" <<<"$h" || problem "rbl $cmd parses $o ($file); its help does not name it"
+  done
+done
+cmd=
+while read -r line; do
+  case $line in rbl\ *) read -r _ cmd sub rest <<<"$line" ;; *) sub="" rest=$line ;; esac
+  case $cmd in run | check | repl | rollback | approve | serve) h=$(helpof "$cmd") ;;
+    audit) h=$("$RBL" audit "$sub" --help) ;; *) continue ;; esac
+  for o in $(grep -oE -- '--[a-z][a-z-]*' <<<"$sub $rest" | sort -u); do
+    grep -q -- "$o\b" <<<"$h" || problem "README's Usage gives rbl $cmd $o; rbl help $cmd does not"
+  done
+done < <(sed -n '/^## Usage/,/^```$/p' "$ROOT/README.md" | grep -E '^(rbl [a-z]+|  +\[)')
 for f in README.md docs/runbook-language.md docs/config.md docs/audit.md docs/errors.md docs/internals.md docs/serve.md; do
   [ -s "$ROOT/$f" ] || problem "missing doc: $f"
 done
