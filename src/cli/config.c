@@ -64,8 +64,8 @@ static const struct {
   double lo, hi;
   int integer;
 } limit_keys[] = {
-    {"memory_mb", "MiB", 1, 1048576, 0},       {"step_timeout", "seconds", 0.001, 1e8, 0},
-    {"run_timeout", "seconds", 0.001, 1e8, 0}, {"output_kb", "KiB", 1, 1073741824, 0},
+    {"memory_mb", "MiB", 1, 1048576, 0},         {"step_timeout", "seconds", 0.001, 1e8, 0},
+    {"run_timeout", "seconds", 0.001, 1e8, 0},   {"output_kb", "KiB", 1, 1073741824, 0},
     {"exec_output_kb", "KiB", 1, 1073741824, 0}, {"http_connections", "requests", 1, 256, 1},
 };
 #define NLIMITS (sizeof limit_keys / sizeof *limit_keys)
@@ -79,8 +79,9 @@ static int read_limits(lua_State *L, double vals[NLIMITS]) {
   int rc = 0;
   if (lua_isnil(L, -1)) goto done;
   if (!lua_istable(L, -1)) {
-    rc = rbl__fail(2, "config: limits must be a table (limits = { memory_mb = 256, ... }), got a %s",
-                   luaL_typename(L, -1));
+    rc =
+        rbl__fail(2, "config: limits must be a table (limits = { memory_mb = 256, ... }), got a %s",
+                  luaL_typename(L, -1));
     goto done;
   }
   lua_pushnil(L);
@@ -103,8 +104,7 @@ static int read_limits(lua_State *L, double vals[NLIMITS]) {
       const char *got = isnum ? lua_pushfstring(L, "%f", v) : luaL_tolstring(L, -1, NULL);
       rc = rbl__fail(2, "config: limits.%s must be %s from %g to %g %s, got %s%s%s", k,
                      limit_keys[i].integer ? "a whole number" : "a number", limit_keys[i].lo,
-                     limit_keys[i].hi, limit_keys[i].unit, isnum ? "" : "'", got,
-                     isnum ? "" : "'");
+                     limit_keys[i].hi, limit_keys[i].unit, isnum ? "" : "'", got, isnum ? "" : "'");
       lua_pop(L, 1);
     } else {
       vals[i] = v;
@@ -120,9 +120,12 @@ done:
 int rbl__apply_limits(rbl_engine *e) {
   lua_State *L = e->L;
   rbl_limits *l = &e->limits;
-  double v[NLIMITS] = {(double)(l->memory >> 20), l->step_timeout,
-                       l->run_timeout,            (double)(l->output >> 10),
-                       (double)(l->exec_output >> 10), (double)l->http_connections};
+  double v[NLIMITS] = {(double)(l->memory >> 20),
+                       l->step_timeout,
+                       l->run_timeout,
+                       (double)(l->output >> 10),
+                       (double)(l->exec_output >> 10),
+                       (double)l->http_connections};
   int rc = read_limits(L, v);
   if (rc) return rc;
   l->memory = (size_t)v[0] << 20;

@@ -158,8 +158,7 @@ static int help(const char *cmd) {
   } else if (!strcmp(cmd, "audit")) {
     char *av[] = {"--help", NULL};
     return rbl_audit_main(1, av);
-  }
-  else if (!strcmp(cmd, "serve"))
+  } else if (!strcmp(cmd, "serve"))
     rbl_serve_usage();
   else if (!strcmp(cmd, "errors")) {
     printf("The error codes a failing primitive raises ({code = NAME, message = ...}):\n");
@@ -247,8 +246,10 @@ static int parse_run(const char *cmd, int argc, char **argv, rbl_run_opts *o, in
       VALUE();
       o->config_path = v;
     } else if (!strcmp(a, "--report") && !want_file) {
-      return bad_usage(cmd, "%s belongs to rbl run: a repl session writes no report (its record "
-                            "is the audit chain, --audit)", a);
+      return bad_usage(cmd,
+                       "%s belongs to rbl run: a repl session writes no report (its record "
+                       "is the audit chain, --audit)",
+                       a);
     } else if (!strcmp(a, "--dir") && !want_file) {
       VALUE();
       o->dir = v;
@@ -316,7 +317,7 @@ static const char *const value_opts[] = {
     "--tenant", "--incident", "--param",  "--audit",    "--audit-key", "--sign-key",
     "--report", "--config",   "--key",    "--pubkey",   "--head",      "--only",
     "--from",   "--skip",     "--resume", "--plan-out", "--plan",      "--as",
-    "--reason", "--listen",   "--dir",    "--id",   NULL};
+    "--reason", "--listen",   "--dir",    "--id",       NULL};
 
 /* -> a new argv (malloc'd array; its strings point into argv or value_opts), or NULL after
  * printing why ("--quiet=1": a flag takes no value). Nothing after a bare "--" is touched. */
