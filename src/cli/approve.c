@@ -28,7 +28,7 @@ static cJSON *exchange(int fd, cJSON *msg) {
   if (!txt) return NULL;
   size_t n = strlen(txt);
   int ok = write(fd, txt, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
-  free(txt);
+  cJSON_free(txt);
   if (!ok) return NULL;
   char buf[65536];
   size_t len = 0;

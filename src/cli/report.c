@@ -44,7 +44,7 @@ static int write_plan(run_ctx *c, const char *killed) {
     return -1;
   }
   char err[128];
-  cJSON *doc = rbl_json_from_lua(L, -1, RBL_JSON_REDACT, err, sizeof err);
+  cJSON *doc = rbl_json_from_lua(L, -1, RBL_JSON_REDACT | RBL_JSON_EXACT_NUMBERS, err, sizeof err);
   lua_pop(L, 1);
   rbl__mask_json(c->e, doc);
   char *txt = doc ? cJSON_Print(doc) : NULL;
@@ -138,7 +138,8 @@ static int write_atomic(const char *path, const char *text, size_t len) {
 static int report_save(run_ctx *c) {
   lua_State *L = c->e->L;
   char err[128];
-  cJSON *rep = rbl_json_from_lua(L, -1, RBL_JSON_REDACT, err, sizeof err);
+  /* numbers exactly: integers digit for digit (to 2^63), doubles that round-trip */
+  cJSON *rep = rbl_json_from_lua(L, -1, RBL_JSON_REDACT | RBL_JSON_EXACT_NUMBERS, err, sizeof err);
   rbl__mask_json(c->e, rep);
   char *txt = rep ? cJSON_Print(rep) : NULL;
   cJSON_Delete(rep);
@@ -169,8 +170,9 @@ static void report_progress_end(run_ctx *c, int code) {
   char err[64];
   lua_getfield(L, -1, "failure");
   if (lua_istable(L, -1))
-    cJSON_AddItemToObject(ev, "failure",
-                          rbl_json_from_lua(L, -1, RBL_JSON_REDACT, err, sizeof err));
+    cJSON_AddItemToObject(
+        ev, "failure",
+        rbl_json_from_lua(L, -1, RBL_JSON_REDACT | RBL_JSON_EXACT_NUMBERS, err, sizeof err));
   lua_pop(L, 1);
   lua_getfield(L, -1, "total_execution_time_ms");
   cJSON_AddNumberToObject(ev, "total_execution_time_ms", lua_tonumber(L, -1));

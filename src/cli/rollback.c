@@ -190,12 +190,12 @@ int rbl_cmd_rollback(int argc, char **argv) {
     for (int i = given; i < o.ntenants; i++)
       free((char *)o.tenants[i]);
     free(incident);
-    free(arg);
+    cJSON_free(arg); /* cJSON_PrintUnformatted's */
     return rc;
   }
   if (o.ntenants == 0) {
     free(incident);
-    free(arg);
+    cJSON_free(arg); /* cJSON_PrintUnformatted's */
     return usage("%s names no tenant in a verified run_start; give --tenant", chain);
   }
   o.incident = incident;
@@ -207,6 +207,6 @@ int rbl_cmd_rollback(int argc, char **argv) {
   for (int i = given; i < o.ntenants; i++)
     free((char *)o.tenants[i]);
   free(incident);
-  free(arg);
+  cJSON_free(arg); /* cJSON_PrintUnformatted's */
   return rc;
 }

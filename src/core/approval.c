@@ -241,11 +241,18 @@ static void reply(appr_conn *c, cJSON *obj) {
   if (!txt) return;
   size_t n = strlen(txt);
   char *buf = malloc(n + 2);
-  memcpy(buf, txt, n);
-  buf[n] = '\n';
-  buf[n + 1] = 0;
-  free(txt);
+  if (buf) {
+    memcpy(buf, txt, n);
+    buf[n] = '\n';
+    buf[n + 1] = 0;
+  }
+  cJSON_free(txt);
+  if (!buf) return;
   uv_write_t *w = malloc(sizeof *w);
+  if (!w) {
+    free(buf);
+    return;
+  }
   w->data = buf;
   uv_buf_t b = uv_buf_init(buf, (unsigned)(n + 1));
   if (uv_write(w, (uv_stream_t *)&c->pipe, &b, 1, write_cb) != 0) {

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "jcs.h"
 #include "rbl.h"
 
 static const char show_usage[] =
@@ -329,9 +330,11 @@ static void show_put(show_line *l, const char *fmt, ...) {
 static void show_put_value(show_line *l, const cJSON *v, size_t max) {
   char esc[256];
   if (!v) return show_put(l, "(absent)");
-  char *s = cJSON_PrintUnformatted(v);
+  cJSON *d = cJSON_Duplicate(v, 1); /* numbers as the chain holds them, not cJSON's 15 digits */
+  char *s = d && rbl_jcs_raw_numbers(d) == 0 ? cJSON_PrintUnformatted(d) : NULL;
+  cJSON_Delete(d);
   show_esc(s ? s : "?", esc, max < sizeof esc ? max : sizeof esc);
-  free(s);
+  cJSON_free(s);
   show_put(l, "%s", esc);
 }
 
@@ -651,7 +654,7 @@ static void show_text(const cJSON *doc) {
   if (cJSON_GetArraySize(bad) > 0) {
     char *s = cJSON_PrintUnformatted(bad);
     printf("unreadable lines (torn write or damage; run `rbl audit verify`): %s\n", s ? s : "?");
-    free(s);
+    cJSON_free(s);
   }
 }
 
@@ -735,9 +738,15 @@ int rbl_audit_show_main(int argc, char **argv) {
     rc = 2;
   }
   if (rc == 0 && json) {
-    char *s = cJSON_Print(doc);
-    if (s) puts(s);
-    free(s);
+    /* every number as the chain holds it: integers digit for digit, doubles that round-trip */
+    char *s = rbl_jcs_raw_numbers(doc) == 0 ? cJSON_Print(doc) : NULL;
+    if (s) {
+      puts(s);
+    } else {
+      fprintf(stderr, "rbl audit show: out of memory\n");
+      rc = 2;
+    }
+    cJSON_free(s);
   } else if (rc == 0) {
     show_text(doc);
   }

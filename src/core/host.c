@@ -159,10 +159,10 @@ void rbl__mask_json(rbl_engine *e, cJSON *j) {
   for (cJSON *c = j; c; c = c->next) {
     if (cJSON_IsString(c) && c->valuestring) {
       char *m = e->nsecrets ? rbl__mask(e, c->valuestring, strlen(c->valuestring), NULL) : NULL;
-      if (m) {
-        cJSON_free(c->valuestring);
-        c->valuestring = m;
-      }
+      /* the string stays cJSON's allocation (cJSON_Delete frees it with cJSON_free); when the
+       * copy fails the text is emptied, never left unmasked */
+      if (m && !cJSON_SetValuestring(c, m)) c->valuestring[0] = 0;
+      free(m);
       utf8_scrub(c->valuestring);
     }
     if (c->child) rbl__mask_json(e, c->child);

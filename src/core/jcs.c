@@ -93,6 +93,23 @@ int rbl_jcs_number(double v, char *out) {
   return (int)(o - out);
 }
 
+int rbl_jcs_raw_numbers(cJSON *j) {
+  for (cJSON *c = j; c; c = c->next) {
+    if (cJSON_IsNumber(c)) {
+      char num[32];
+      int n = rbl_jcs_number(c->valuedouble, num);
+      if (n > 0) { /* a number's valuestring is NULL: nothing to free */
+        c->valuestring = cJSON_malloc((size_t)n + 1);
+        if (!c->valuestring) return RBL_ENOMEM;
+        memcpy(c->valuestring, num, (size_t)n + 1);
+        c->type = cJSON_Raw | (c->type & cJSON_StringIsConst);
+      }
+    }
+    if (c->child && rbl_jcs_raw_numbers(c->child) != 0) return RBL_ENOMEM;
+  }
+  return 0;
+}
+
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not valid (RFC 3629). */
 static int jcs_utf8_len(const unsigned char *s) {
   unsigned c = s[0];

@@ -34,6 +34,12 @@ int rbl_jcs_append_omit(rbl_jcs_buf *b, const cJSON *obj, const char *const *omi
  * Returns the length, or RBL_EINVAL for NaN and infinities. */
 int rbl_jcs_number(double v, char *out);
 
+/* Turns every number in j into a raw literal of its rbl_jcs_number form: cJSON_Print then shows
+ * each number as the chain holds it (every digit of an integer, doubles that round-trip) instead of
+ * cJSON's 15 significant digits. For printing only: rbl_jcs_append refuses raw values. Returns 0
+ * or RBL_ENOMEM (numbers converted so far stay converted). */
+int rbl_jcs_raw_numbers(cJSON *j);
+
 /* Compares two UTF-8 strings by their UTF-16 code units (RFC 8785 3.2.3). */
 int rbl_jcs_keycmp(const char *a, const char *b);
 

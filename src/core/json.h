@@ -18,7 +18,8 @@ int rbl_json_push_free(lua_State *L, cJSON *j);
  * non-finite numbers, mixed tables or more than 1e6 nodes. */
 enum { RBL_JSON_REDACT = 1, RBL_JSON_UNWRAP_SECRETS = 2, RBL_JSON_EXACT_NUMBERS = 4 };
 /* RBL_JSON_EXACT_NUMBERS: numbers cJSON would print inexactly become raw literals (cJSON_Raw):
- * for printing only (json.encode), not for trees that JCS or the audit read. */
+ * for printing only (json.encode, the report, the plan), not for trees that JCS or the audit read.
+ */
 cJSON *rbl_json_from_lua(lua_State *L, int idx, int flags, char *err, size_t errlen);
 
 int luaopen_rbl_json(lua_State *L);

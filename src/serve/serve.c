@@ -58,7 +58,7 @@ static void respond_json(srv_conn *c, int st, cJSON *j) {
   }
   rbl_srv_respond(c, st, NULL, b ? b : s, b ? n + 1 : n);
   free(b);
-  free(s);
+  cJSON_free(s);
 }
 
 static void respond_error(srv_conn *c, int st, const char *msg) {
@@ -128,21 +128,18 @@ static void answer_after_sync(srv_state *S, srv_conn *c, int st, cJSON *j) {
   srv_pending *p = calloc(1, sizeof *p);
   char *s = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
-  if (!p || !s) {
-    free(p);
-    free(s);
-    rbl_srv_respond(c, 503, NULL, "{\"error\":\"out of memory\"}\n", 26);
-    return;
-  }
-  size_t n = strlen(s);
-  p->body = malloc(n + 2);
-  if (p->body) {
+  size_t n = s ? strlen(s) : 0;
+  if (p && s && (p->body = malloc(n + 2))) {
     memcpy(p->body, s, n);
     p->body[n] = '\n';
     p->body[n + 1] = 0;
-    free(s);
-  } else
-    p->body = s;
+  }
+  cJSON_free(s); /* cJSON's allocation: never mixed with the malloc'd bodies freed with free() */
+  if (!p || !p->body) {
+    free(p);
+    rbl_srv_respond(c, 503, NULL, "{\"error\":\"out of memory\"}\n", 26);
+    return;
+  }
   p->c = c;
   p->seq = S->spool.seq;
   p->status = st;

@@ -64,7 +64,7 @@ uint64_t rbl_serve_spool_append(srv_spool *s, cJSON *rec) {
   cJSON_Delete(rec);
   size_t len = 0;
   char *line = json && strlen(json) < ENTRY_MAX ? rbl_serve_spool_line(json, &len) : NULL;
-  free(json);
+  cJSON_free(json);
   if (!line) {
     spool_fail(s, "entry", ENOMEM);
     return 0;
@@ -260,7 +260,7 @@ int rbl_serve_spool_rewrite(srv_spool *s, const char *path, const cJSON *recs, u
     char *json = cJSON_PrintUnformatted(r);
     size_t len = 0;
     char *line = json ? rbl_serve_spool_line(json, &len) : NULL;
-    free(json);
+    cJSON_free(json);
     if (!line || write_all(fd, line, len) != 0) bad = 1;
     free(line);
     if (bad) break;

@@ -8,12 +8,15 @@
 
 #include "engine_int.h"
 #include "rbl.h"
+#include "audit.h"
 #include "sandbox.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 void rbl__open_modules(lua_State *L);
 
@@ -259,6 +262,61 @@ static void test_waiting_inside_a_user_coroutine_is_refused(void **state) {
   rbl__engine_free(e);
 }
 
+/* Every string cJSON allocates goes back through cJSON_free (its hooks count it against the run's
+ * budget, src/core/budget.c): one freed with free() stays charged for ever, one malloc'd and
+ * handed to cJSON is released without having been charged. Either way the count drifts. */
+static void test_cjson_strings_settle_the_budget(void **state) {
+  (void)state;
+  rbl_engine *e = engine(0);
+  char pad[8192];
+  memset(pad, 'x', sizeof pad - 1);
+  pad[sizeof pad - 1] = 0;
+  cJSON *hold = cJSON_CreateString(pad); /* so that a release never below zero still shows */
+  e->secrets = malloc(sizeof *e->secrets);
+  assert_non_null(e->secrets);
+  e->secrets[e->nsecrets++] = strdup("hunter2-the-secret");
+  size_t before = e->ext;
+  /* masking replaces a string of a cJSON tree (host.c, rbl__mask_json) */
+  cJSON *rec = cJSON_CreateObject();
+  cJSON_AddStringToObject(rec, "out", "token=hunter2-the-secret and more text");
+  rbl__mask_json(e, rec);
+  assert_string_equal(cJSON_GetObjectItem(rec, "out")->valuestring,
+                      "token=[redacted] and more text");
+  cJSON_Delete(rec);
+  assert_int_equal(e->ext, before);
+  /* rbl audit show, in JSON and as a timeline (audit_show.c prints with cJSON_Print*) */
+  char path[] = "/tmp/rbl-test-budget-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  const char *chain =
+      "{\"kind\":\"run_start\",\"run\":\"r1\",\"incident\":\"i\",\"ts\":\"2026-01-01T00:00:00."
+      "000Z\","
+      "\"tenants\":[\"t1\"]}\n"
+      "{\"kind\":\"intent\",\"run\":\"r1\",\"call\":1,\"prim\":\"drift_compare\",\"ts\":"
+      "\"2026-01-01T00:00:00.001Z\",\"args\":[{\"n\":9007199254740992}]}\n"
+      "not json\n";
+  assert_int_equal(write(fd, chain, strlen(chain)), (int)strlen(chain));
+  close(fd);
+  fflush(stdout);
+  int out = dup(1), devnull = open("/dev/null", O_WRONLY);
+  assert_true(out >= 0 && devnull >= 0);
+  dup2(devnull, 1);
+  char *json_argv[] = {"show", path, "--json", NULL};
+  char *text_argv[] = {"show", path, NULL};
+  int rc1 = rbl_audit_show_main(3, json_argv);
+  int rc2 = rbl_audit_show_main(2, text_argv);
+  fflush(stdout);
+  dup2(out, 1);
+  close(out);
+  close(devnull);
+  unlink(path);
+  assert_int_equal(rc1, 0);
+  assert_int_equal(rc2, 0);
+  assert_int_equal(e->ext, before);
+  cJSON_Delete(hold);
+  rbl__engine_free(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_env_is_exactly_the_allow_list),
@@ -272,6 +330,7 @@ int main(void) {
       cmocka_unit_test(test_deadlock_is_detected),
       cmocka_unit_test(test_waiting_inside_a_user_coroutine_is_refused),
       cmocka_unit_test(test_error_codes_come_from_the_vocabulary),
+      cmocka_unit_test(test_cjson_strings_settle_the_budget),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,7 +41,7 @@ static void assert_json(const cJSON *j, const char *want) {
   char *s = cJSON_PrintUnformatted(j);
   assert_non_null(s);
   assert_string_equal(s, want);
-  free(s);
+  cJSON_free(s);
 }
 
 static void test_multi_doc(void **state) {
