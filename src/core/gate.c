@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define FIXED_PATH   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define MAX_SEGS     16
@@ -955,6 +956,191 @@ static int answer_ns_patch(rbl_gate *g, const rbl_gate_ticket *t, long status, c
   return 0;
 }
 
+/* ---- PATCH: the patch type the API server will apply decides what the body means ----
+ * The same bytes are a JSON patch, a merge patch or a strategic merge patch depending on the
+ * Content-Type alone, so the gate reads it as the API server does (the one header, cut at its
+ * first ';', compared exactly: k8s.io/apiserver's patch handler) and checks the body by that
+ * type. Only the three types rbl sends pass; server-side apply (YAML) and anything else do not.
+ * For every object but the Namespace (whose tenant label is decided by effect, below) the body
+ * may not touch metadata.namespace, nor the tenant label unless kube.allow_tenant_label_change. */
+
+enum { PATCH_JSON = 1, PATCH_MERGE, PATCH_STRATEGIC };
+
+/* The value of header line h when it is Content-Type ("Name: value"; curl sends "Name;" as the
+ * header with an empty value): 1 with *v and *vn set, 0 for another header, -1 when the name is
+ * Content-Type with white space around it (a name the API server's parser would refuse). */
+static int header_ctype(const char *h, const char **v, size_t *vn) {
+  size_t n = strcspn(h, ":;");
+  if (!h[n]) return 0; /* curl sends neither kind */
+  size_t a = 0, b = n;
+  while (a < b && (h[a] == ' ' || h[a] == '\t'))
+    a++;
+  while (b > a && (h[b - 1] == ' ' || h[b - 1] == '\t'))
+    b--;
+  if (b - a != 12 || strncasecmp(h + a, "content-type", 12) != 0) return 0;
+  if (a != 0 || b != n) return -1;
+  const char *s = h[n] == ':' ? h + n + 1 : h + n + 1 + strlen(h + n + 1);
+  size_t len = strlen(s);
+  while (len && (*s == ' ' || *s == '\t'))
+    s++, len--;
+  while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+    len--;
+  *v = s;
+  *vn = len;
+  return 1;
+}
+
+/* The patch type of a PATCH request, or -1 (refused). */
+static int patch_type(const rbl_gate_req *r, char *why, size_t wn) {
+  const char *v = NULL, *cv;
+  size_t vn = 0, cn;
+  int count = 0;
+  for (size_t i = 0; i < r->nheaders; i++) {
+    int k = r->headers[i] ? header_ctype(r->headers[i], &cv, &cn) : 0;
+    if (k < 0) return refuse(why, wn, "kube: a PATCH with a malformed Content-Type header name");
+    if (k > 0 && count++ == 0) v = cv, vn = cn;
+  }
+  if (count > 1) return refuse(why, wn, "kube: a PATCH with %d Content-Type headers", count);
+  if (!v || vn == 0)
+    return refuse(why, wn,
+                  "kube: a PATCH without a Content-Type (the patch type decides what the body "
+                  "does)");
+  const char *semi = memchr(v, ';', vn);
+  size_t mn = semi && semi > v ? (size_t)(semi - v) : vn;
+  if (seq(v, mn, "application/json-patch+json")) return PATCH_JSON;
+  if (seq(v, mn, "application/merge-patch+json")) return PATCH_MERGE;
+  if (seq(v, mn, "application/strategic-merge-patch+json")) return PATCH_STRATEGIC;
+  return refuse(why, wn,
+                "kube: a PATCH of type %.*s: only json-patch, merge-patch and "
+                "strategic-merge-patch (+json) bodies are checked and sent",
+                (int)(vn > 80 ? 80 : vn), v);
+}
+
+/* Does the JSON pointer p (RFC 6901) name the member at segs[0..nseg), one above it or one
+ * inside it? 1 yes, 0 no, -1 a malformed pointer. */
+static int ptr_touches(const char *p, const char *const *segs, int nseg) {
+  if (!*p) return 1; /* the whole object */
+  if (*p != '/') return -1;
+  for (int i = 0;; i++) {
+    if (!*p) return 1;       /* ends above (or at) the member */
+    if (i == nseg) return 1; /* goes inside it */
+    p++;
+    char part[512];
+    size_t k = 0;
+    for (; *p && *p != '/'; p++) {
+      char c = *p;
+      if (c == '~') {
+        if (p[1] != '0' && p[1] != '1') return -1;
+        c = *++p == '0' ? '~' : '/';
+      }
+      if (k + 1 >= sizeof part) return 0; /* longer than any member it is compared with */
+      part[k++] = c;
+    }
+    part[k] = 0;
+    if (strcmp(part, segs[i]) != 0) return 0;
+  }
+}
+
+/* Does a JSON patch op's pointer touch metadata.namespace or (unless allowed) the tenant label? */
+static int json_op_ok(const rbl_gate *g, const char *what, const char *p, char *why, size_t wn) {
+  const char *nsp[] = {"metadata", "namespace"};
+  const char *lab[] = {"metadata", "labels", label_kube(g)};
+  int a = ptr_touches(p, nsp, 2), b = g->allow_label_change ? 0 : ptr_touches(p, lab, 3);
+  if (a < 0 || b < 0)
+    return refuse(why, wn, "kube: a json patch %s that is not a JSON pointer", what);
+  if (a) return refuse(why, wn, "kube: a json patch %s %.100s reaches metadata.namespace", what, p);
+  if (b)
+    return refuse(why, wn,
+                  "kube: a json patch %s %.100s reaches the tenant label %s (config "
+                  "kube.allow_tenant_label_change)",
+                  what, p, label_kube(g));
+  return 0;
+}
+
+static int json_patch_ok(const rbl_gate *g, const cJSON *j, char *why, size_t wn) {
+  static const char *const ops[] = {"add", "remove", "replace", "move", "copy", "test", NULL};
+  const cJSON *op;
+  cJSON_ArrayForEach(op, j) {
+    const char *o = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "op"));
+    const char *path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "path"));
+    const char *from = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "from"));
+    if (!cJSON_IsObject(op) || !o || !path || !in_list(ops, o))
+      return refuse(why, wn, "kube: a json patch operation the gate cannot read");
+    int mv = !strcmp(o, "move"), cp = !strcmp(o, "copy");
+    if ((mv || cp) && !from) return refuse(why, wn, "kube: a json patch %s without from", o);
+    if (!strcmp(o, "test")) continue;
+    if (json_op_ok(g, "path", path, why, wn) != 0) return -1;
+    if (mv && json_op_ok(g, "from", from, why, wn) != 0) return -1; /* a move removes from */
+  }
+  return 0;
+}
+
+/* A strategic-merge directive ($patch, $retainKeys, $setElementOrder/..., ...) among o's
+ * members: its effect on them is not what a reading of the members says. */
+static const char *directive_in(const cJSON *o) {
+  for (const cJSON *c = cJSON_IsObject(o) ? o->child : NULL; c; c = c->next)
+    if (c->string && c->string[0] == '$') return c->string;
+  return NULL;
+}
+
+static int merge_patch_ok(const rbl_gate *g, const cJSON *j, int strategic, const seg *ns,
+                          char *why, size_t wn) {
+  const cJSON *md = cJSON_GetObjectItemCaseSensitive(j, "metadata");
+  const cJSON *lb = cJSON_GetObjectItemCaseSensitive(md, "labels");
+  const cJSON *nsv = cJSON_GetObjectItemCaseSensitive(md, "namespace");
+  const char *d = strategic ? directive_in(j) : NULL;
+  if (!d && strategic) d = directive_in(md);
+  if (!d && strategic && !g->allow_label_change) d = directive_in(lb);
+  if (d)
+    return refuse(why, wn,
+                  "kube: a strategic merge patch with %.60s at the top, in metadata or in its "
+                  "labels (it decides what happens to metadata.namespace and the tenant label)",
+                  d);
+  if (md && !cJSON_IsObject(md))
+    return refuse(why, wn, "kube: a merge patch whose metadata is not an object (null removes it)");
+  if (nsv && !(ns && cJSON_IsString(nsv) && seq(ns->p, ns->n, nsv->valuestring)))
+    return refuse(why, wn, "kube: a merge patch that sets metadata.namespace");
+  if (g->allow_label_change) return 0;
+  if (lb && !cJSON_IsObject(lb))
+    return refuse(why, wn,
+                  "kube: a merge patch whose metadata.labels is not an object (null removes the "
+                  "tenant label %s)",
+                  label_kube(g));
+  if (cJSON_GetObjectItemCaseSensitive(lb, label_kube(g)))
+    return refuse(why, wn,
+                  "kube: a merge patch that sets the tenant label %s (config "
+                  "kube.allow_tenant_label_change)",
+                  label_kube(g));
+  return 0;
+}
+
+/* Any PATCH: its type, a body of that type's shape the gate reads as the server will (JSON, no
+ * member name twice), and, unless the target is the Namespace object (ns_obj), nothing that
+ * reaches metadata.namespace or the tenant label. ns: the request's namespace, or NULL. */
+static int kube_patch_ok(const rbl_gate *g, const rbl_gate_req *r, const seg *ns, int ns_obj,
+                         char *why, size_t wn) {
+  int type = patch_type(r, why, wn);
+  if (type < 0) return -1;
+  cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
+  int rc = 0;
+  if (!j)
+    rc = refuse(why, wn, "kube: a patch the gate cannot read (not JSON)");
+  else if (type == PATCH_JSON ? !cJSON_IsArray(j) : !cJSON_IsObject(j))
+    rc = refuse(why, wn, "kube: a %s body that is not %s",
+                type == PATCH_JSON ? "json patch" : "merge patch",
+                type == PATCH_JSON ? "an array of operations" : "an object");
+  else if (has_dup_names(j, 0))
+    rc = refuse(why, wn,
+                "kube: the patch holds a member name twice (the server would apply another patch "
+                "than the one checked)");
+  else if (!ns_obj && type == PATCH_JSON)
+    rc = json_patch_ok(g, j, why, wn);
+  else if (!ns_obj)
+    rc = merge_patch_ok(g, j, type == PATCH_STRATEGIC, ns, why, wn);
+  cJSON_Delete(j);
+  return rc;
+}
+
 /* POST selfsubjectaccessreviews: the question's namespace, when it names one, is owned. */
 static int kube_ssar(const rbl_gate *g, const rbl_gate_req *r, char *why, size_t wn) {
   cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
@@ -1035,8 +1221,10 @@ static int kube_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_ga
       }
       return 0;
     }
-    if (is_method(m, "PATCH"))
+    if (is_method(m, "PATCH")) {
+      if (kube_patch_ok(g, r, NULL, 1, why, wn) != 0) return -1;
       return g->allow_label_change ? 0 : kube_ns_patch(g, r, p, &rest[1], t, why, wn);
+    }
     if (!sl_has(&g->allow_cw, "namespaces", 10))
       return refuse(why, wn,
                     "kube: %s of namespace %.*s: a cluster-scoped write (config "
@@ -1066,7 +1254,7 @@ static int kube_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_ga
       if (seq(rest[4].p, rest[4].n, "log") && !is_read(m))
         return refuse(why, wn, "kube: %s of a log subresource (logs are only read)", m);
     }
-    return 0;
+    return is_method(m, "PATCH") ? kube_patch_ok(g, r, ns, 0, why, wn) : 0;
   }
   /* a resource addressed without a namespace */
   const seg *res = &rest[0];
@@ -1089,7 +1277,7 @@ static int kube_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_ga
                   "kube: %s of cluster-scoped %.*s is a cluster-scoped write (config "
                   "kube.allow_cluster_writes)",
                   m, (int)res->n, res->p);
-  return 0;
+  return is_method(m, "PATCH") ? kube_patch_ok(g, r, NULL, 0, why, wn) : 0;
 }
 
 /* ---- Prometheus: reads of the HTTP API, every query scoped (src/families/prom/promql.c) ---- */

@@ -25,6 +25,8 @@ typedef struct rbl_gate_req {
   const char *unix_socket; /* or NULL */
   const char *body;        /* or NULL */
   size_t body_len;
+  const char *const *headers; /* the header lines as sent ("Name: value"), nheaders of them */
+  size_t nheaders;
   const char *tenant; /* the calling primitive's tenant (from the C call object), or NULL */
 } rbl_gate_req;
 

@@ -958,6 +958,8 @@ static int l_request(lua_State *L) {
                        .unix_socket = req.unix_socket,
                        .body = req.body,
                        .body_len = req.body_len,
+                       .headers = hv,
+                       .nheaders = req.nheaders,
                        .tenant = rbl_host_call_tenant(L, 1)};
   if (rbl_gate_http(rbl_gate_of(L), &greq, &ticket, why, sizeof why) != 0)
     return rbl_refuse(L, prim, "%s", why);

@@ -153,7 +153,8 @@ echo 'return { tenants = { ["prod-tenant-7"] = {}, ["prod-tenant-8"] = {} }, kub
 # name check off that one is a watch of a ConfigMap in the tenant's own namespace, which the
 # gate allows (it is no cross-tenant request)
 for what in other_ns_get other_ns_patch other_ns_list cluster_write other_namespace_object tenant_label \
-  exec_sub token_sub can_i_other nul bad_ns '../prod-tenant-8' 'a%2Fb' 'x#frag' 'a/b' '..' '.' 'x y' '%2e%2e'; do
+  exec_sub token_sub can_i_other nul bad_ns '../prod-tenant-8' 'a%2Fb' 'x#frag' 'a/b' '..' '.' 'x y' '%2e%2e' \
+  json_namespace json_label_move merge_label strategic_replace; do
   name="kube-$(echo "$what" | tr -c 'a-z0-9\n' '_')"
   "$RBL" run "$KT/runbooks/scope_patch.lua" --tenant prod-tenant-7 --config "$W/kube-config.lua" \
     --param "what=$what" --audit "$W/$name.jsonl" >"$W/$name.out" 2>"$W/$name.err"

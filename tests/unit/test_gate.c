@@ -23,6 +23,13 @@
 
 static char why[1024];
 
+/* The header lines of the next request; NULL: none, except that a PATCH gets the Content-Type rbl
+ * sends for its body's shape (an array: a json patch; else a strategic merge patch). */
+static const char *const *hdrs;
+static size_t nhdrs;
+static const char *const JSON_PATCH[] = {"Content-Type: application/json-patch+json"};
+static const char *const STRATEGIC[] = {"Content-Type: application/strategic-merge-patch+json"};
+
 static rbl_gate *gate(void) {
   rbl_gate *g = rbl_gate_new();
   assert_non_null(g);
@@ -44,7 +51,13 @@ static int req_t(rbl_gate *g, const char *method, const char *url, size_t len, c
                     .unix_socket = sock,
                     .body = body,
                     .body_len = body ? strlen(body) : 0,
+                    .headers = hdrs,
+                    .nheaders = nhdrs,
                     .tenant = tenant};
+  if (!hdrs && !strcmp(method, "PATCH")) {
+    r.headers = body && body[0] == '[' ? JSON_PATCH : STRATEGIC;
+    r.nheaders = 1;
+  }
   why[0] = 0;
   return rbl_gate_http(g, &r, t, why, sizeof why);
 }
@@ -691,6 +704,197 @@ static void test_kube_resources(void **st) {
   rbl_gate_free(g);
 }
 
+/* A PATCH with these header lines and this body, of a ConfigMap in prod-tenant-7 (path: another
+ * target under KUBE, or NULL). */
+static int hpatch(rbl_gate *g, const char *path, const char *h1, const char *h2, const char *body) {
+  const char *h[2] = {h1, h2};
+  hdrs = h;
+  nhdrs = h2 ? 2 : h1 ? 1 : 0;
+  if (!h1) hdrs = h + 1; /* an empty list, not the default */
+  int rc = kreq(g, "PATCH", path ? path : "/api/v1/namespaces/prod-tenant-7/configmaps/c", body,
+                "prod-tenant-7");
+  hdrs = NULL;
+  nhdrs = 0;
+  return rc;
+}
+
+#define CT_JSON  "Content-Type: application/json-patch+json"
+#define CT_MERGE "Content-Type: application/merge-patch+json"
+#define CT_SMP   "Content-Type: application/strategic-merge-patch+json"
+
+/* Every PATCH is read as the patch type its Content-Type declares (read as the API server reads
+ * it), and its body checked by that type: nothing may reach metadata.namespace or the tenant
+ * label of an object, whatever the type, the encoding of a pointer or a directive. */
+static void test_kube_patch_types(void **st) {
+  rbl_gate *g = kgate();
+  const char *ok_merge = "{\"data\":{\"x\":\"1\"}}";
+  const char *ok_json = "[{\"op\":\"replace\",\"path\":\"/data/x\",\"value\":\"1\"}]";
+  assert_int_equal(hpatch(g, NULL, CT_MERGE, NULL, ok_merge), 0);
+  assert_int_equal(hpatch(g, NULL, CT_SMP, NULL, ok_merge), 0);
+  assert_int_equal(hpatch(g, NULL, CT_JSON, NULL, ok_json), 0);
+  assert_int_equal(hpatch(g, NULL, "content-type: application/merge-patch+json", NULL, ok_merge),
+                   0);
+  assert_int_equal(
+      hpatch(g, NULL, "Content-Type:application/merge-patch+json; charset=utf-8", NULL, ok_merge),
+      0);
+  /* the type: missing, empty, twice, malformed, unknown, or not the server's exact spelling */
+  static const char *const bad_types[][2] = {
+      {NULL, NULL},
+      {"Accept: application/json", NULL},
+      {"Content-Type:", NULL},
+      {"Content-Type;", NULL},
+      {"Content-Type:   ", NULL},
+      {CT_MERGE, CT_JSON},
+      {CT_MERGE, "content-type: application/merge-patch+json"},
+      {"Content-Type : application/merge-patch+json", NULL},
+      {" Content-Type: application/merge-patch+json", NULL},
+      {"Content-Type: application/apply-patch+yaml", NULL},
+      {"Content-Type: application/apply-patch+cbor", NULL},
+      {"Content-Type: application/json", NULL},
+      {"Content-Type: application/x-www-form-urlencoded", NULL},
+      {"Content-Type: Application/Merge-Patch+JSON", NULL},
+      {"Content-Type: application/merge-patch+json ;charset=utf-8", NULL},
+      {"Content-Type: application/merge-patch+json+json", NULL},
+      {"Content-Type: ;application/merge-patch+json", NULL},
+  };
+  for (size_t i = 0; i < sizeof bad_types / sizeof bad_types[0]; i++)
+    if (hpatch(g, NULL, bad_types[i][0], bad_types[i][1], ok_merge) != -1)
+      fail_msg("type allowed: %s / %s", bad_types[i][0] ? bad_types[i][0] : "(none)",
+               bad_types[i][1] ? bad_types[i][1] : "");
+  assert_int_equal(hpatch(g, NULL, NULL, NULL, ok_merge), -1);
+  assert_non_null(strstr(why, "without a Content-Type"));
+  assert_int_equal(hpatch(g, NULL, "Content-Type: application/apply-patch+yaml", NULL, ok_merge),
+                   -1);
+  assert_non_null(strstr(why, "apply-patch+yaml"));
+  /* the body must have the type's shape and be read as the server reads it */
+  assert_int_equal(hpatch(g, NULL, CT_JSON, NULL, ok_merge), -1);
+  assert_int_equal(hpatch(g, NULL, CT_MERGE, NULL, ok_json), -1);
+  assert_int_equal(hpatch(g, NULL, CT_SMP, NULL, ok_json), -1);
+  assert_int_equal(hpatch(g, NULL, CT_MERGE, NULL, "metadata: {namespace: x}"), -1);
+  assert_int_equal(hpatch(g, NULL, CT_MERGE, NULL, NULL), -1);
+  /* json patch: every path (and a move's from) that reaches metadata.namespace or the label */
+  static const char *const bad_json[] = {
+      "[{\"op\":\"replace\",\"path\":\"/metadata/namespace\",\"value\":\"prod-tenant-8\"}]",
+      "[{\"op\":\"add\",\"path\":\"/metadata/namespace\",\"value\":\"prod-tenant-8\"}]",
+      "[{\"op\":\"remove\",\"path\":\"/metadata/namespace\"}]",
+      "[{\"op\":\"add\",\"path\":\"/metadata/labels/rbl.io~1tenant\",\"value\":\"prod-tenant-8\"}]",
+      "[{\"op\":\"remove\",\"path\":\"/metadata/labels/rbl.io~1tenant\"}]",
+      "[{\"op\":\"replace\",\"path\":\"/metadata/labels\",\"value\":{}}]",
+      "[{\"op\":\"remove\",\"path\":\"/metadata/labels\"}]",
+      "[{\"op\":\"replace\",\"path\":\"/metadata\",\"value\":{\"name\":\"c\"}}]",
+      "[{\"op\":\"replace\",\"path\":\"\",\"value\":{}}]",
+      "[{\"op\":\"move\",\"from\":\"/metadata/labels/rbl.io~1tenant\",\"path\":\"/data/x\"}]",
+      "[{\"op\":\"move\",\"from\":\"/data/x\",\"path\":\"/metadata/labels/rbl.io~1tenant\"}]",
+      "[{\"op\":\"copy\",\"from\":\"/data/x\",\"path\":\"/metadata/namespace\"}]",
+      "[{\"op\":\"move\",\"from\":\"/metadata\",\"path\":\"/data/m\"}]",
+      "[{\"op\":\"add\",\"path\":\"/metadata/labels/rbl.io~1tenant/x\",\"value\":1}]",
+      /* a pointer the server reads otherwise than a naive reading */
+      "[{\"op\":\"replace\",\"path\":\"/metadata/namespace~2\",\"value\":\"x\"}]",
+      "[{\"op\":\"replace\",\"path\":\"metadata/namespace\",\"value\":\"x\"}]",
+      /* the gate reads the first member of a name, the server the last */
+      "[{\"op\":\"replace\",\"path\":\"/data/x\",\"path\":\"/metadata/"
+      "namespace\",\"value\":\"x\"}]",
+      "[{\"op\":\"test\",\"op\":\"replace\",\"path\":\"/metadata/namespace\",\"value\":\"x\"}]",
+      /* operations it cannot read */
+      "[{\"op\":\"Replace\",\"path\":\"/metadata/namespace\",\"value\":\"x\"}]",
+      "[{\"path\":\"/metadata/namespace\",\"value\":\"x\"}]",
+      "[{\"op\":\"move\",\"path\":\"/data/y\"}]", "[\"replace\"]", NULL};
+  for (int i = 0; bad_json[i]; i++)
+    if (hpatch(g, NULL, CT_JSON, NULL, bad_json[i]) != -1) fail_msg("allowed: %s", bad_json[i]);
+  static const char *const ok_json_ops[] = {
+      "[{\"op\":\"add\",\"path\":\"/metadata/labels/team\",\"value\":\"x\"}]",
+      "[{\"op\":\"test\",\"path\":\"/metadata/namespace\",\"value\":\"prod-tenant-7\"}]",
+      "[{\"op\":\"copy\",\"from\":\"/metadata/labels/rbl.io~1tenant\",\"path\":\"/data/t\"}]",
+      "[{\"op\":\"add\",\"path\":\"/metadata/labels/rbl.io~1tenantx\",\"value\":\"x\"}]",
+      "[{\"op\":\"add\",\"path\":\"/metadata/annotations/rbl.io~1tenant\",\"value\":\"x\"}]",
+      "[{\"op\":\"add\",\"path\":\"/metadata/labels/rbl.io/tenant\",\"value\":\"x\"}]",
+      NULL};
+  for (int i = 0; ok_json_ops[i]; i++)
+    if (hpatch(g, NULL, CT_JSON, NULL, ok_json_ops[i]) != 0)
+      fail_msg("refused: %s (%s)", ok_json_ops[i], why);
+  /* merge and strategic merge patches */
+  static const char *const bad_merge[] = {
+      "{\"metadata\":{\"namespace\":\"prod-tenant-8\"}}",
+      "{\"metadata\":{\"namespace\":null}}",
+      "{\"metadata\":null}",
+      "{\"metadata\":\"x\"}",
+      "{\"metadata\":{\"labels\":null}}",
+      "{\"metadata\":{\"labels\":[]}}",
+      "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":\"prod-tenant-8\"}}}",
+      "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":null}}}",
+      "{\"metadata\":{\"labels\":{\"team\":\"x\"}},\"metadata\":{\"namespace\":\"prod-tenant-8\"}}",
+      NULL};
+  for (int i = 0; bad_merge[i]; i++) {
+    if (hpatch(g, NULL, CT_MERGE, NULL, bad_merge[i]) != -1) fail_msg("merge: %s", bad_merge[i]);
+    if (hpatch(g, NULL, CT_SMP, NULL, bad_merge[i]) != -1) fail_msg("strategic: %s", bad_merge[i]);
+  }
+  /* strategic-merge directives at the top, in metadata or in its labels */
+  static const char *const directives[] = {
+      "{\"$patch\":\"replace\",\"data\":{\"x\":\"1\"}}",
+      "{\"$retainKeys\":[\"data\"],\"data\":{\"x\":\"1\"}}",
+      "{\"metadata\":{\"$patch\":\"replace\",\"name\":\"c\"}}",
+      "{\"metadata\":{\"$patch\":\"delete\"}}",
+      "{\"metadata\":{\"$retainKeys\":[\"name\"]}}",
+      "{\"metadata\":{\"$setElementOrder/labels\":[]}}",
+      "{\"metadata\":{\"labels\":{\"$patch\":\"replace\",\"team\":\"x\"}}}",
+      "{\"metadata\":{\"labels\":{\"$retainKeys\":[\"team\"]}}}",
+      NULL};
+  for (int i = 0; directives[i]; i++)
+    if (hpatch(g, NULL, CT_SMP, NULL, directives[i]) != -1) fail_msg("allowed: %s", directives[i]);
+  static const char *const ok_merges[] = {
+      "{\"metadata\":{\"namespace\":\"prod-tenant-7\",\"labels\":{\"team\":\"x\"}},\"data\":{}}",
+      "{\"metadata\":{\"labels\":{\"team\":null}}}",
+      "{\"metadata\":{\"annotations\":{\"rbl.io/tenant\":\"x\"}}}", NULL};
+  for (int i = 0; ok_merges[i]; i++)
+    if (hpatch(g, NULL, CT_SMP, NULL, ok_merges[i]) != 0) fail_msg("refused: %s", ok_merges[i]);
+  /* a directive deeper down (a list element's $patch) stays a strategic merge's own business */
+  assert_int_equal(hpatch(g, "/apis/apps/v1/namespaces/prod-tenant-7/deployments/api", CT_SMP, NULL,
+                          "{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"name\":\"a\","
+                          "\"$patch\":\"delete\"}]}}}}"),
+                   0);
+  /* subresources and cluster-scoped writes get the same checks */
+  assert_int_equal(hpatch(g, "/apis/apps/v1/namespaces/prod-tenant-7/deployments/api/scale",
+                          CT_MERGE, NULL, "{\"spec\":{\"replicas\":2}}"),
+                   0);
+  assert_int_equal(hpatch(g, "/apis/apps/v1/namespaces/prod-tenant-7/deployments/api/scale", NULL,
+                          NULL, "{\"spec\":{\"replicas\":2}}"),
+                   -1);
+  rbl_gate_add(g, "kube.allow_cluster_writes", "nodes");
+  assert_int_equal(hpatch(g, "/api/v1/nodes/n1", CT_MERGE, NULL, "{\"spec\":{}}"), 0);
+  assert_int_equal(hpatch(g, "/api/v1/nodes/n1", CT_MERGE, NULL,
+                          "{\"metadata\":{\"namespace\":\"prod-tenant-7\"}}"),
+                   -1);
+  assert_int_equal(hpatch(g, "/api/v1/nodes/n1", "Content-Type: application/apply-patch+yaml", NULL,
+                          "{\"spec\":{}}"),
+                   -1);
+  /* the Namespace object: the type and the shape are checked before its own rules */
+  assert_int_equal(hpatch(g, "/api/v1/namespaces/prod-tenant-7", NULL, NULL,
+                          "{\"metadata\":{\"labels\":{\"x\":\"y\"}}}"),
+                   -1);
+  assert_non_null(strstr(why, "without a Content-Type"));
+  assert_int_equal(hpatch(g, "/api/v1/namespaces/prod-tenant-7", CT_MERGE, NULL,
+                          "[{\"op\":\"test\",\"path\":\"/metadata/resourceVersion\","
+                          "\"value\":\"5\"}]"),
+                   -1);
+  assert_non_null(strstr(why, "not an object"));
+  /* kube.allow_tenant_label_change: the label may change; the namespace still may not */
+  rbl_gate_set(g, "kube.allow_tenant_label_change", "1");
+  assert_int_equal(
+      hpatch(g, NULL, CT_MERGE, NULL, "{\"metadata\":{\"labels\":{\"rbl.io/tenant\":\"x\"}}}"), 0);
+  assert_int_equal(hpatch(g, NULL, CT_JSON, NULL,
+                          "[{\"op\":\"remove\",\"path\":\"/metadata/labels/rbl.io~1tenant\"}]"),
+                   0);
+  assert_int_equal(hpatch(g, NULL, CT_SMP, NULL,
+                          "{\"metadata\":{\"labels\":{\"$patch\":\"replace\",\"team\":\"x\"}}}"),
+                   0);
+  assert_int_equal(hpatch(g, NULL, CT_JSON, NULL, bad_json[0]), -1);
+  assert_int_equal(hpatch(g, NULL, CT_MERGE, NULL, bad_merge[0]), -1);
+  assert_int_equal(hpatch(g, NULL, CT_SMP, NULL, directives[2]), -1);
+  assert_int_equal(
+      hpatch(g, "/api/v1/namespaces/prod-tenant-7", "Content-Type: text/plain", NULL, "{}"), -1);
+  rbl_gate_free(g);
+}
+
 static void test_kube_query(void **st) {
   rbl_gate *g = kgate();
   const char *t7 = "prod-tenant-7";
@@ -931,6 +1135,7 @@ int main(void) {
       cmocka_unit_test(test_kube_namespaces),
       cmocka_unit_test(test_kube_tenant_label),
       cmocka_unit_test(test_kube_resources),
+      cmocka_unit_test(test_kube_patch_types),
       cmocka_unit_test(test_kube_query),
       cmocka_unit_test(test_kube_can_i),
       cmocka_unit_test(test_spawn),

@@ -90,6 +90,18 @@ for what in other_ns_get other_ns_patch other_ns_list cluster_write other_namesp
     tail -n +"$((n + 1))" "$KUBE_STANDIN_LOG" | kube_log_requests true | sed 's/^/    # /' | tail -3
   fi
 done
+# the gate reads every PATCH by its Content-Type: these pass host Lua and reach the gate
+for what in json_namespace json_label_move merge_label strategic_replace; do
+  n=$(lines)
+  run "scope-$what" scope_patch.lua --param "what=$what"
+  if [ "$RC" = 3 ] && [ "$(newreq "$n" '.method!="GET"')" = 0 ] &&
+    grep -q '"kind":"refused".*"reason":"gate: kube: a ' "$W/scope-$what.jsonl"; then
+    ok "the gate refused the patch $what, nothing written (exit 3, audited)"
+  else
+    bad "gate patch $what: exit $RC"
+    show "$W/scope-$what.out"
+  fi
+done
 check "no request ever reached prod-tenant-8, kube-system, clusterroles or a dangerous subresource" \
   test "$(newreq 0 '(.path|test("prod-tenant-8|kube-system|clusterroles|/exec|/token|%"))')" = 0
 kube_standin_stop
