@@ -131,6 +131,17 @@ static int mkdir_parent(const char *path) {
   return 0;
 }
 
+/* The user running rbl (the run's info and its run_start record): looked up once, since each
+ * getpwuid reads the name service's configuration and /etc/passwd again. */
+static const char *user_name(void) {
+  static char name[256];
+  if (!name[0]) {
+    struct passwd *pw = getpwuid(getuid());
+    snprintf(name, sizeof name, "%s", pw && pw->pw_name ? pw->pw_name : "?");
+  }
+  return name;
+}
+
 static void push_names(lua_State *L, const char *const *names, int n, const char *field) {
   if (n == 0) return; /* absent, not an empty table (which the report would write as {}) */
   lua_createtable(L, n, 0);
@@ -209,8 +220,7 @@ void rbl__push_info(run_ctx *c) {
   }
   lua_pushboolean(L, c->o->yes);
   lua_setfield(L, -2, "yes");
-  struct passwd *pw = getpwuid(getuid());
-  lua_pushstring(L, pw ? pw->pw_name : "?");
+  lua_pushstring(L, user_name());
   lua_setfield(L, -2, "user");
   lua_setfield(L, LUA_REGISTRYINDEX, "rbl.info");
 }
@@ -309,8 +319,7 @@ cJSON *rbl__run_start_record(run_ctx *c) {
   char host[256] = "?";
   gethostname(host, sizeof host - 1);
   cJSON_AddStringToObject(r, "host", host);
-  struct passwd *pw = getpwuid(getuid());
-  cJSON_AddStringToObject(r, "user", pw ? pw->pw_name : "?");
+  cJSON_AddStringToObject(r, "user", user_name());
   cJSON *argv = cJSON_AddArrayToObject(r, "argv");
   cJSON_AddItemToArray(argv, cJSON_CreateString("rbl"));
   cJSON_AddItemToArray(argv, cJSON_CreateString(c->cmd ? c->cmd : "run"));
@@ -325,9 +334,13 @@ cJSON *rbl__run_start_record(run_ctx *c) {
 /* Builds the book, the sandbox env and the chunk; leaves runbook.main, book, chunk on the stack. */
 int rbl__load_runbook(run_ctx *c) {
   lua_State *L = c->e->L;
+  /* rbl's own modules: what they allocate stays alive, so a collection here is wasted work */
+  lua_gc(L, LUA_GCSTOP);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "rbl.entry");
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return rbl__fail(2, "internal: %s", lua_tostring(L, -1));
+  int st = lua_pcall(L, 1, 1, 0);
+  lua_gc(L, LUA_GCRESTART);
+  if (st != LUA_OK) return rbl__fail(2, "internal: %s", lua_tostring(L, -1));
   lua_getfield(L, -1, "prepare");
   lua_pushstring(L, c->default_id);
   if (lua_pcall(L, 1, 3, 0) != LUA_OK) /* -> book, extras, lazy */
@@ -351,9 +364,11 @@ rbl_engine *rbl__setup_engine(rbl_run_opts *o) {
   rbl_engine *e = rbl__engine_new(&lim);
   if (!e) return NULL;
   lua_State *L = e->L;
+  lua_gc(L, LUA_GCSTOP); /* the standard library and rbl's tables: all of it stays alive */
   luaL_openlibs(L);
   rbl__open_modules(L);
   rbl_sandbox_init(L);
+  lua_gc(L, LUA_GCRESTART);
   e->dry_run = o->dry_run;
   e->quiet = o->quiet;
   e->progress_json = o->progress_json;
@@ -456,7 +471,9 @@ int rbl__drive_run(run_ctx *c) {
   rbl_engine *e = c->e;
   e->start_record = drive_start_record;
   e->start_ud = c;
-  if (rbl_audit_sync(e->audit) != 0) /* the chain is writable before anything runs */
+  /* the chain is writable before anything runs; a new file's directory sync goes on beside the
+   * run until the first intent's sync (or the end) waits for it */
+  if (rbl_audit_sync_written(e->audit) != 0)
     rbl__kill(e, RBL_KILL_AUDIT, "%s", rbl_audit_error(e->audit));
   lua_State *L = e->L;
   lua_pushvalue(L, -2); /* keep the book below: main, book, chunk, book */
@@ -496,6 +513,6 @@ int rbl__drive_run(run_ctx *c) {
   e->audit = NULL;
   if (!e->progress_json) /* json: report.c wrote the run_end event */
     rbl__progress(e, "rbl: %s (exit %d)", killed ? "stopped" : outcome ? outcome : "failed", code);
-  rbl__engine_free(e);
+  rbl__engine_free_at_exit(e); /* the command returns to main, which exits */
   return code;
 }

@@ -55,6 +55,8 @@ int rbl__approval_sock_path(const char *audit_path, char out[128]);
 cJSON *rbl__run_start_record(run_ctx *c);
 int rbl__load_runbook(run_ctx *c);
 int rbl__exit_code_for(rbl_engine *e, const char *outcome);
+/* Drives the prepared run to its end and returns its exit status; the process must exit next
+ * (the engine's memory is left to the OS: rbl__engine_free_at_exit). */
 int rbl__drive_run(run_ctx *c);
 /* run.c: a host module's main(book, arg) run as a run (rbl rollback). */
 int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg);

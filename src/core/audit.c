@@ -16,14 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sha256.h"
-
-#include <openssl/bio.h>
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-
+#include "ossl_dl.h"
 #include "rbl.h"
+#include "sha256.h"
 
 /* More unparsable bytes than this at the end: not a torn write. */
 #define AUDIT_TORN_MAX   (1u << 20)
@@ -55,11 +50,11 @@ struct rbl_audit {
   off_t expect;             /* bytes: the size at open plus everything this handle wrote */
   rbl_sha256_ctx *contents; /* SHA-256 of those bytes, in order; NULL: not tracked */
   /* A new file's directory entry is made durable by a thread started at open, overlapping
-   * the run_start record's own sync; the first sync waits for both (dir_sync_wait). */
+   * the run (a no-op run's all); the first rbl_audit_sync waits for it (dir_sync_wait). */
   pthread_t dir_thread;
   int dir_pending;
   int dir_rc; /* errno of the directory's fsync, once joined */
-  char *dir_path;
+  int dir_fd; /* the new file's directory, open while its fsync runs */
 };
 
 struct rbl_audit_hasher {
@@ -152,6 +147,7 @@ rbl_audit_hasher *rbl_audit_hasher_new(const unsigned char *key, size_t keylen) 
   rbl_audit_hasher *h = calloc(1, sizeof *h);
   if (!h) return NULL;
   if (key) {
+    if (rbl_ossl_load(NULL, 0) != 0) goto fail;
     h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     h->mctx = h->mac ? EVP_MAC_CTX_new(h->mac) : NULL;
     h->key = malloc(keylen ? keylen : 1);
@@ -170,9 +166,9 @@ fail:
 
 void rbl_audit_hasher_free(rbl_audit_hasher *h) {
   if (!h) return;
-  EVP_MAC_CTX_free(h->mctx);
-  EVP_MAC_free(h->mac);
-  if (h->key) OPENSSL_cleanse(h->key, h->keylen);
+  if (h->mctx) EVP_MAC_CTX_free(h->mctx);
+  if (h->mac) EVP_MAC_free(h->mac);
+  if (h->key) explicit_bzero(h->key, h->keylen);
   free(h->key);
   free(h);
 }
@@ -216,10 +212,17 @@ static int audit_load_sign_key(rbl_audit *a, const char *path) {
   size_t len = 0;
   int rc = rbl_audit_load_key(path, &pem, &len, a->err, sizeof a->err);
   if (rc < 0) return rc;
+  char why[320];
+  if (rbl_ossl_load(why, sizeof why) != 0) {
+    explicit_bzero(pem, len);
+    free(pem);
+    snprintf(a->err, sizeof a->err, "audit signing key %s: %s", path, why);
+    return RBL_EIO;
+  }
   BIO *bio = BIO_new_mem_buf(pem, (int)len);
   a->sign = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
   BIO_free(bio);
-  OPENSSL_cleanse(pem, len);
+  explicit_bzero(pem, len);
   free(pem);
   if (!a->sign || EVP_PKEY_get_id(a->sign) != EVP_PKEY_ED25519) {
     snprintf(a->err, sizeof a->err, "audit signing key %s: not an Ed25519 private key (PEM)", path);
@@ -258,38 +261,60 @@ static int audit_lock(rbl_audit *a) {
 }
 
 /* fsync of the directory holding path (levels = 1) or of its parent (levels = 2); 0 or errno. */
-static int audit_fsync_dir(const char *path, int levels) {
+/* The directory `levels` up from path, opened to be synced; -1 with errno set on failure. */
+static int audit_open_dir(const char *path, int levels) {
   char *copy = strdup(path), *d = copy;
-  if (!copy) return ENOMEM;
+  if (!copy) {
+    errno = ENOMEM;
+    return -1;
+  }
   while (levels-- > 0)
     d = dirname(d);
   int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int e = errno;
+  free(copy);
+  errno = e;
+  return dfd;
+}
+
+static int audit_fsync_dir(const char *path, int levels) {
+  int dfd = audit_open_dir(path, levels);
   int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : errno;
   if (dfd >= 0) close(dfd);
-  free(copy);
   return rc;
 }
 
-static int audit_sync_dir(rbl_audit *a) {
-  int rc = audit_fsync_dir(a->path, 1);
-  return rc ? audit_seterr(a, rbl_from_errno(rc), "audit: %s: sync directory: %s", strerror(rc))
-            : 0;
-}
-
+/* Only the fsync: the caller opened the directory, so the thread never allocates (a thread's
+ * first malloc sets up an arena of its own, which cost more than the sync's set-up). */
 static void *dir_sync_thread(void *arg) {
   rbl_audit *a = arg;
-  a->dir_rc = audit_fsync_dir(a->dir_path, 1);
+  a->dir_rc = fsync(a->dir_fd) == 0 ? 0 : errno;
   return NULL;
 }
 
 /* Starts the directory's fsync beside the caller (synchronously when no thread can start). */
 static int dir_sync_start(rbl_audit *a) {
-  a->dir_path = strdup(a->path);
-  if (a->dir_path && pthread_create(&a->dir_thread, NULL, dir_sync_thread, a) == 0) {
+  a->dir_fd = audit_open_dir(a->path, 1);
+  if (a->dir_fd < 0) {
+    int e = errno;
+    return audit_seterr(a, rbl_from_errno(e), "audit: %s: sync directory: %s", strerror(e));
+  }
+  pthread_attr_t at;
+  int ok = pthread_attr_init(&at) == 0;
+  if (ok) {
+    pthread_attr_setstacksize(&at, 64 * 1024); /* an fsync needs little stack */
+    ok = pthread_create(&a->dir_thread, &at, dir_sync_thread, a) == 0;
+    pthread_attr_destroy(&at);
+  }
+  if (ok) {
     a->dir_pending = 1;
     return 0;
   }
-  return audit_sync_dir(a);
+  int rc = fsync(a->dir_fd) == 0 ? 0 : errno;
+  close(a->dir_fd);
+  a->dir_fd = -1;
+  return rc ? audit_seterr(a, rbl_from_errno(rc), "audit: %s: sync directory: %s", strerror(rc))
+            : 0;
 }
 
 static int audit_fail(rbl_audit *a, int e, const char *what);
@@ -299,6 +324,8 @@ static int dir_sync_wait(rbl_audit *a) {
   if (!a->dir_pending) return 0;
   pthread_join(a->dir_thread, NULL);
   a->dir_pending = 0;
+  close(a->dir_fd);
+  a->dir_fd = -1;
   return a->dir_rc ? audit_fail(a, a->dir_rc, "sync directory: ") : 0;
 }
 
@@ -476,12 +503,12 @@ static int audit_open_file(rbl_audit *a) {
 
 static void audit_free(rbl_audit *a) {
   if (a->dir_pending) pthread_join(a->dir_thread, NULL);
-  free(a->dir_path);
+  if (a->dir_fd >= 0) close(a->dir_fd);
   if (a->fd >= 0) close(a->fd);
   free(a->contents);
-  if (a->key) OPENSSL_cleanse(a->key, a->keylen);
+  if (a->key) explicit_bzero(a->key, a->keylen);
   free(a->key);
-  EVP_PKEY_free(a->sign);
+  if (a->sign) EVP_PKEY_free(a->sign);
   rbl_audit_hasher_free(a->hasher);
   rbl_jcs_buf_free(&a->buf);
   free(a->path);
@@ -499,6 +526,7 @@ int rbl_audit_open(rbl_audit **out, const rbl_audit_opts *o, char *err, size_t e
   rbl_audit *a = calloc(1, sizeof *a);
   if (!a) return RBL_ENOMEM;
   a->fd = -1;
+  a->dir_fd = -1;
   a->path = strdup(o->path);
   a->incident = strdup(o->incident);
   a->run = strdup(o->run);
@@ -507,6 +535,7 @@ int rbl_audit_open(rbl_audit **out, const rbl_audit_opts *o, char *err, size_t e
   if (rc == 0 && o->hmac_key_file)
     rc = rbl_audit_load_key(o->hmac_key_file, &a->key, &a->keylen, a->err, sizeof a->err);
   if (rc == 0 && o->sign_key_file) rc = audit_load_sign_key(a, o->sign_key_file);
+  if (rc == 0 && a->key && rbl_ossl_load(a->err, sizeof a->err) != 0) rc = RBL_EIO;
   if (rc == 0 && !(a->hasher = rbl_audit_hasher_new(a->key, a->keylen))) rc = RBL_ENOMEM;
   if (rc == 0) rc = audit_open_file(a);
   if (rc < 0) {
@@ -614,15 +643,23 @@ int64_t rbl_audit_append(rbl_audit *a, cJSON *rec) {
   return a->next_seq++;
 }
 
-int rbl_audit_sync(rbl_audit *a) {
+static int audit_sync(rbl_audit *a, int dir) {
   if (!a) return RBL_EINVAL;
   if (a->failed) return a->failed;
-  if (!a->dirty) return dir_sync_wait(a);
+  if (!a->dirty) return dir ? dir_sync_wait(a) : 0;
   while (fdatasync(a->fd) < 0) {
     if (errno != EINTR) return audit_fail(a, errno, "sync: ");
   }
   a->dirty = 0;
-  return dir_sync_wait(a);
+  return dir ? dir_sync_wait(a) : 0;
+}
+
+int rbl_audit_sync(rbl_audit *a) {
+  return audit_sync(a, 1);
+}
+
+int rbl_audit_sync_written(rbl_audit *a) {
+  return audit_sync(a, 0);
 }
 
 const char *rbl_audit_head(const rbl_audit *a) { return a ? a->head : ""; }

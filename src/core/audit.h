@@ -28,9 +28,14 @@ int rbl_audit_open(rbl_audit **out, const rbl_audit_opts *o, char *err, size_t e
  * or RBL_E* (the handle is then failed: every later call fails too). */
 int64_t rbl_audit_append(rbl_audit *a, cJSON *rec);
 
-/* Makes every record appended so far durable (fdatasync); a no-op when nothing is new.
+/* Makes every record appended so far durable (fdatasync); a no-op when nothing is new. A new
+ * file's directory sync (started at open, beside the caller) is waited for here too.
  * Returns 0 or RBL_E*. */
 int rbl_audit_sync(rbl_audit *a);
+/* The same without waiting for a new file's directory sync, which goes on beside the caller
+ * until the next rbl_audit_sync or the close (before any intent counts as durable): what open
+ * wrote is durable and the handle still good. Returns 0 or RBL_E*. */
+int rbl_audit_sync_written(rbl_audit *a);
 
 /* "sha256:<64 hex>" of the last record in the file (this run's or an earlier one's). */
 const char *rbl_audit_head(const rbl_audit *a);

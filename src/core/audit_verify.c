@@ -11,11 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-
 #include "audit.h"
+#include "ossl_dl.h"
 #include "rbl.h"
+#include "sha256.h"
 
 /* What verify knows of one hash it has seen: for duplicate / reorder diagnoses. */
 typedef struct vseen {
@@ -311,9 +310,8 @@ static int verify_torn(vctx *v, const cJSON *rec, size_t line, int64_t seq, size
   const char *sha = verify_str(t, "sha256");
   size_t n = (size_t)(p - (v->data + region)) - 1; /* without the '\n' that ends the region */
   char got[RBL_AUDIT_HASH_LEN + 1];
-  unsigned int mdlen = 0;
   unsigned char md[32];
-  EVP_Digest(v->data + region, n, md, &mdlen, EVP_sha256(), NULL);
+  rbl_sha256(v->data + region, n, md);
   memcpy(got, "sha256:", 7);
   rbl_audit_hex(md, 32, got + 7);
   if (!cJSON_IsNumber(bytes) || bytes->valuedouble != (double)n || !sha || strcmp(sha, got) != 0)
@@ -520,6 +518,11 @@ static void verify_print_json(vctx *v) {
 /* ---- setup ---- */
 
 static int verify_load_pub(vctx *v, const char *path) {
+  char why[320];
+  if (rbl_ossl_load(why, sizeof why) != 0) {
+    fprintf(stderr, "rbl audit verify: --pubkey %s: %s\n", path, why);
+    return -1;
+  }
   FILE *f = fopen(path, "re");
   if (!f) {
     fprintf(stderr, "rbl audit verify: --pubkey %s: %s\n", path, strerror(errno));
@@ -534,9 +537,8 @@ static int verify_load_pub(vctx *v, const char *path) {
     fprintf(stderr, "rbl audit verify: --pubkey %s: not an Ed25519 public key (PEM)\n", path);
     return -1;
   }
-  unsigned int mdlen = 0;
   unsigned char md[32];
-  EVP_Digest(raw, rawlen, md, &mdlen, EVP_sha256(), NULL);
+  rbl_sha256(raw, rawlen, md);
   memcpy(v->pub_fpr, "sha256:", 7);
   rbl_audit_hex(md, 32, v->pub_fpr + 7);
   return 0;
@@ -603,9 +605,9 @@ static int verify_map(vctx *v) {
 
 static void verify_free(vctx *v) {
   if (v->size) munmap((void *)v->data, v->size);
-  if (v->key) OPENSSL_cleanse(v->key, v->keylen);
+  if (v->key) explicit_bzero(v->key, v->keylen);
   free(v->key);
-  EVP_PKEY_free(v->pub);
+  if (v->pub) EVP_PKEY_free(v->pub);
   rbl_audit_hasher_free(v->hasher);
   rbl_jcs_buf_free(&v->buf);
   free(v->incident);
@@ -637,6 +639,8 @@ int rbl_audit_verify_file(const char *path, const char *key_file, const char *pu
     snprintf(msg, n, "%s", err);
   else if (pub_file && verify_load_pub(&v, pub_file) < 0)
     snprintf(msg, n, "--pubkey %s: not a readable Ed25519 public key (PEM)", pub_file);
+  else if (v.key && rbl_ossl_load(err, sizeof err) != 0)
+    snprintf(msg, n, "%s", err);
   else if (!(v.hasher = rbl_audit_hasher_new(v.key, v.keylen)))
     snprintf(msg, n, "out of memory");
   else if (verify_map(&v) != 0)
@@ -666,6 +670,7 @@ int rbl_audit_verify_file(const char *path, const char *key_file, const char *pu
 
 int rbl_audit_verify_main(int argc, char **argv) {
   vctx v;
+  char err[320];
   int help = 0, rc = 2;
   memset(&v, 0, sizeof v);
   v.notes = cJSON_CreateArray();
@@ -674,6 +679,8 @@ int rbl_audit_verify_main(int argc, char **argv) {
   } else if (help) {
     fputs(verify_usage, stdout);
     rc = 0;
+  } else if (v.key && rbl_ossl_load(err, sizeof err) != 0) {
+    fprintf(stderr, "rbl audit verify: %s\n", err);
   } else if (!(v.hasher = rbl_audit_hasher_new(v.key, v.keylen)) || !v.notes) {
     fprintf(stderr, "rbl audit verify: out of memory\n");
   } else if (verify_map(&v) == 0) {

@@ -796,7 +796,22 @@ static void close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+static void engine_free(rbl_engine *e, int memory);
+
 void rbl__engine_free(rbl_engine *e) {
+  engine_free(e, 1);
+}
+
+void rbl__engine_free_at_exit(rbl_engine *e) {
+#if defined(RBL_FREE_AT_EXIT) || defined(__SANITIZE_ADDRESS__)
+  engine_free(e, 1);
+#else
+  engine_free(e, 0);
+#endif
+}
+
+/* memory = 0: only what outlives the process (rbl__engine_free_at_exit). */
+static void engine_free(rbl_engine *e, int memory) {
   if (!e) return;
   e->ended = 1;
   for (rbl_task *t = e->all; t; t = t->next_all) {
@@ -817,6 +832,7 @@ void rbl__engine_free(rbl_engine *e) {
   rbl__approval_close(e);
   if (e->http) rbl_http_close(e->http);
   e->http = NULL;
+  if (!memory) return; /* the finalizers only free memory */
   lua_close(e->L); /* finalizers run here; primitives refuse (ended) */
   rbl_gate_free(e->gate);
   e->gate = NULL;

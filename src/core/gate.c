@@ -3,10 +3,10 @@
 #include "gate.h"
 #include "notify.h"
 #include "promql.h"
+#include "sha256.h"
 #include "engine_int.h"
 
 #include <cjson/cJSON.h>
-#include <openssl/evp.h>
 #include <fnmatch.h>
 #include <lauxlib.h>
 #include <limits.h>
@@ -845,8 +845,7 @@ static const char *pinned_rv(const cJSON *j) {
 
 static void body_sha(const char *body, size_t len, char out[65]) {
   unsigned char md[32];
-  unsigned int mdlen = 0;
-  EVP_Digest(body ? body : "", body ? len : 0, md, &mdlen, EVP_sha256(), NULL);
+  rbl_sha256(body ? body : "", body ? len : 0, md);
   static const char hex[] = "0123456789abcdef";
   for (int i = 0; i < 32; i++) {
     out[2 * i] = hex[md[i] >> 4];

@@ -6,8 +6,8 @@
 #include "jcs.h"
 #include "json.h"
 #include "rbl.h"
+#include "sha256.h"
 
-#include <openssl/evp.h>
 
 #include <lauxlib.h>
 #include <stdarg.h>
@@ -850,11 +850,10 @@ static int l_canonical_sha256(lua_State *L) {
   cJSON_Delete(j);
   if (!txt) return luaL_error(L, "canonical_sha256: not representable as canonical JSON");
   unsigned char md[32];
-  unsigned int n = 0;
-  EVP_Digest(txt, len, md, &n, EVP_sha256(), NULL);
+  rbl_sha256(txt, len, md);
   free(txt);
   char out[72] = "sha256:";
-  for (unsigned i = 0; i < n && i < 32; i++)
+  for (unsigned i = 0; i < 32; i++)
     snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
   lua_pushstring(L, out);
   return 1;

@@ -5,11 +5,11 @@
 #include "engine_int.h"
 #include "serve.h"
 #include "session.h"
+#include "ossl_dl.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
-#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

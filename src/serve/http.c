@@ -1,10 +1,9 @@
 /* rbl serve's HTTP/1.1 server on libuv: a small strict parser (Content-Length bodies only, CRLF
  * line ends, bounded head and body, deadlines), one request at a time per connection. */
 #include "serve.h"
+#include "ossl_dl.h"
 
 #include <ctype.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

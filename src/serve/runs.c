@@ -3,11 +3,10 @@
 #include "audit.h"
 #include "rbl.h"
 #include "serve.h"
+#include "ossl_dl.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>

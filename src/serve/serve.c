@@ -2,11 +2,10 @@
  * endpoints, and stops on SIGTERM by letting runs finish up to a deadline. */
 #include "audit.h"
 #include "serve.h"
+#include "ossl_dl.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -500,6 +499,11 @@ int rbl_cmd_serve(int argc, char **argv) {
   const char *config = NULL, *listen = NULL;
   int rc = parse_args(argc, argv, &config, &listen);
   if (rc >= 0) return rc;
+  char why[320]; /* OpenSSL (TLS, digests, the token check) is loaded on first use: now */
+  if (rbl_ossl_load(why, sizeof why) != 0) {
+    fprintf(stderr, "rbl serve: %s\n", why);
+    return 2;
+  }
   srv_state *S = calloc(1, sizeof *S);
   if (!S) return 2;
   S->lock_fd = -1;

@@ -1,11 +1,11 @@
 /* rbl serve's spool: an append-only file of checksummed JSON entries, synced in groups on the
  * thread pool before an accepted alert is answered; read back as hostile input. */
 #include "serve.h"
+#include "ossl_dl.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

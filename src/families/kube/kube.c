@@ -7,10 +7,10 @@
 #include "engine_int.h"
 #include "json.h"
 #include "yaml.h"
+#include "ossl_dl.h"
 
 #include <errno.h>
 #include <lauxlib.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +103,8 @@ static int kubec_b64decode(lua_State *L) {
     lua_pushliteral(L, "invalid base64 (length not a multiple of 4)");
     return 2;
   }
+  char why[320];
+  if (n && rbl_ossl_load(why, sizeof why) != 0) return luaL_error(L, "base64: %s", why);
   unsigned char *out = malloc(n / 4 * 3 + 1);
   if (!out) return luaL_error(L, "not enough memory");
   int got = n ? EVP_DecodeBlock(out, (const unsigned char *)c, (int)n) : 0;

@@ -4,9 +4,8 @@
 #include "engine_int.h"
 
 #include "curl_dl.h" /* curl_getdate, from libcurl loaded on first use */
+#include "ossl_dl.h"
 #include <lauxlib.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +77,7 @@ int rbl_notify_hmac_hex(const char *key, size_t keylen, const char *msg, size_t 
                         char out[65]) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int maclen = 0;
+  if (rbl_ossl_load(NULL, 0) != 0) return -1;
   if (!HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, msglen, mac, &maclen) ||
       maclen != 32)
     return -1;
