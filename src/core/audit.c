@@ -654,13 +654,9 @@ static int audit_sync(rbl_audit *a, int dir) {
   return dir ? dir_sync_wait(a) : 0;
 }
 
-int rbl_audit_sync(rbl_audit *a) {
-  return audit_sync(a, 1);
-}
+int rbl_audit_sync(rbl_audit *a) { return audit_sync(a, 1); }
 
-int rbl_audit_sync_written(rbl_audit *a) {
-  return audit_sync(a, 0);
-}
+int rbl_audit_sync_written(rbl_audit *a) { return audit_sync(a, 0); }
 
 const char *rbl_audit_head(const rbl_audit *a) { return a ? a->head : ""; }
 

@@ -798,9 +798,7 @@ static void close_walk(uv_handle_t *h, void *arg) {
 
 static void engine_free(rbl_engine *e, int memory);
 
-void rbl__engine_free(rbl_engine *e) {
-  engine_free(e, 1);
-}
+void rbl__engine_free(rbl_engine *e) { engine_free(e, 1); }
 
 void rbl__engine_free_at_exit(rbl_engine *e) {
 #if defined(RBL_FREE_AT_EXIT) || defined(__SANITIZE_ADDRESS__)
@@ -833,7 +831,7 @@ static void engine_free(rbl_engine *e, int memory) {
   if (e->http) rbl_http_close(e->http);
   e->http = NULL;
   if (!memory) return; /* the finalizers only free memory */
-  lua_close(e->L); /* finalizers run here; primitives refuse (ended) */
+  lua_close(e->L);     /* finalizers run here; primitives refuse (ended) */
   rbl_gate_free(e->gate);
   e->gate = NULL;
   while (e->all) {

@@ -8,7 +8,6 @@
 #include "rbl.h"
 #include "sha256.h"
 
-
 #include <lauxlib.h>
 #include <stdarg.h>
 #include <stdio.h>

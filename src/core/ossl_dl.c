@@ -11,7 +11,7 @@
 #include <string.h>
 
 #define RBL_CRYPTO_SONAME "libcrypto.so.3"
-#define RBL_SSL_SONAME "libssl.so.3"
+#define RBL_SSL_SONAME    "libssl.so.3"
 
 static rbl_ossl_api api;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -77,6 +77,4 @@ const rbl_ossl_api *rbl_ossl(void) {
   return &api;
 }
 
-int rbl_ossl_loaded(void) {
-  return __atomic_load_n(&loaded, __ATOMIC_ACQUIRE);
-}
+int rbl_ossl_loaded(void) { return __atomic_load_n(&loaded, __ATOMIC_ACQUIRE); }
