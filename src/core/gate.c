@@ -81,6 +81,7 @@ struct rbl_gate {
   char *docker_socket; /* unix endpoint, or NULL */
   char *docker_http, *docker_https; /* tcp endpoint bases, or NULL */
   char *kube_base, *kube_plugin;    /* bound once */
+  char *lease_base, *lease_ns;      /* "kube-lease": serve.ha's API server and namespace */
   strlist exec_allow, allow_subs, allow_cw;
   strlist exec_env;  /* environment names every exec may set (beyond the base list) */
   strlist prog_env;  /* "PROGRAM\nNAME": names one program may set */
@@ -172,6 +173,8 @@ void rbl_gate_free(rbl_gate *g) {
   free(g->docker_https);
   free(g->kube_base);
   free(g->kube_plugin);
+  free(g->lease_base);
+  free(g->lease_ns);
   free(g->nsr);
   sl_free(&g->exec_allow);
   sl_free(&g->exec_env);
@@ -1279,6 +1282,67 @@ static int kube_rule(rbl_gate *g, const rbl_gate_req *r, const parsed *p, rbl_ga
   return is_method(m, "PATCH") ? kube_patch_ok(g, r, NULL, 0, why, wn) : 0;
 }
 
+/* ---- kube-lease: serve.ha's Leases, one namespace, nothing else (src/serve/lease.lua) ----
+ * GET and PUT of /apis/coordination.k8s.io/v1/namespaces/<ns>/leases/<name>, POST of the
+ * collection; no query; a body is a Lease named by the path (PUT) in the bound namespace. */
+static int lease_name_ok(const char *s, size_t n) {
+  if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-' || s[n - 1] == '.' || s[n - 1] == '-')
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
+          s[i] == '.'))
+      return 0;
+  return 1;
+}
+
+static int lease_rule(const rbl_gate *g, const rbl_gate_req *r, const parsed *p, char *why,
+                      size_t wn) {
+  const seg *s = p->segs;
+  int n = p->nseg;
+  const char *m = r->method;
+  int get = is_method(m, "GET"), post = is_method(m, "POST"), put = is_method(m, "PUT");
+  if (!get && !post && !put)
+    return refuse(why, wn, "kube-lease: method %s (only GET, POST and PUT of Leases)", m);
+  if (p->nparam || p->qbuf) return refuse(why, wn, "kube-lease: a query on a Lease request");
+  if (n < 6 || n > 7 || !seq(s[0].p, s[0].n, "apis") ||
+      !seq(s[1].p, s[1].n, "coordination.k8s.io") || !seq(s[2].p, s[2].n, "v1") ||
+      !seq(s[3].p, s[3].n, "namespaces") || !seq(s[5].p, s[5].n, "leases"))
+    return refuse(why, wn,
+                  "kube-lease: only /apis/coordination.k8s.io/v1/namespaces/%s/leases[/NAME] "
+                  "may be reached",
+                  g->lease_ns);
+  if (!seq(s[4].p, s[4].n, g->lease_ns))
+    return refuse(why, wn, "kube-lease: namespace %.*s is not the lease namespace %s",
+                  (int)(s[4].n > 63 ? 63 : s[4].n), s[4].p, g->lease_ns);
+  if (n == 7 && !lease_name_ok(s[6].p, s[6].n))
+    return refuse(why, wn, "kube-lease: %.*s is not a Lease name", (int)(s[6].n > 63 ? 63 : s[6].n),
+                  s[6].p);
+  if (post ? n != 6 : n != 7)
+    return refuse(why, wn, "kube-lease: %s %s", m,
+                  post ? "of a named Lease (create on the collection)"
+                       : "of the collection (only named Leases are read and updated)");
+  if (get) return r->body && r->body_len ? refuse(why, wn, "kube-lease: a GET with a body") : 0;
+  cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
+  cJSON *md = cJSON_GetObjectItemCaseSensitive(j, "metadata");
+  const char *av = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "apiVersion"));
+  const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "kind"));
+  cJSON *ns = cJSON_GetObjectItemCaseSensitive(md, "namespace");
+  const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "name"));
+  int rc = 0;
+  if (!cJSON_IsObject(j) || !cJSON_IsObject(md) || !av || !kind ||
+      strcmp(av, "coordination.k8s.io/v1") != 0 || strcmp(kind, "Lease") != 0)
+    rc = refuse(why, wn, "kube-lease: the body is not a coordination.k8s.io/v1 Lease");
+  else if (ns && (!cJSON_IsString(ns) || strcmp(ns->valuestring, g->lease_ns) != 0))
+    rc = refuse(why, wn, "kube-lease: the body names a namespace other than %s", g->lease_ns);
+  else if (!name || !lease_name_ok(name, strlen(name)))
+    rc = refuse(why, wn, "kube-lease: the body names no valid Lease name");
+  else if (put && !seq(s[6].p, s[6].n, name))
+    rc = refuse(why, wn, "kube-lease: the body names Lease %.63s, the path %.*s", name,
+                (int)(s[6].n > 63 ? 63 : s[6].n), s[6].p);
+  cJSON_Delete(j);
+  return rc;
+}
+
 /* ---- Prometheus: reads of the HTTP API, every query scoped (src/families/prom/promql.c) ---- */
 
 static int prom_rule(const rbl_gate *g, const rbl_gate_req *r, const parsed *p, char *why,
@@ -1344,6 +1408,17 @@ int rbl_gate_http(rbl_gate *g, const rbl_gate_req *r, rbl_gate_ticket *t, char *
                     r->url);
     cls = 1;
   } else {
+    const char *lrest = NULL;
+    /* serve.ha's lease requests are bound to no tenant; on the lease server such a request is
+       a Lease request and nothing else */
+    if (!r->tenant && has_base(r->url, r->url_len, g->lease_base, &lrest)) {
+      parsed lp;
+      int lrc = parse_rest(lrest, r->url_len - (size_t)(lrest - r->url), &lp, why, wn);
+      if (lrc == 0) lrc = lease_rule(g, r, &lp, why, wn);
+      free(lp.qbuf);
+      t->learn = L_NONE;
+      return lrc;
+    }
     int k = has_base(r->url, r->url_len, g->kube_base, &rest);
     const char *drest = NULL;
     int d = has_base(r->url, r->url_len, g->docker_http, &drest) ||
@@ -1571,6 +1646,27 @@ int rbl_gate_bind(rbl_gate *g, const char *cls, const char *value, char *why, si
       return refuse(why, wn, "kube: server URL %.200s is not a plain http(s)://host:port[/path]",
                     value);
     slot = &g->kube_base;
+  } else if (!strcmp(cls, "kube-lease")) { /* "BASE NAMESPACE" */
+    char *sp = strchr(v, ' ');
+    if (!sp) return refuse(why, wn, "kube-lease: bind \"SERVER NAMESPACE\"");
+    *sp = 0;
+    size_t n = strlen(v);
+    while (n > 0 && v[n - 1] == '/')
+      v[--n] = 0;
+    seg nsg = {sp + 1, strlen(sp + 1)};
+    if (!clean_base(v))
+      return refuse(why, wn, "kube-lease: server URL %.200s is not a plain http(s)://host:port[/path]",
+                    v);
+    if (!ns_label(&nsg))
+      return refuse(why, wn, "kube-lease: lease namespace %.63s is not a DNS label", sp + 1);
+    if (g->lease_base) {
+      if (!strcmp(g->lease_base, v) && !strcmp(g->lease_ns, sp + 1)) return 0;
+      return refuse(why, wn, "kube-lease is bound to %s %s; %s %s refused", g->lease_base,
+                    g->lease_ns, v, sp + 1);
+    }
+    g->lease_base = strdup(v);
+    g->lease_ns = strdup(sp + 1);
+    return g->lease_base && g->lease_ns ? 0 : refuse(why, wn, "out of memory");
   } else if (!strcmp(cls, "kube-plugin")) {
     if (v[0] != '/')
       return refuse(why, wn, "kube: credential plugin %s is not an absolute path", v);

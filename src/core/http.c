@@ -985,7 +985,8 @@ static int l_request(lua_State *L) {
 }
 
 /* http.bind_endpoint(class, value): binds the "kube" API server base URL (or the "kube-plugin"
- * credential plugin path) in the gate, once per run; a different second binding is refused. */
+ * credential plugin path, or serve.ha's "kube-lease" "SERVER NAMESPACE") in the gate, once per
+ * run; a different second binding is refused. */
 static int l_bind_endpoint(lua_State *L) {
   const char *cls = luaL_checkstring(L, 1);
   const char *value = luaL_checkstring(L, 2);

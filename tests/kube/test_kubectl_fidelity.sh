@@ -380,6 +380,38 @@ ok "$ADMIN" get lease am-group-1 "${P7[@]}" -o jsonpath='{.spec.holderIdentity}'
 eq "$out" "replica-b" "the refused update changed nothing"
 bad "$ADMIN" create -f "$WORK/lease.yaml"
 contains "$err" 'leases.coordination.k8s.io "am-group-1" already exists' "a second create is AlreadyExists"
+# acquireTime/renewTime are metav1.MicroTime: RFC 3339 with exactly six fraction digits, decoded
+# with Go's time.Parse before validation, so anything else is 400 BadRequest (kubectl sends the
+# fields as written: it does not decode Leases).
+jq '.spec.renewTime = "2026-12-01T13:40:00Z"' "$WORK/lease-b.json" >"$WORK/lease-d.json"
+bad "$ADMIN" replace -f "$WORK/lease-d.json"
+contains "$err" 'Lease in version "v1" cannot be handled as a Lease: parsing time "2026-12-01T13:40:00Z" as "2006-01-02T15:04:05.000000Z07:00": cannot parse "Z" as ".000000"' \
+  "a renewTime without microseconds is refused with Go's parse error"
+cat >"$WORK/lease-bad.yaml" <<'YAML'
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: { name: am-group-2, namespace: prod-tenant-7 }
+spec: { holderIdentity: replica-a, acquireTime: "yesterday" }
+YAML
+bad "$ADMIN" create -f "$WORK/lease-bad.yaml"
+contains "$err" 'Lease in version "v1" cannot be handled as a Lease: parsing time "yesterday" as "2006-01-02T15:04:05.000000Z07:00": cannot parse "yesterday" as "2006"' \
+  "an acquireTime that is no time is refused"
+bad "$ADMIN" get lease am-group-2 "${P7[@]}"
+contains "$err" 'NotFound' "the refused create made nothing"
+rv=$(kubectl --kubeconfig "$ADMIN" get lease am-group-1 "${P7[@]}" -o jsonpath='{.metadata.resourceVersion}')
+jq --arg rv "$rv" '.metadata.resourceVersion = $rv | .spec.renewTime = "2026-12-01T25:00:00.000000Z"' \
+  "$WORK/lease-b.json" >"$WORK/lease-e.json"
+code=$(curl -s -o "$WORK/lease-e.out" -w '%{http_code}' --cacert "$CERTS/ca.crt" -X PUT \
+  -H 'Authorization: Bearer admin-token' -H 'Content-Type: application/json' --data-binary @"$WORK/lease-e.json" \
+  "$KUBE_STANDIN_URL/apis/coordination.k8s.io/v1/namespaces/prod-tenant-7/leases/am-group-1")
+eq "$code" "400" "an out-of-range renewTime is 400"
+eq "$(jq -r '.reason + ": " + .message' "$WORK/lease-e.out")" \
+  'BadRequest: Lease in version "v1" cannot be handled as a Lease: parsing time "2026-12-01T25:00:00.000000Z": hour out of range' \
+  "Go's range message"
+jq --arg rv "$rv" '.metadata.resourceVersion = $rv | .spec.renewTime = "2026-12-01T13:40:00.123456Z" | .spec.acquireTime = "2026-12-01T14:40:00.000000+01:00"' \
+  "$WORK/lease-b.json" >"$WORK/lease-f.json"
+ok "$ADMIN" replace -f "$WORK/lease-f.json" -o json
+eq "$(jq -r '.spec.renewTime' <<<"$out")" "2026-12-01T13:40:00.123456Z" "a valid MicroTime is accepted"
 ok "$ADMIN" delete lease am-group-1 "${P7[@]}"
 
 STEP "wrong token -> 401"

@@ -1123,6 +1123,105 @@ static void test_spawn_exec(void **st) {
   rbl_gate_free(g);
 }
 
+/* "kube-lease": serve.ha's Lease requests, bound to (API server, lease namespace) */
+#define LEASES KUBE "/apis/coordination.k8s.io/v1/namespaces/rbl-system/leases"
+#define LBODY(ns, name)                                                                          \
+  "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"" name \
+  "\",\"namespace\":\"" ns "\"},\"spec\":{\"holderIdentity\":\"a\"}}"
+
+static int lreq(rbl_gate *g, const char *method, const char *url, const char *body) {
+  rbl_gate_ticket t;
+  return req_t(g, method, url, strlen(url), NULL, body, NULL, &t);
+}
+
+static void test_kube_lease(void **st) {
+  rbl_gate *g = rbl_gate_new();
+  const char *ok = LBODY("rbl-system", "rbl-0123456789abcdef");
+  /* nothing bound: nothing leaves */
+  assert_int_equal(lreq(g, "GET", LEASES "/rbl-0123456789abcdef", NULL), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE, why, sizeof why), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE " Bad_NS", why, sizeof why), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", "https://u@h:1 rbl-system", why, sizeof why),
+                   -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE "/ rbl-system", why, sizeof why), 0);
+  /* sealed: the same binding again is a no-op, another server or namespace is refused */
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE " rbl-system", why, sizeof why), 0);
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE " other", why, sizeof why), -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", "https://evil:1 rbl-system", why, sizeof why),
+                   -1);
+  /* allowed: GET and PUT of a named Lease, POST of the collection */
+  assert_int_equal(lreq(g, "GET", LEASES "/rbl-0123456789abcdef", NULL), 0);
+  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", ok), 0);
+  assert_int_equal(lreq(g, "POST", LEASES, ok), 0);
+  const char *nons = "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
+                     "\"metadata\":{\"name\":\"x\"}}";
+  assert_int_equal(lreq(g, "POST", LEASES, nons), 0);
+  /* no DELETE, PATCH, HEAD; no list; no query */
+  assert_int_equal(lreq(g, "DELETE", LEASES "/rbl-0123456789abcdef", NULL), -1);
+  assert_non_null(strstr(why, "method DELETE"));
+  assert_int_equal(lreq(g, "PATCH", LEASES "/rbl-0123456789abcdef", ok), -1);
+  assert_int_equal(lreq(g, "HEAD", LEASES "/rbl-0123456789abcdef", NULL), -1);
+  assert_int_equal(lreq(g, "GET", LEASES, NULL), -1);
+  assert_non_null(strstr(why, "collection"));
+  assert_int_equal(lreq(g, "POST", LEASES "/rbl-0123456789abcdef", ok), -1);
+  assert_int_equal(lreq(g, "GET", LEASES "/rbl-0123456789abcdef?watch=1", NULL), -1);
+  assert_non_null(strstr(why, "query"));
+  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef?dryRun=All", ok), -1);
+  /* another namespace, another resource, another group or version, a subresource, discovery */
+  assert_int_equal(
+      lreq(g, "GET", KUBE "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/x", NULL),
+      -1);
+  assert_non_null(strstr(why, "not the lease namespace"));
+  assert_int_equal(lreq(g, "GET", KUBE "/api/v1/namespaces/rbl-system/secrets/x", NULL), -1);
+  assert_int_equal(lreq(g, "PUT", KUBE "/api/v1/namespaces/rbl-system/configmaps/x", ok), -1);
+  assert_int_equal(
+      lreq(g, "GET", KUBE "/apis/coordination.k8s.io/v1beta1/namespaces/rbl-system/leases/x",
+           NULL),
+      -1);
+  assert_int_equal(lreq(g, "GET", KUBE "/apis/coordination.k8s.io/v1/leases", NULL), -1);
+  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef/status", ok), -1);
+  assert_int_equal(lreq(g, "GET", KUBE "/api", NULL), -1);
+  assert_int_equal(lreq(g, "GET", KUBE "/version", NULL), -1);
+  assert_int_equal(lreq(g, "GET", LEASES "/Bad_Name", NULL), -1);
+  assert_int_equal(lreq(g, "GET", LEASES "/..", NULL), -1);
+  /* bodies: a Lease in the bound namespace, named by the path */
+  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", LBODY("kube-system",
+                                                                         "rbl-0123456789abcdef")),
+                   -1);
+  assert_non_null(strstr(why, "namespace other than rbl-system"));
+  assert_int_equal(lreq(g, "POST", LEASES, LBODY("kube-system", "x")), -1);
+  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", LBODY("rbl-system", "other")),
+                   -1);
+  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", NULL), -1);
+  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", "not json"), -1);
+  assert_int_equal(lreq(g, "POST", LEASES,
+                        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+                        "{\"name\":\"x\",\"namespace\":\"rbl-system\"}}"),
+                   -1);
+  assert_int_equal(lreq(g, "POST", LEASES,
+                        "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
+                        "\"metadata\":{\"name\":\"x\",\"namespace\":7}}"),
+                   -1);
+  assert_int_equal(lreq(g, "GET", LEASES "/rbl-0123456789abcdef", ok), -1);
+  /* a request bound to a tenant is not a lease request: the kube class (unbound here) */
+  rbl_gate_ticket t;
+  const char *u = LEASES "/rbl-0123456789abcdef";
+  assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, "prod-tenant-7", &t), -1);
+  /* another server */
+  assert_int_equal(
+      lreq(g, "GET",
+           "https://10.0.0.2:6443/apis/coordination.k8s.io/v1/namespaces/rbl-system/leases/x",
+           NULL),
+      -1);
+  rbl_gate_free(g);
+  /* next to a bound kube class, the kube rules still apply to tenant calls */
+  g = gate();
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE " rbl-system", why, sizeof why), 0);
+  assert_int_equal(kreq(g, "GET", "/version", NULL, NULL), -1); /* tenant-free: lease only */
+  assert_int_equal(lreq(g, "GET", LEASES "/x", NULL), 0);
+  rbl_gate_free(g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_endpoints),
@@ -1140,6 +1239,7 @@ int main(void) {
       cmocka_unit_test(test_kube_can_i),
       cmocka_unit_test(test_spawn),
       cmocka_unit_test(test_spawn_exec),
+      cmocka_unit_test(test_kube_lease),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

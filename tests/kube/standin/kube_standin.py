@@ -118,6 +118,95 @@ def rv_required(res, name):
                     "Invalid", d)
 
 
+# metav1.MicroTime fields: the API server decodes them with Go's time.Parse(RFC3339Micro), so a value
+# that is not "YYYY-MM-DDTHH:MM:SS.ffffff" plus "Z" or "+hh:mm" (exactly six fraction digits) fails
+# the decode and the request is 400 BadRequest, before any validation. The message follows
+# time.ParseError and apiserver's transformDecodeError.
+MICROTIME_FIELDS = {"Lease": ("acquireTime", "renewTime")}
+RFC3339_MICRO = "2006-01-02T15:04:05.000000Z07:00"
+
+
+def _goquote(v):
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _days_in(month, year):
+    if month == 2:
+        return 29 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def parse_microtime(v):
+    """None when v decodes as a MicroTime, else Go's error text."""
+    whole = v
+
+    def perr(elem, rest, msg=""):
+        if msg:
+            return "parsing time %s%s" % (_goquote(whole), msg)
+        return "parsing time %s as %s: cannot parse %s as %s" % (_goquote(whole), _goquote(RFC3339_MICRO),
+                                                                  _goquote(rest), _goquote(elem))
+
+    def num(rest, fixed):
+        if not rest[:1].isdigit() or not rest[:1].isascii():
+            return None, rest
+        if not rest[1:2].isdigit() or not rest[1:2].isascii():
+            return (None, rest) if fixed else (int(rest[0]), rest[1:])
+        return int(rest[:2]), rest[2:]
+
+    rest = v
+    if len(rest) < 4 or not all(c in "0123456789" for c in rest[:4]):
+        return perr("2006", rest)
+    year, rest = int(rest[:4]), rest[4:]
+    vals = {}
+    for lit, elem, fixed, lo, hi, name in (("-", "01", True, 1, 12, "month"), ("-", "02", True, 1, 31, None),
+                                           ("T", "15", False, 0, 23, "hour"), (":", "04", True, 0, 59, "minute"),
+                                           (":", "05", True, 0, 59, "second")):
+        if not rest.startswith(lit):
+            return perr(lit, rest)
+        rest = rest[len(lit):]
+        hold = rest
+        n, rest = num(rest, fixed)
+        if n is None:
+            return perr(elem, hold)
+        if name and not lo <= n <= hi:
+            return perr(elem, rest, ": %s out of range" % name)
+        vals[elem] = n
+    if len(rest) < 7 or rest[0] not in ".," or not all(c in "0123456789" for c in rest[1:7]):
+        return perr(".000000", rest)
+    rest = rest[7:]
+    if rest.startswith("Z"):
+        rest = rest[1:]
+    elif (len(rest) >= 6 and rest[0] in "+-" and rest[3] == ":" and rest[1:3].isdigit() and
+          rest[4:6].isdigit() and rest[1:3].isascii() and rest[4:6].isascii()):
+        rest = rest[6:]
+    else:
+        return perr("Z07:00", rest)
+    if rest:
+        return perr("", rest, ": extra text: %s" % _goquote(rest))
+    if vals["02"] < 1 or vals["02"] > _days_in(vals["01"], year):
+        return perr("", rest, ": day out of range")
+    return None
+
+
+def check_microtimes(kind, version, obj):
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    if not isinstance(spec, dict):
+        return
+    for f in MICROTIME_FIELDS.get(kind, ()):
+        v = spec.get(f)
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            err = "json: cannot unmarshal %s into Go value of type string" % (
+                "number" if isinstance(v, (int, float)) and not isinstance(v, bool) else
+                "bool" if isinstance(v, bool) else "object" if isinstance(v, dict) else "array")
+        else:
+            err = parse_microtime(v)
+        if err:
+            raise ApiError(400, '%s in version "%s" cannot be handled as a %s: %s' % (kind, version, kind, err),
+                           "BadRequest")
+
+
 def invalid(res, name, causes):
     parts, cs = [], []
     for field, msg, value in causes:
@@ -1102,11 +1191,14 @@ class Handler(BaseHTTPRequestHandler):
             if res.namespaced and ns is None:
                 raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
             obj = decode()
+            check_microtimes(res.kind, version, obj)
             check_fields(obj, res.kind, True)
             obj = cluster.create(res, ns, obj, dry_run)
             return self.send_json(201, obj)
         if verb == "update":
             obj = decode()
+            if sub != "scale":
+                check_microtimes(res.kind, version, obj)
             check_fields(obj, "Scale" if sub == "scale" else res.kind, True)
             return self.send_json(200, cluster.update(res, ns, name, obj, dry_run, sub))
         if verb == "patch":
