@@ -237,11 +237,43 @@ static int load_serve(srv_config *c, lua_State *L, int cfg, const char *dir) {
   if (!lua_istable(L, -1)) return cfail("no serve = {...} table (see docs/serve.md)");
   int s = lua_gettop(L);
   lua_getfield(L, s, "ha");
-  int has_ha = !lua_isnil(L, -1);
+  if (lua_istable(L, -1)) {
+    int h = lua_gettop(L), bad = 0;
+    const char *ns = opt_str(L, h, "lease_namespace");
+    if (!ns) ns = "rbl-system";
+    size_t nl = strlen(ns);
+    int ok = nl > 0 && nl <= 63 && ns[0] != '-' && ns[nl - 1] != '-';
+    for (const char *p = ns; ok && *p; p++)
+      ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-';
+    if (!ok)
+      return cfail("serve.ha.lease_namespace '%s' is not a namespace name (a DNS label: a-z, 0-9, "
+                   "'-', at most 63)",
+                   ns);
+    c->ha_namespace = strdup(ns);
+    c->ha_seconds = opt_num(L, h, "serve.ha", "lease_seconds", 15, 3, 3600, &bad);
+    if (bad) return 2;
+    const char *id = opt_str(L, h, "identity");
+    char def[300];
+    if (!id) {
+      char host[256] = "";
+      if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "rbl");
+      snprintf(def, sizeof def, "%.200s-%d", host, (int)getpid());
+      id = def;
+    }
+    size_t il = strlen(id);
+    ok = il > 0 && il <= 128;
+    for (const char *p = id; ok && *p; p++)
+      ok = *p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\';
+    if (!ok)
+      return cfail("serve.ha.identity '%s': use 1 to 128 printable characters without spaces or "
+                   "quotes (default: host name and pid)",
+                   id);
+    c->ha_identity = strdup(id);
+    c->ha = 1;
+  } else if (!lua_isnil(L, -1))
+    return cfail("serve.ha must be a table { lease_namespace = ..., lease_seconds = ..., "
+                 "identity = ... }");
   lua_pop(L, 1);
-  if (has_ha)
-    return cfail("serve.ha is not supported by this build of rbl serve yet: run one replica "
-                 "(remove serve.ha)");
   const char *tf = opt_str(L, s, "token_file");
   if (!tf) return cfail("serve.token_file is required (the bearer token Alertmanager sends)");
   char *tpath = abs_from(dir, tf);
@@ -480,6 +512,8 @@ void rbl_serve_config_free(srv_config *c) {
   free(c->tls_cert);
   free(c->audit_key);
   free(c->tls_key);
+  free(c->ha_namespace);
+  free(c->ha_identity);
   memset(c, 0, sizeof *c);
 }
 

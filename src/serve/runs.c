@@ -210,7 +210,9 @@ static void run_finish(srv_state *S, srv_run *r, const char *outcome, double now
   if (inc) {
     if (inc->active == r) inc->active = NULL;
     if (inc->active_res == r) inc->active_res = NULL;
-    if (!r->resolved && was_running) inc->last_end = now;
+    /* serve.ha: an incident another replica ran, or whose run was taken over, cools down too */
+    if (!r->resolved && (was_running || r->ha == HA_ELSEWHERE || r->ha == HA_TAKEOVER))
+      inc->last_end = now;
   }
   if (!strcmp(outcome, "succeeded"))
     S->m.succeeded++;
@@ -218,6 +220,8 @@ static void run_finish(srv_state *S, srv_run *r, const char *outcome, double now
     S->m.interrupted++;
   else if (!strcmp(outcome, "canceled"))
     S->m.canceled++;
+  else if (!strcmp(outcome, "elsewhere"))
+    S->m.elsewhere++;
   else
     S->m.failed++;
   if (was_running && r->started_at > 0) {
@@ -228,10 +232,16 @@ static void run_finish(srv_state *S, srv_run *r, const char *outcome, double now
     S->m.dur_count++;
   }
   end_record(S, r);
+  rbl_serve_ha_run_ended(S, r);
   S->nruns_done++;
   if (!S->replaying)
     fprintf(stderr, "rbl serve: run %s %s (incident %s, exit %d, %.1f s)\n", r->id, outcome,
             r->incident, r->exit_code, r->started_at > 0 ? now - r->started_at : 0.0);
+}
+
+void rbl_serve_run_end(srv_state *S, srv_run *r, const char *outcome) {
+  run_finish(S, r, outcome, rbl_serve_now());
+  runs_trim(S);
 }
 
 /* ---- deciding a payload ---- */
@@ -616,7 +626,8 @@ static int run_start(srv_state *S, srv_run *r) {
   size_t k = 0;
   for (size_t i = 0; env && i < ne; i++)
     if (strncmp(environ[i], "RBL_SERVE_PARENT=", 17) != 0) env[k++] = environ[i];
-  snprintf(ppid, sizeof ppid, "RBL_SERVE_PARENT=%d", (int)getpid());
+  /* serve.ha: "K" makes the child die by SIGKILL with serve (docs/serve.md, "Across replicas") */
+  snprintf(ppid, sizeof ppid, "RBL_SERVE_PARENT=%d%s", (int)getpid(), S->cfg.ha ? "K" : "");
   if (env) env[k++] = ppid;
   int logfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   uv_stdio_container_t stdio[3];
@@ -671,6 +682,7 @@ void rbl_serve_schedule(srv_state *S) {
     if (r->state != R_QUEUED || r->accept_seq == 0 || r->accept_seq > S->spool.synced) continue;
     srv_route *rt = &S->cfg.routes[r->route];
     if (rt->in_flight >= rt->concurrency || target_locked(S, r)) continue;
+    if (!rbl_serve_ha_may_start(S, r)) continue; /* serve.ha: only while holding its Lease */
     cJSON *rec = cJSON_CreateObject();
     cJSON_AddStringToObject(rec, "k", "start");
     cJSON_AddStringToObject(rec, "run", r->id);
@@ -717,6 +729,8 @@ static cJSON *run_json(srv_state *S, const srv_run *r) {
   if (r->started_at > 0) cJSON_AddNumberToObject(o, "started_at", r->started_at);
   if (r->ended_at > 0) cJSON_AddNumberToObject(o, "ended_at", r->ended_at);
   if (r->state == R_RUNNING) cJSON_AddNumberToObject(o, "pid", r->pid);
+  cJSON *ha = rbl_serve_ha_json(S, r);
+  if (ha) cJSON_AddItemToObject(o, "ha", ha);
   cJSON_AddStringToObject(o, "audit", chain);
   cJSON_AddStringToObject(o, "report", report);
   cJSON_AddStringToObject(o, "log", logp);

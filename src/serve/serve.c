@@ -23,6 +23,8 @@ static const char *const usage =
     "Takes Alertmanager webhooks (payload version 4) and runs the runbook a route names for the\n"
     "alert's tenant, once per alert group, each run a child `rbl run` with its own audit chain.\n"
     "Accepted alerts are synced to the spool before the answer; a restart replays the spool.\n"
+    "With serve.ha, replicas take one Kubernetes Lease per alert group (namespace\n"
+    "serve.ha.lease_namespace), so an alert runs once across replicas.\n"
     "\n"
     "  --config FILE       config file with a serve = {...} table (see docs/serve.md)\n"
     "  --listen ADDR:PORT  address to listen on (default serve.listen, else 127.0.0.1:9095)\n"
@@ -31,7 +33,8 @@ static const char *const usage =
     "           POST /v1/pause, POST /v1/resume (bearer token but /healthz and /metrics)\n"
     "SIGTERM stops accepting, lets runs finish for serve.drain_timeout seconds, then\n"
     "interrupts them; queued runs stay in the spool.\n"
-    "exit status: 0 stopped cleanly, 1 the spool failed, 2 usage or config error\n";
+    "exit status: 0 stopped cleanly, 1 the spool failed, 2 usage or config error (with\n"
+    "serve.ha also: the cluster cannot be resolved or refuses reading Leases)\n";
 
 /* An answer waiting for the spool to sync. */
 typedef struct srv_pending {
@@ -263,8 +266,14 @@ static void handle_metrics(srv_state *S, srv_conn *c) {
   C("rbl_serve_runs_succeeded_total", "Runs that ended resolved (exit 0).", m->succeeded);
   C("rbl_serve_runs_failed_total", "Runs that ended otherwise (failed, refused, error, killed).",
     m->failed);
-  C("rbl_serve_runs_interrupted_total", "Runs a restart found mid-run and marked interrupted.",
+  C("rbl_serve_runs_interrupted_total",
+    "Runs marked interrupted (a restart found them mid-run, or serve.ha took their Lease over).",
     m->interrupted);
+  C("rbl_serve_runs_elsewhere_total", "serve.ha: runs another replica ran (not run here).",
+    m->elsewhere);
+  C("rbl_serve_ha_takeovers_total",
+    "serve.ha: Leases taken over from a replica that stopped renewing mid-run.", m->ha_takeovers);
+  C("rbl_serve_ha_leases_lost_total", "serve.ha: held Leases another replica took.", m->ha_lost);
   C("rbl_serve_runs_canceled_total", "Queued runs canceled because their alert resolved.",
     m->canceled);
   C("rbl_serve_requests_unauthorized_total", "Requests refused with 401.", m->refused_auth);
@@ -343,7 +352,9 @@ static void finish(srv_state *S) {
 }
 
 static void drain_check(srv_state *S) {
-  if (S->draining && S->in_flight == 0 && !S->spool.syncing && !S->pending) finish(S);
+  if (S->draining && S->in_flight == 0 && !S->spool.syncing && !S->pending &&
+      !rbl_serve_ha_busy(S))
+    finish(S);
 }
 
 static void drain_timer_cb(uv_timer_t *t) {
@@ -497,6 +508,8 @@ static void state_free(srv_state *S) {
 
 int rbl_cmd_serve(int argc, char **argv) {
   const char *config = NULL, *listen = NULL;
+  /* serve.ha's lease agent, started by rbl serve itself (ha.c, agent.c) */
+  if (argc == 2 && !strcmp(argv[0], "--lease-agent")) return rbl_serve_lease_agent(argv[1]);
   int rc = parse_args(argc, argv, &config, &listen);
   if (rc >= 0) return rc;
   char why[320]; /* OpenSSL (TLS, digests, the token check) is loaded on first use: now */
@@ -540,6 +553,7 @@ int rbl_cmd_serve(int argc, char **argv) {
     rbl_serve_note(S, rec);
     rc = rbl_serve_replay(S);
   }
+  if (!rc && S->cfg.ha && rbl_serve_ha_start(S) != 0) rc = -1;
   char err[512];
   S->http.max_body = S->cfg.max_body;
   S->http.handler = handler;
@@ -555,10 +569,12 @@ int rbl_cmd_serve(int argc, char **argv) {
   }
   if (rc) {
     rbl_audit_close(S->chain);
+    rbl_serve_ha_stop(S);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     rbl_srv_http_free(&S->http);
+    rbl_serve_ha_free(S);
     state_free(S);
     return 2;
   }
@@ -591,10 +607,12 @@ int rbl_cmd_serve(int argc, char **argv) {
   rbl_audit_close(S->chain);
   fprintf(stderr, "rbl serve: stopped; %d queued run(s) stay in the spool\n", S->queued);
   rbl_srv_http_close_all(&S->http);
+  rbl_serve_ha_stop(S);
   uv_walk(&loop, close_walk, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   rbl_srv_http_free(&S->http);
+  rbl_serve_ha_free(S);
   state_free(S);
   return failed ? 1 : 0;
 }
@@ -604,9 +622,11 @@ int rbl_cmd_serve(int argc, char **argv) {
 void rbl_serve_child_init(void) {
   const char *p = getenv("RBL_SERVE_PARENT");
   if (!p) return;
-  long want = strtol(p, NULL, 10);
+  char *end = NULL;
+  long want = strtol(p, &end, 10);
+  int kill9 = end && *end == 'K'; /* serve.ha: no rollback by an orphan after its lease expired */
   unsetenv("RBL_SERVE_PARENT");
-  prctl(PR_SET_PDEATHSIG, SIGINT);
+  prctl(PR_SET_PDEATHSIG, kill9 ? SIGKILL : SIGINT);
   if (want > 0 && getppid() != (pid_t)want) {
     fputs("rbl: the rbl serve that started this run has stopped; not starting\n", stderr);
     _exit(2);

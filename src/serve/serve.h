@@ -53,6 +53,10 @@ typedef struct srv_config {
   srv_route *routes;
   int nroutes;
   char *tls_cert, *tls_key; /* serve.tls = {cert, key}: both or neither */
+  int ha;                   /* serve.ha is set: runs coordinate through Leases (ha.c) */
+  char *ha_namespace;       /* serve.ha.lease_namespace */
+  char *ha_identity;        /* serve.ha.identity, default "<host name>-<pid>" */
+  double ha_seconds;        /* serve.ha.lease_seconds */
 } srv_config;
 
 /* Loads and checks FILE's serve table. Returns 0, or 2 after printing the cause. */
@@ -167,8 +171,17 @@ typedef struct srv_run {
   uv_process_t proc;
   int proc_open;
   int pid;
+  /* serve.ha (ha.c): where this run stands with its incident's Lease */
+  int ha;              /* HA_* */
+  int ha_busy;         /* a lease request for it is in flight */
+  int ha_cancel;       /* SIGINT sent: the lease was lost or could not be renewed */
+  double ha_ok;        /* monotonic seconds: when the last successful acquire/renew was sent */
+  char ha_holder[128]; /* the other replica holding it (standby, elsewhere, takeover) */
+  char ha_prev_run[48];
   struct srv_run *next;
 } srv_run;
+
+enum { HA_NONE, HA_ASKING, HA_HELD, HA_STANDBY, HA_RELEASED, HA_LOST, HA_ELSEWHERE, HA_TAKEOVER };
 
 typedef struct srv_incident {
   char id[64];
@@ -183,6 +196,7 @@ typedef struct srv_metrics {
   uint64_t received, accepted, deduplicated, unrouted, resolved;
   uint64_t refused_tenant, refused_brake, refused_queue, refused_unavailable, refused_auth;
   uint64_t started, succeeded, failed, interrupted, canceled, spool_bad;
+  uint64_t elsewhere, ha_takeovers, ha_lost; /* serve.ha */
   uint64_t hist[12];
   double dur_sum;
   uint64_t dur_count;
@@ -214,6 +228,7 @@ typedef struct srv_state {
   uv_timer_t drain_timer;
   int drain_phase;
   int lock_fd;
+  struct srv_ha *ha; /* serve.ha: the lease agent and its requests (ha.c), or NULL */
 } srv_state;
 
 double rbl_serve_now(void);
@@ -231,6 +246,29 @@ int rbl_serve_replay(srv_state *S);
 void rbl_serve_signal_runs(srv_state *S, int sig);
 cJSON *rbl_serve_runs_json(srv_state *S);
 void rbl_serve_note(srv_state *S, cJSON *rec); /* a record on serve's own chain, synced */
+
+/* Ends a run that never started (serve.ha: it ran elsewhere, or was taken over) with outcome. */
+void rbl_serve_run_end(srv_state *S, srv_run *r, const char *outcome);
+
+/* ---- serve.ha (ha.c, agent.c) ---- */
+
+/* Starts the lease agent and waits for its first answer (cluster resolved, Leases readable).
+ * 0, or -1 after printing why. */
+int rbl_serve_ha_start(srv_state *S);
+/* 1 when r holds its incident's Lease and may start; otherwise asks for it (once) and returns 0. */
+int rbl_serve_ha_may_start(srv_state *S, srv_run *r);
+/* r ended: its Lease is released (state done), or forgotten. */
+void rbl_serve_ha_run_ended(srv_state *S, srv_run *r);
+/* Lease requests are in flight (a drain waits for them: a release must reach the API). */
+int rbl_serve_ha_busy(srv_state *S);
+/* Closes the agent and the timers (before the loop's handles are walked). */
+void rbl_serve_ha_stop(srv_state *S);
+/* Frees what is left once the loop is closed. */
+void rbl_serve_ha_free(srv_state *S);
+/* The run's Lease, for /v1/runs, or NULL. */
+cJSON *rbl_serve_ha_json(srv_state *S, const srv_run *r);
+/* The lease agent's main (`rbl serve --lease-agent CONFIG`). */
+int rbl_serve_lease_agent(const char *config);
 
 /* serve.c */
 int rbl_cmd_serve(int argc, char **argv);

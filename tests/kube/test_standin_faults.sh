@@ -116,7 +116,7 @@ len=$(grep -i '^content-length:' <<<"$hdr" | tr -dc 0-9)
 eq "$len" "$(stat -c %s "$WORK/b")" "Content-Length matches body"
 
 STEP "errors: 404 / 405 / 415 / 400 / 422"
-req GET /apis/apps/v1/namespaces/prod-tenant-7/statefulsets
+req GET /apis/apps/v1/namespaces/prod-tenant-7/daemonsets
 eq "$code" 404 "unknown resource"
 req POST "$CM" -H 'Content-Type: application/json' -d '{}'
 eq "$code" 405 "POST on an item"

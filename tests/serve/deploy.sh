@@ -26,22 +26,23 @@ kc create namespace rbl-system >/dev/null
 kc create namespace shop >/dev/null
 out=$(kc apply --dry-run=server -f "$ROOT/deploy/rbl-serve.yaml" -f "$ROOT/deploy/rbac-tenant.yaml" 2>&1) ||
   fail "kubectl apply --dry-run=server refused deploy/: $out"
-for o in serviceaccount/rbl-serve persistentvolumeclaim/rbl-serve-spool secret/rbl-serve-token \
-  configmap/rbl-serve-config deployment.apps/rbl-serve service/rbl-serve \
+for o in serviceaccount/rbl-serve secret/rbl-serve-token \
+  configmap/rbl-serve-config statefulset.apps/rbl-serve service/rbl-serve service/rbl-serve-peers \
   networkpolicy.networking.k8s.io/rbl-serve role.rbac.authorization.k8s.io/rbl-runbooks \
-  rolebinding.rbac.authorization.k8s.io/rbl-serve; do
+  rolebinding.rbac.authorization.k8s.io/rbl-serve role.rbac.authorization.k8s.io/rbl-serve-leases \
+  rolebinding.rbac.authorization.k8s.io/rbl-serve-leases; do
   grep -q "^$o .*(server dry run)" <<<"$out" || fail "$o not accepted: $out"
 done
 ok "every manifest in deploy/ is accepted by the server (dry run)"
 n=$(jq -s '[.[] | select((.method=="POST" or .method=="PATCH" or .method=="PUT") and (.path|test("/namespaces/(rbl-system|shop)/")))] | length' "$KUBE_STANDIN_LOG")
 d=$(jq -s '[.[] | select((.method=="POST" or .method=="PATCH" or .method=="PUT") and (.path|test("/namespaces/(rbl-system|shop)/")) and (.query|tostring|test("dryRun")))] | length' "$KUBE_STANDIN_LOG")
-[ "$n" -ge 9 ] && [ "$n" = "$d" ] || fail "every write was a dry run ($d of $n)"
+[ "$n" -ge 11 ] && [ "$n" = "$d" ] || fail "every write was a dry run ($d of $n)"
 ok "every write reached the server as a dry run ($n)"
-if kc get deployment rbl-serve -n rbl-system >/dev/null 2>&1; then fail "the dry run created the Deployment"; fi
+if kc get statefulset rbl-serve -n rbl-system >/dev/null 2>&1; then fail "the dry run created the StatefulSet"; fi
 ok "the server holds none of them afterwards"
-sed 's/^kind: Deployment$/kind: Deploymnt/' "$ROOT/deploy/rbl-serve.yaml" >"$W/broken.yaml"
+sed 's/^kind: StatefulSet$/kind: StatefulSt/' "$ROOT/deploy/rbl-serve.yaml" >"$W/broken.yaml"
 if kc apply --dry-run=server --validate=false -f "$W/broken.yaml" >"$W/broken.out" 2>&1; then fail "a misspelt kind was accepted"; fi
-grep -q 'no matches for kind "Deploymnt"' "$W/broken.out" || fail "unexpected error: $(cat "$W/broken.out")"
+grep -q 'no matches for kind "StatefulSt"' "$W/broken.out" || fail "unexpected error: $(cat "$W/broken.out")"
 ok "a broken manifest is refused"
 python3 - "$ROOT/deploy/rbl-serve.yaml" "$W" <<'PY'
 import sys, yaml

@@ -12,3 +12,6 @@ set_tests_properties(serve_e2e PROPERTIES TIMEOUT 300)
 # deploy/ against the API stand-in with the real kubectl (apply --dry-run=server).
 add_test(NAME serve_deploy COMMAND bash ${CMAKE_SOURCE_DIR}/tests/serve/deploy.sh $<TARGET_FILE:rbl>)
 set_tests_properties(serve_deploy PROPERTIES TIMEOUT 180)
+# serve.ha: two replicas, Leases on the API stand-in over TLS with RBAC (tests/serve/test_ha.py).
+add_test(NAME serve_ha COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_ha.py $<TARGET_FILE:rbl>)
+set_tests_properties(serve_ha PROPERTIES TIMEOUT 300)

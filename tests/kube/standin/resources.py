@@ -56,6 +56,9 @@ RESOURCES = [
     Res("apps", "v1", "deployments", "Deployment", "deployment", True, ["deploy"], categories=["all"],
         subresources=[("scale", "autoscaling", "v1", "Scale", ["get", "patch", "update"]),
                       ("status", "apps", "v1", "Deployment", ["get", "patch", "update"])]),
+    Res("apps", "v1", "statefulsets", "StatefulSet", "statefulset", True, ["sts"], categories=["all"],
+        subresources=[("scale", "autoscaling", "v1", "Scale", ["get", "patch", "update"]),
+                      ("status", "apps", "v1", "StatefulSet", ["get", "patch", "update"])]),
     Res("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", "persistentvolumeclaim", True, ["pvc"],
         subresources=[("status", "", "v1", "PersistentVolumeClaim", ["get", "patch", "update"])]),
     Res("coordination.k8s.io", "v1", "leases", "Lease", "lease", True),
@@ -160,7 +163,7 @@ def validate_object(res, obj):
     for k, v in (md.get("annotations") or {}).items():
         if not isinstance(v, str):
             causes.append(("metadata.annotations", "annotation values must be strings", v))
-    if res.kind == "Deployment":
+    if res.kind in ("Deployment", "StatefulSet"):
         spec = obj.get("spec") or {}
         reps = spec.get("replicas")
         if reps is not None and (not isinstance(reps, int) or isinstance(reps, bool) or reps < 0):
@@ -275,6 +278,19 @@ def apply_defaults(res, obj):
         tmpl.setdefault("metadata", {})
         if isinstance(tmpl["metadata"], dict) and tmpl["metadata"].get("creationTimestamp", 0) is None:
             del tmpl["metadata"]["creationTimestamp"]  # typed clients send null; the server drops it
+        default_pod_spec(tmpl.setdefault("spec", {}))
+    elif res.kind == "StatefulSet":
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        us = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+        if us.get("type", "RollingUpdate") == "RollingUpdate":
+            us.setdefault("type", "RollingUpdate")
+            us.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+        spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+        tmpl = spec.setdefault("template", {})
+        tmpl.setdefault("metadata", {})
         default_pod_spec(tmpl.setdefault("spec", {}))
     elif res.kind == "Pod":
         default_pod_spec(obj.setdefault("spec", {}))
