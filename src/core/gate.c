@@ -1655,8 +1655,8 @@ int rbl_gate_bind(rbl_gate *g, const char *cls, const char *value, char *why, si
       v[--n] = 0;
     seg nsg = {sp + 1, strlen(sp + 1)};
     if (!clean_base(v))
-      return refuse(why, wn, "kube-lease: server URL %.200s is not a plain http(s)://host:port[/path]",
-                    v);
+      return refuse(why, wn,
+                    "kube-lease: server URL %.200s is not a plain http(s)://host:port[/path]", v);
     if (!ns_label(&nsg))
       return refuse(why, wn, "kube-lease: lease namespace %.63s is not a DNS label", sp + 1);
     if (g->lease_base) {

@@ -26,8 +26,8 @@ static const char *const op_names[] = {"init", "acquire", "renew", "release", "f
 
 typedef struct ha_op {
   int kind;
-  char run[48];  /* the run it is for ("" for init) */
-  double sent;   /* monotonic seconds */
+  char run[48]; /* the run it is for ("" for init) */
+  double sent;  /* monotonic seconds */
   struct ha_op *next;
 } ha_op;
 
@@ -160,8 +160,9 @@ static void note_ha(srv_state *S, const char *what, const srv_run *r, const char
 static void cancel_run(srv_state *S, srv_run *r, const char *why) {
   if (r->state != R_RUNNING || r->ha_cancel) return;
   r->ha_cancel = 1;
-  fprintf(stderr, "rbl serve: run %s: %s: canceling it (SIGINT: the step is canceled and rolled "
-                  "back)\n",
+  fprintf(stderr,
+          "rbl serve: run %s: %s: canceling it (SIGINT: the step is canceled and rolled "
+          "back)\n",
           r->id, why);
   note_ha(S, why, r, NULL, NULL);
   if (r->proc_open) uv_process_kill(&r->proc, SIGINT);
@@ -183,8 +184,9 @@ static void on_answer(srv_ha *h, ha_op *op, const cJSON *a) {
       return;
     }
     h->ready = 1;
-    fprintf(stderr, "rbl serve: ha: Leases in namespace %s on %s (context %s), identity %s, "
-                    "lease %g s\n",
+    fprintf(stderr,
+            "rbl serve: ha: Leases in namespace %s on %s (context %s), identity %s, "
+            "lease %g s\n",
             S->cfg.ha_namespace, sval(a, "server"), sval(a, "context"), S->cfg.ha_identity,
             S->cfg.ha_seconds);
     return;
@@ -208,8 +210,9 @@ static void on_answer(srv_ha *h, ha_op *op, const cJSON *a) {
       rbl_serve_schedule(S);
     } else if (!strcmp(res, "held")) {
       if (r->ha != HA_STANDBY)
-        fprintf(stderr, "rbl serve: run %s: incident %s is held by %s (another replica): standing "
-                        "by\n",
+        fprintf(stderr,
+                "rbl serve: run %s: incident %s is held by %s (another replica): standing "
+                "by\n",
                 r->id, r->incident, r->ha_holder);
       r->ha = HA_STANDBY;
     } else if (!strcmp(res, "elsewhere")) {
@@ -221,10 +224,11 @@ static void on_answer(srv_ha *h, ha_op *op, const cJSON *a) {
     } else if (!strcmp(res, "takeover")) {
       r->ha = HA_TAKEOVER;
       S->m.ha_takeovers++;
-      fprintf(stderr, "rbl serve: run %s: %s stopped renewing the Lease of incident %s mid-run "
-                      "(its run %s): took the Lease over, marked the run interrupted; not re-run, "
-                      "its writes not replayed (its own replica appends interrupted to its chain "
-                      "when it comes back)\n",
+      fprintf(stderr,
+              "rbl serve: run %s: %s stopped renewing the Lease of incident %s mid-run "
+              "(its run %s): took the Lease over, marked the run interrupted; not re-run, "
+              "its writes not replayed (its own replica appends interrupted to its chain "
+              "when it comes back)\n",
               r->id, r->ha_holder, r->incident, r->ha_prev_run[0] ? r->ha_prev_run : "?");
       note_ha(S, "takeover", r, r->ha_holder, r->ha_prev_run);
       rbl_serve_run_end(S, r, "interrupted");
@@ -453,8 +457,7 @@ int rbl_serve_ha_start(srv_state *S) {
     uv_run(S->loop, UV_RUN_ONCE);
   if (h->alive) uv_unref((uv_handle_t *)&h->out);
   if (!h->ready) {
-    fprintf(stderr,
-            "rbl serve: serve.ha: %s\n",
+    fprintf(stderr, "rbl serve: serve.ha: %s\n",
             h->init_err[0] ? h->init_err
                            : "the lease agent did not answer within 60 s (see its message above)");
     return -1;
@@ -524,8 +527,8 @@ void rbl_serve_ha_free(srv_state *S) {
 
 cJSON *rbl_serve_ha_json(srv_state *S, const srv_run *r) {
   if (!S->ha) return NULL;
-  static const char *const st[] = {"none",     "asking",   "held",      "standby",
-                                   "released", "lost",     "elsewhere", "takeover"};
+  static const char *const st[] = {"none",     "asking", "held",      "standby",
+                                   "released", "lost",   "elsewhere", "takeover"};
   cJSON *o = cJSON_CreateObject();
   char name[40];
   lease_name(r, name);

@@ -352,8 +352,7 @@ static void finish(srv_state *S) {
 }
 
 static void drain_check(srv_state *S) {
-  if (S->draining && S->in_flight == 0 && !S->spool.syncing && !S->pending &&
-      !rbl_serve_ha_busy(S))
+  if (S->draining && S->in_flight == 0 && !S->spool.syncing && !S->pending && !rbl_serve_ha_busy(S))
     finish(S);
 }
 

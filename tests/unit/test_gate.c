@@ -1125,8 +1125,8 @@ static void test_spawn_exec(void **st) {
 
 /* "kube-lease": serve.ha's Lease requests, bound to (API server, lease namespace) */
 #define LEASES KUBE "/apis/coordination.k8s.io/v1/namespaces/rbl-system/leases"
-#define LBODY(ns, name)                                                                          \
-  "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"" name \
+#define LBODY(ns, name)                                                                            \
+  "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"" name   \
   "\",\"namespace\":\"" ns "\"},\"spec\":{\"holderIdentity\":\"a\"}}"
 
 static int lreq(rbl_gate *g, const char *method, const char *url, const char *body) {
@@ -1141,8 +1141,7 @@ static void test_kube_lease(void **st) {
   assert_int_equal(lreq(g, "GET", LEASES "/rbl-0123456789abcdef", NULL), -1);
   assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE, why, sizeof why), -1);
   assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE " Bad_NS", why, sizeof why), -1);
-  assert_int_equal(rbl_gate_bind(g, "kube-lease", "https://u@h:1 rbl-system", why, sizeof why),
-                   -1);
+  assert_int_equal(rbl_gate_bind(g, "kube-lease", "https://u@h:1 rbl-system", why, sizeof why), -1);
   assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE "/ rbl-system", why, sizeof why), 0);
   /* sealed: the same binding again is a no-op, another server or namespace is refused */
   assert_int_equal(rbl_gate_bind(g, "kube-lease", KUBE " rbl-system", why, sizeof why), 0);
@@ -1175,8 +1174,7 @@ static void test_kube_lease(void **st) {
   assert_int_equal(lreq(g, "GET", KUBE "/api/v1/namespaces/rbl-system/secrets/x", NULL), -1);
   assert_int_equal(lreq(g, "PUT", KUBE "/api/v1/namespaces/rbl-system/configmaps/x", ok), -1);
   assert_int_equal(
-      lreq(g, "GET", KUBE "/apis/coordination.k8s.io/v1beta1/namespaces/rbl-system/leases/x",
-           NULL),
+      lreq(g, "GET", KUBE "/apis/coordination.k8s.io/v1beta1/namespaces/rbl-system/leases/x", NULL),
       -1);
   assert_int_equal(lreq(g, "GET", KUBE "/apis/coordination.k8s.io/v1/leases", NULL), -1);
   assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef/status", ok), -1);
@@ -1185,9 +1183,9 @@ static void test_kube_lease(void **st) {
   assert_int_equal(lreq(g, "GET", LEASES "/Bad_Name", NULL), -1);
   assert_int_equal(lreq(g, "GET", LEASES "/..", NULL), -1);
   /* bodies: a Lease in the bound namespace, named by the path */
-  assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", LBODY("kube-system",
-                                                                         "rbl-0123456789abcdef")),
-                   -1);
+  assert_int_equal(
+      lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", LBODY("kube-system", "rbl-0123456789abcdef")),
+      -1);
   assert_non_null(strstr(why, "namespace other than rbl-system"));
   assert_int_equal(lreq(g, "POST", LEASES, LBODY("kube-system", "x")), -1);
   assert_int_equal(lreq(g, "PUT", LEASES "/rbl-0123456789abcdef", LBODY("rbl-system", "other")),
