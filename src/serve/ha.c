@@ -120,6 +120,7 @@ static int send_op(srv_ha *h, int kind, srv_run *r, cJSON *req) {
   if (r) {
     snprintf(op->run, sizeof op->run, "%s", r->id);
     r->ha_busy = 1;
+    r->ha_sent = op->sent;
   }
   if (h->tail)
     h->tail->next = op;
@@ -195,6 +196,12 @@ static void on_answer(srv_ha *h, ha_op *op, const cJSON *a) {
   if (r) r->ha_busy = 0;
   const char *res = a ? sval(a, "result") : "";
   if (op->kind == OP_ACQUIRE) {
+    if (r && r->state == R_DONE && !err && !strcmp(res, "acquired")) {
+      /* it ended while asking (its alert resolved): give the Lease back at once */
+      r->ha = HA_HELD;
+      rbl_serve_ha_run_ended(S, r);
+      return;
+    }
     if (!r || r->state != R_QUEUED || (r->ha != HA_ASKING && r->ha != HA_STANDBY)) return;
     if (err) {
       r->ha = r->ha == HA_STANDBY ? HA_STANDBY : HA_NONE;
@@ -242,6 +249,7 @@ static void on_answer(srv_ha *h, ha_op *op, const cJSON *a) {
     if (!r || r->ha != HA_HELD) return;
     if (err) {
       complain(h, "cannot renew a Lease: %s%s", err, "");
+      r->ha_sent = 0; /* try again at the next tick, not a full period later */
       return;
     }
     if (!strcmp(res, "renewed")) {
@@ -410,26 +418,33 @@ static int agent_spawn(srv_ha *h) {
   return 0;
 }
 
+/* Every lease_seconds/6: renewals and standby polls go out every lease_seconds/3; a running
+ * run whose last successful renewal was sent more than 2/3 of lease_seconds ago is canceled (the
+ * renew deadline, as client-go's leader election keeps one below the lease duration), so it stops
+ * before any other replica can judge its Lease expired. */
 static void tick_cb(uv_timer_t *t) {
   srv_ha *h = t->data;
   srv_state *S = h->S;
-  double now = mono();
+  double now = mono(), L = S->cfg.ha_seconds;
   for (srv_run *r = S->runs; r; r = r->next) {
     if (r->state == R_DONE) continue;
     if (r->ha == HA_HELD) {
-      if (r->state == R_RUNNING && now - r->ha_ok > S->cfg.ha_seconds) {
+      if (r->state == R_RUNNING && now - r->ha_ok > L * 2 / 3) {
         char why[200];
-        snprintf(why, sizeof why, "no renewal of the Lease of incident %s succeeded for %g s",
-                 r->incident, S->cfg.ha_seconds);
+        snprintf(why, sizeof why, "no renewal of the Lease of incident %s succeeded for %.1f s",
+                 r->incident, now - r->ha_ok);
         cancel_run(S, r, why);
       }
-      if (!r->ha_busy) send_op(h, OP_RENEW, r, req_for(S, r));
-    } else if (r->ha == HA_STANDBY && r->state == R_QUEUED && !r->ha_busy) {
+      if (!r->ha_busy && now - r->ha_sent >= L / 3 - 0.05) send_op(h, OP_RENEW, r, req_for(S, r));
+    } else if (r->ha == HA_STANDBY && r->state == R_QUEUED && !r->ha_busy &&
+               now - r->ha_sent >= L / 3 - 0.05) {
       send_op(h, OP_ACQUIRE, r, req_for(S, r));
     }
   }
   rbl_serve_schedule(S); /* runs whose acquire failed ask again */
 }
+
+static void wake_cb(uv_timer_t *t) {}
 
 int rbl_serve_ha_start(srv_state *S) {
   if (!S->cfg.ha) return 0;
@@ -452,9 +467,11 @@ int rbl_serve_ha_start(srv_state *S) {
   }
   /* wait for the first answer, bounded: the kubeconfig may run a credential plugin */
   uv_ref((uv_handle_t *)&h->out);
+  uv_timer_start(&h->restart, wake_cb, 60000, 0); /* bounds the wait below */
   double end = mono() + 60;
   while (!h->init_answered && h->alive && mono() < end)
     uv_run(S->loop, UV_RUN_ONCE);
+  uv_timer_stop(&h->restart);
   if (h->alive) uv_unref((uv_handle_t *)&h->out);
   if (!h->ready) {
     fprintf(stderr, "rbl serve: serve.ha: %s\n",
@@ -462,7 +479,7 @@ int rbl_serve_ha_start(srv_state *S) {
                            : "the lease agent did not answer within 60 s (see its message above)");
     return -1;
   }
-  uint64_t every = (uint64_t)(S->cfg.ha_seconds * 1000 / 3);
+  uint64_t every = (uint64_t)(S->cfg.ha_seconds * 1000 / 6);
   uv_timer_start(&h->tick, tick_cb, every, every);
   uv_unref((uv_handle_t *)&h->tick);
   uv_unref((uv_handle_t *)&h->restart);

@@ -28,6 +28,7 @@ static const char *const usage =
     "\n"
     "  --config FILE       config file with a serve = {...} table (see docs/serve.md)\n"
     "  --listen ADDR:PORT  address to listen on (default serve.listen, else 127.0.0.1:9095)\n"
+    "  --lease-agent FILE  internal: serve.ha's lease agent, which rbl serve starts itself\n"
     "\n"
     "endpoints: POST /v1/alertmanager, GET /healthz, GET /metrics, GET /v1/runs,\n"
     "           POST /v1/pause, POST /v1/resume (bearer token but /healthz and /metrics)\n"

@@ -176,6 +176,7 @@ typedef struct srv_run {
   int ha_busy;         /* a lease request for it is in flight */
   int ha_cancel;       /* SIGINT sent: the lease was lost or could not be renewed */
   double ha_ok;        /* monotonic seconds: when the last successful acquire/renew was sent */
+  double ha_sent;      /* monotonic seconds: when the last lease request for it was sent */
   char ha_holder[128]; /* the other replica holding it (standby, elsewhere, takeover) */
   char ha_prev_run[48];
   struct srv_run *next;
