@@ -8,11 +8,12 @@ one Kubernetes API stand-in over TLS with RBAC and a request log.
     the Lease to expire, takes it over (the PUT is in the log), marks its run interrupted (by
     takeover) and runs nothing; no second run_start anywhere; the holder's own replay, when it
     comes back, appends interrupted to the run's chain; every chain verifies;
-  - a 409 on renew (injected once with the stand-in's --fail) leaves the run running and holding.
+  - a 409 on renew (injected once with the stand-in's --fail) leaves the run running and holding;
+  - a Lease another holder takes mid-run is lost: the run is canceled.
 
 Waits are keyed on events (answers of /v1/runs, lines of the log) with generous bounds, so the
 test holds on a loaded machine. usage: test_ha.py RBL"""
-import json, os, shutil, signal, subprocess, sys, tempfile, time
+import json, os, shutil, signal, ssl, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from servelib import Env, alert, check, done, payload  # noqa: E402
@@ -267,7 +268,7 @@ try:
           "the run's own chain has interrupted appended, and still one run_start")
     for e in (a, b):
         check(e.verify_chains() == [], "every chain of %s verifies" % e.ident)
-        e.stop()
+        check(e.stop() == 0, "%s stops cleanly (exit 0)" % e.ident)
 
     # ---- a 409 on renew: the run goes on and keeps its Lease ----
     server2, log2 = standin("conflict", "--fail", "PUT %s/.* 409 1" % LEASES)
@@ -289,7 +290,34 @@ try:
     fin = wait_for("the run ends", lambda: runs_of(c, inc)[0]["state"] == "done" and runs_of(c, inc)[0], timeout=120)
     check(fin["outcome"] == "succeeded", "the run succeeded: the 409 did not cancel it (%s)" % fin["outcome"])
     check("canceling" not in c.stderr(), "nothing was canceled")
-    c.stop()
+
+    # ---- a Lease taken by someone else mid-run: lost, the run is canceled ----
+    pl = payload("g-lost", [alert("g-lost", sleep="300", marker=marks)])
+    st, j = c.post(pl)
+    inc = j["results"][0]["incident"]
+    r0 = wait_for("the run holds its Lease and runs", lambda: [r for r in runs_of(c, inc) if r["state"] == "running" and
+                                                              r["ha"]["state"] == "held"], timeout=60)[0]
+    ctx = ssl.create_default_context(cafile=CA)
+    url = server2 + LEASES + "/" + r0["ha"]["lease"]
+    hdr = {"Authorization": "Bearer serve-token", "Content-Type": "application/json"}
+    for _ in range(5):  # another holder takes it with the version it read (a real conflict loop)
+        cur = json.loads(urllib.request.urlopen(urllib.request.Request(url, headers=hdr), context=ctx).read())
+        cur["spec"]["holderIdentity"] = "intruder"
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(cur).encode(), headers=hdr,
+                                                          method="PUT"), context=ctx).read()
+            break
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise
+    fin = wait_for("the run whose Lease was lost ends", lambda: runs_of(c, inc)[0]["state"] == "done" and
+                   runs_of(c, inc)[0], timeout=90)
+    check(fin["ha"]["state"] == "lost" and fin["ha"]["holder"] == "intruder",
+          "/v1/runs shows the Lease lost to its new holder: %s" % fin["ha"])
+    check(fin["outcome"] != "succeeded" and "lost the Lease of incident %s to intruder" % inc in c.stderr(),
+          "the run was canceled when its Lease was lost (%s)" % fin["outcome"])
+    check(c.metrics().get("rbl_serve_ha_leases_lost_total") == 1, "rbl_serve_ha_leases_lost_total counts it")
+    check(c.stop() == 0, "replica-c stops cleanly (exit 0)")
 finally:
     cleanup()
     if not os.environ.get("KEEP"):
