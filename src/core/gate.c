@@ -819,7 +819,7 @@ static int has_dup_names(const cJSON *v, int depth) {
     size_t i = 0;
     for (const cJSON *c = v->child; c; c = c->next)
       names[i++] = c->string ? c->string : "";
-    qsort(names, n, sizeof *names, name_cmp);
+    if (n > 1) qsort(names, n, sizeof *names, name_cmp); /* qsort(NULL, 0) is UB */
     int dup = 0;
     for (i = 1; i < n && !dup; i++)
       dup = !strcmp(names[i - 1], names[i]);

@@ -134,6 +134,9 @@ def cleanup():
     for p in STANDINS:
         p.kill()
         p.wait()
+    if not os.environ.get("KEEP"):
+        for e in ENVS:
+            shutil.rmtree(e.dir, ignore_errors=True)
 
 
 try:
