@@ -47,6 +47,7 @@ typedef struct srv_ha {
   double last_complaint;
   int nhandles;  /* handles still to be closed */
   int proc_open; /* the process handle is not closed yet */
+  int serving;   /* past the start-up: a failed init is retried, not fatal */
 } srv_ha;
 
 static double mono(void) { return (double)uv_hrtime() / 1e9; }
@@ -182,6 +183,10 @@ static void on_answer(srv_ha *h, ha_op *op, const cJSON *a) {
     h->init_answered = 1;
     if (err) {
       snprintf(h->init_err, sizeof h->init_err, "%s", err);
+      if (h->serving && h->alive) { /* a restarted agent that cannot start: try again later */
+        fprintf(stderr, "rbl serve: ha: the lease agent cannot start: %s\n", err);
+        uv_process_kill(&h->proc, SIGTERM);
+      }
       return;
     }
     h->ready = 1;
@@ -479,6 +484,7 @@ int rbl_serve_ha_start(srv_state *S) {
                            : "the lease agent did not answer within 60 s (see its message above)");
     return -1;
   }
+  h->serving = 1;
   uint64_t every = (uint64_t)(S->cfg.ha_seconds * 1000 / 6);
   uv_timer_start(&h->tick, tick_cb, every, every);
   uv_unref((uv_handle_t *)&h->tick);

@@ -9,7 +9,8 @@ one Kubernetes API stand-in over TLS with RBAC and a request log.
     takeover) and runs nothing; no second run_start anywhere; the holder's own replay, when it
     comes back, appends interrupted to the run's chain; every chain verifies;
   - a 409 on renew (injected once with the stand-in's --fail) leaves the run running and holding;
-  - a Lease another holder takes mid-run is lost: the run is canceled.
+  - a Lease another holder takes mid-run is lost: the run is canceled;
+  - the lease agent killed: serve starts a new one and the next alert runs under its Lease.
 
 Waits are keyed on events (answers of /v1/runs, lines of the log) with generous bounds, so the
 test holds on a loaded machine. usage: test_ha.py RBL"""
@@ -320,6 +321,28 @@ try:
     check(fin["outcome"] != "succeeded" and "lost the Lease of incident %s to intruder" % inc in c.stderr(),
           "the run was canceled when its Lease was lost (%s)" % fin["outcome"])
     check(c.metrics().get("rbl_serve_ha_leases_lost_total") == 1, "rbl_serve_ha_leases_lost_total counts it")
+
+    # ---- the lease agent dies: serve starts a new one, and Leases work again ----
+    def agent_pid():
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and open("/proc/%s/stat" % pid).read().split(") ")[1].split()[1] == str(c.proc.pid):
+                    if "--lease-agent" in open("/proc/%s/cmdline" % pid).read().split("\0"):
+                        return int(pid)
+            except (OSError, IndexError):
+                pass
+        return None
+    old_agent = wait_for("the lease agent is a child of serve", agent_pid, timeout=30)
+    os.kill(old_agent, signal.SIGKILL)
+    wait_for("serve starts a new lease agent", lambda: c.stderr().count("ha: Leases in namespace rbl-system") >= 2,
+             timeout=60)
+    check(agent_pid() not in (None, old_agent), "a new lease agent runs")
+    st, j = c.post(payload("g-agent", [alert("g-agent", sleep="0", marker=marks)]))
+    inc = j["results"][0]["incident"]
+    fin = wait_for("the run after the restart ends", lambda: runs_of(c, inc) and runs_of(c, inc)[0]["state"] == "done" and
+                   runs_of(c, inc)[0], timeout=90)
+    check(fin["outcome"] == "succeeded" and fin["ha"]["state"] == "released",
+          "after the agent's restart an alert runs under its Lease (%s, %s)" % (fin["outcome"], fin["ha"]["state"]))
     check(c.stop() == 0, "replica-c stops cleanly (exit 0)")
 finally:
     cleanup()
