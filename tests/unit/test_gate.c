@@ -163,7 +163,7 @@ static void test_endpoints(void **st) {
   assert_int_equal(rbl_gate_bind(g, "kube", KUBE, why, sizeof why), 0);
   assert_int_equal(rbl_gate_bind(g, "kube", "https://evil.example", why, sizeof why), -1);
   assert_int_equal(rbl_gate_bind(g, "prom", "https://x", why, sizeof why), -1);
-  /* prom is a TODO class: refused, named */
+  /* a query without the tenant's matcher: refused, named (test_prom has the rules) */
   rbl_gate_set(g, "prom.url", "https://prom.example:9090");
   u = "https://prom.example:9090/api/v1/query?query=up";
   assert_int_equal(req_t(g, "GET", u, strlen(u), NULL, NULL, "prod-tenant-7", &t), -1);
@@ -1220,6 +1220,141 @@ static void test_kube_lease(void **st) {
   rbl_gate_free(g);
 }
 
+/* ---- Prometheus (docs/gate.md, "Prometheus rules") ---- */
+
+#define PROM "https://prom.example:9090"
+
+static int preq(rbl_gate *g, const char *method, const char *path, const char *tenant) {
+  char url[2048];
+  rbl_gate_ticket t;
+  snprintf(url, sizeof url, PROM "%s", path);
+  return req_t(g, method, url, strlen(url), NULL, NULL, tenant, &t);
+}
+
+static void test_prom(void **st) {
+  (void)st;
+  rbl_gate *g = gate();
+  /* no prom.url: nothing is the prom class */
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up%7Btenant%3D%22ta%22%7D", "ta"), -1);
+  assert_non_null(strstr(why, "cannot classify"));
+  rbl_gate_set(g, "prom.url", PROM);
+  rbl_gate_add(g, "run.tenants", "ta");
+  rbl_gate_add(g, "run.tenants", "tb");
+  /* a call bound to ta: every selector carries tenant="ta" (or the one-tenant set) */
+  const char *mine = "/api/v1/query?query=up%7Btenant%3D%22ta%22%7D";
+  assert_int_equal(preq(g, "GET", mine, "ta"), 0);
+  assert_int_equal(preq(g, "HEAD", mine, "ta"), 0);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up%7Btenant%3D~%22ta%22%7D", "ta"), 0);
+  assert_int_equal(preq(g, "GET",
+                        "/api/v1/query_range?query=rate(x%7Btenant%3D%22ta%22%7D%5B5m%5D)&start=1&"
+                        "end=2&step=15&timeout=5s",
+                        "ta"),
+                   0);
+  static const char *const unscoped[] = {
+      "/api/v1/query?query=up",                                            /* no matcher */
+      "/api/v1/query?query=up%7Btenant%3D%22tb%22%7D",                     /* another tenant */
+      "/api/v1/query?query=up%7Btenant%3D%22ta%22%7D%20or%20up",           /* a second selector */
+      "/api/v1/query?query=up%7Btenant%3D~%22ta%7Ctb%22%7D",               /* a set beyond ta */
+      "/api/v1/query?query=up%7Btenant%3D%22ta%22%2Ctenant%3D%22tb%22%7D", /* two matchers */
+      "/api/v1/query?query=up%7Btenant!%3D%22tb%22%7D",                    /* a negative matcher */
+      "/api/v1/query?query=up%7Btenant%3D%22ta%22%7D%5B5m%5D%20offset%201m%20unless%20up",
+      NULL};
+  for (int i = 0; unscoped[i]; i++)
+    if (preq(g, "GET", unscoped[i], "ta") != -1) fail_msg("allowed for ta: %s", unscoped[i]);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up", "ta"), -1);
+  assert_non_null(strstr(why, "not scoped to tenant ta"));
+  /* only reads, only the query endpoints, only the parameters rbl sends, never repeated */
+  assert_int_equal(preq(g, "POST", mine, "ta"), -1);
+  assert_non_null(strstr(why, "only reads"));
+  assert_int_equal(preq(g, "GET", "/api/v1/series?match%5B%5D=up%7Btenant%3D%22ta%22%7D", "ta"),
+                   -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/admin/tsdb/snapshot", "ta"), -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/label/tenant/values", "ta"), -1);
+  assert_int_equal(preq(g, "GET", "/federate?match%5B%5D=up", "ta"), -1);
+  char u[300];
+  snprintf(u, sizeof u, "%s&dedup=false", mine);
+  assert_int_equal(preq(g, "GET", u, "ta"), -1);
+  assert_non_null(strstr(why, "dedup"));
+  snprintf(u, sizeof u, "%s&query=up", mine);
+  assert_int_equal(preq(g, "GET", u, "ta"), -1); /* a smuggled second query */
+  assert_int_equal(preq(g, "GET", "/api/v1/query?time=1", "ta"), -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/status/buildinfo", NULL), 0);
+  assert_int_equal(preq(g, "GET", "/api/v1/status/buildinfo?x=1", NULL), -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/status/config", NULL), -1);
+  /* a call bound to no tenant: the run's tenants as a set, nothing beyond them */
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up%7Btenant%3D~%22ta%7Ctb%22%7D", NULL), 0);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up%7Btenant%3D~%22ta%7Ctc%22%7D", NULL), -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up%7Btenant%3D~%22.%2B%22%7D", NULL), -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up", NULL), -1);
+  assert_non_null(strstr(why, "prom.unscoped"));
+  /* the metrics' tenant label is the config's */
+  rbl_gate_set(g, "prom.tenant_label", "customer");
+  assert_int_equal(preq(g, "GET", mine, "ta"), -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up%7Bcustomer%3D%22ta%22%7D", "ta"), 0);
+  /* prom.unscoped = true: a call bound to no tenant may send anything that parses; a bound call
+   * is still held to its tenant */
+  rbl_gate_set(g, "prom.unscoped", "1");
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up", NULL), 0);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up%7B", NULL), -1);
+  assert_int_equal(preq(g, "GET", "/api/v1/query?query=up", "ta"), -1);
+  rbl_gate_free(g);
+}
+
+/* ---- bounds (docs/gate.md: learned sets hold 16384 entries each; past that nothing is learned
+ * and what needs it stays refused) ---- */
+
+static void test_learned_sets_are_bounded(void **st) {
+  (void)st;
+  rbl_gate *g = gate();
+  learn_ctr(g, "web", IDA, "ta");
+  char exec_url[300], start[300], ans[100], id[65];
+  snprintf(exec_url, sizeof exec_url, DV "/containers/%s/exec", IDA);
+  for (int i = 0; i <= 16384; i++) {
+    snprintf(id, sizeof id, "%08x%056d", (unsigned)i, 0);
+    snprintf(ans, sizeof ans, "{\"Id\":\"%s\"}", id);
+    assert_int_equal(exchange(g, "POST", exec_url, SOCK, "ta", 201, ans), 0);
+  }
+  snprintf(start, sizeof start, "/v1.41/exec/%08x%056d/start", 0u, 0);
+  assert_int_equal(dreq(g, "POST", start, "ta"), 0); /* the first is known */
+  snprintf(start, sizeof start, "/v1.41/exec/%08x%056d/start", 16383u, 0);
+  assert_int_equal(dreq(g, "POST", start, "ta"), 0); /* the 16384th too */
+  snprintf(start, sizeof start, "/v1.41/exec/%08x%056d/start", 16384u, 0);
+  assert_int_equal(dreq(g, "POST", start, "ta"), -1); /* one past the bound: not learned */
+  rbl_gate_free(g);
+}
+
+/* ---- small rules ---- */
+
+static void test_docker_small_rules(void **st) {
+  (void)st;
+  rbl_gate *g = gate();
+  /* the tenant-free reads: GET and HEAD, no parameters */
+  assert_int_equal(dreq(g, "HEAD", "/_ping", NULL), 0);
+  assert_int_equal(dreq(g, "GET", "/_ping?x=1", NULL), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/info?x=1", NULL), -1);
+  /* a clean reference: at most 128 characters, not starting with . or -, no .. */
+  char ref[200], path[300];
+  memset(ref, 'a', 128);
+  ref[128] = 0;
+  snprintf(path, sizeof path, "/v1.41/containers/%s/json", ref);
+  assert_int_equal(dreq(g, "GET", path, "ta"), 0);
+  memset(ref, 'a', 129);
+  ref[129] = 0;
+  snprintf(path, sizeof path, "/v1.41/containers/%s/json", ref);
+  assert_int_equal(dreq(g, "GET", path, "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/-web/json", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/a..b/json", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/we%62/json", "ta"), -1);
+  assert_int_equal(dreq(g, "GET", "/v1.41/containers/web.1_x-y/json", "ta"), 0);
+  /* an unbound call (a multi-tenant run's top level) reaches no container */
+  assert_int_equal(dreq(g, "GET",
+                        "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22rbl."
+                        "tenant%3Dta%22%5D%7D",
+                        NULL),
+                   -1);
+  rbl_gate_free(g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_endpoints),
@@ -1238,6 +1373,9 @@ int main(void) {
       cmocka_unit_test(test_spawn),
       cmocka_unit_test(test_spawn_exec),
       cmocka_unit_test(test_kube_lease),
+      cmocka_unit_test(test_prom),
+      cmocka_unit_test(test_learned_sets_are_bounded),
+      cmocka_unit_test(test_docker_small_rules),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
