@@ -702,6 +702,73 @@ static void test_show(void **state) {
   cJSON_Delete(j);
 }
 
+/* docs/audit.md, "Writing" and "Hash and MAC": the modes a new chain gets, the key file's refusal
+ * in its documented words, the 1 MiB bound on torn bytes, and verify --json's shape. */
+static void test_documented_details(void **state) {
+  (void)state;
+  mode_t old = umask(022);
+  const char *sub = P("new-audit-dir"), *path = P("new-audit-dir/c.jsonl");
+  rbl_audit *a = open_chain(path, "INC-D", "r", NULL, NULL);
+  add_start(a);
+  assert_int_equal(rbl_audit_close(a), 0);
+  umask(old);
+  struct stat sd, sf;
+  assert_int_equal(stat(sub, &sd), 0);
+  assert_int_equal(stat(path, &sf), 0);
+  assert_int_equal(sd.st_mode & 07777, 0750);
+  assert_int_equal(sf.st_mode & 07777, 0600);
+  /* the key file's refusal, word for word */
+  const char *loose = P("loose644.key");
+  spit(loose, "k", 1, 0644);
+  rbl_audit_opts o = {.path = P("k.jsonl"), .incident = "I", .run = "r", .hmac_key_file = loose};
+  rbl_audit *b = NULL;
+  char err[1024] = "", want[1024];
+  assert_int_equal(rbl_audit_open(&b, &o, err, sizeof err), RBL_EDENIED);
+  snprintf(
+      want, sizeof want,
+      "audit key %s is readable by group or others (mode 0644): refusing it; run: chmod 600 %s",
+      loose, loose);
+  if (!strstr(err, want)) fail_msg("got: %s\nwant: %s", err, want);
+  /* up to 1 MiB of non-record bytes at the end is a torn write; more is refused */
+  for (int over = 0; over <= 1; over++) {
+    const char *torn = over ? P("torn-over.jsonl") : P("torn-max.jsonl");
+    write_run(torn, "INC-D", "r1", 1, NULL, NULL);
+    size_t n = (1u << 20) + (size_t)over;
+    char *junk = malloc(n);
+    memset(junk, 'x', n);
+    int fd = open(torn, O_WRONLY | O_APPEND);
+    assert_int_equal(write(fd, junk, n), (ssize_t)n);
+    close(fd);
+    free(junk);
+    rbl_audit_opts t = {.path = torn, .incident = "INC-D", .run = "r2"};
+    b = NULL;
+    err[0] = 0;
+    int rc = rbl_audit_open(&b, &t, err, sizeof err);
+    if (over) {
+      assert_int_equal(rc, RBL_EINVAL);
+      assert_null(b);
+      assert_non_null(strstr(err, "more than 1 MiB at the end is not audit records"));
+    } else {
+      if (rc != 0) fail_msg("1 MiB of torn bytes refused: %s", err);
+      assert_true(add(b, "log", "message", "after") > 0); /* seq continues */
+      assert_int_equal(rbl_audit_close(b), 0);
+      verify_expect(torn, 0, "torn write at line");
+    }
+  }
+  /* verify --json of an intact chain: path, intact, records, runs, head, notes; no error */
+  assert_int_equal(cli("verify", path, "--json", NULL), 0);
+  cJSON *j = cJSON_Parse(out);
+  assert_non_null(j);
+  assert_string_equal(cJSON_GetObjectItem(j, "path")->valuestring, path);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "intact")));
+  assert_int_equal(cJSON_GetObjectItem(j, "records")->valueint, 1);
+  assert_int_equal(cJSON_GetObjectItem(j, "runs")->valueint, 1);
+  assert_non_null(strstr(cJSON_GetObjectItem(j, "head")->valuestring, "sha256:"));
+  assert_true(cJSON_IsArray(cJSON_GetObjectItem(j, "notes")));
+  assert_null(cJSON_GetObjectItem(j, "error"));
+  cJSON_Delete(j);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_write_reopen_continue),
@@ -720,6 +787,7 @@ int main(void) {
       cmocka_unit_test(test_full_disk),
       cmocka_unit_test(test_cli_usage),
       cmocka_unit_test(test_show),
+      cmocka_unit_test(test_documented_details),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
