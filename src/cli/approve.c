@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -128,6 +129,21 @@ int rbl_cmd_approve(int argc, char **argv) {
             "rbl: approve: no run is waiting for approval on %s (nothing listens on %s: %s)\n",
             audit, sock, strerror(errno));
     if (fd >= 0) close(fd);
+    return 1;
+  }
+  /* The process listening must be the run that writes the chain: the chain file's owner (or
+   * root). A socket someone else bound first (the /tmp fallback path is predictable) is not
+   * shown to the person, and nothing is sent to it. */
+  struct ucred cred = {0};
+  socklen_t clen = sizeof cred;
+  struct stat ast = {0};
+  if (stat(audit, &ast) != 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 ||
+      (cred.uid != ast.st_uid && cred.uid != 0)) {
+    fprintf(stderr,
+            "rbl: approve: %s is held by uid %u, not by the owner of %s (uid %u): not the run's "
+            "approval socket, nothing sent; remove it if it is stale, or ask whoever owns it\n",
+            sock, (unsigned)cred.uid, audit, (unsigned)ast.st_uid);
+    close(fd);
     return 1;
   }
   cJSON *q = cJSON_CreateObject();

@@ -5,7 +5,7 @@ approvers = n distinct people, --deny, --yes, the timeout failing closed with ro
 terminal path through a pty (typing the tenant's name; a wrong name; "no"), the confirmation
 of several tenants on a terminal, the report's approvals and human_intervention_required, and
 every chain verifying. usage: test_approvals.py path/to/rbl"""
-import json, os, pty, select, subprocess, sys, tempfile, time
+import hashlib, json, os, pty, select, socket, stat, subprocess, sys, tempfile, time
 
 RBL = os.path.realpath(sys.argv[1])
 W = tempfile.mkdtemp(prefix="rbl-approvals.")
@@ -227,6 +227,113 @@ check("repl without a terminal or --yes: the write is refused, nothing spawned",
 p = subprocess.run([RBL, "repl", "--tenant", "t1", "--config", "cfg2.lua", "--audit", "repl3.jsonl", "--yes"],
                    input='exec({"true"}).exit_code\n', capture_output=True, text=True)
 check("repl --yes: writes run without asking", p.stdout.strip() == "0" and "approve" not in p.stderr, p.stdout + p.stderr)
+
+# 10. the socket (docs/approvals.md, "The socket protocol"): beside the chain, owner only; the
+#     protocol by hand; a plan hash that differs is refused; a line over 8 KiB gets no reply;
+#     the /tmp path for a long chain path; rbl approve talks only to a socket the chain's owner
+#     holds (someone else may bind the predictable /tmp path first)
+def sock_send(s, f, line):
+    s.sendall(line.encode() + b"\n")
+    return json.loads(f.readline())
+
+
+write_rb("sock.lua", approvers=1, timeout=20)
+p = start("sock.lua", "S1")
+check("socket run asks", wait_request("S1"))
+sp = os.path.join(W, "audit", ".S1.jsonl.approve")
+st = os.stat(sp)
+check("the socket is beside the chain, a socket, the owner's only",
+      stat.S_ISSOCK(st.st_mode) and st.st_mode & 0o077 == 0 and st.st_uid == os.getuid(), oct(st.st_mode))
+s = socket.socket(socket.AF_UNIX)
+s.connect(sp)
+f = s.makefile("r")
+stt = sock_send(s, f, '{"op": "status"}')
+pend = stt.get("pending") or [{}]
+check("status: the incident and the pending request", stt.get("ok") is True and stt.get("incident") == "S1"
+      and pend[0].get("id") == 1 and pend[0].get("tenant") == "t1" and pend[0].get("step") == "two", stt)
+s2 = socket.socket(socket.AF_UNIX)
+s2.connect(sp)
+s2.sendall(b"x" * 9000)
+s2.settimeout(10)
+try:
+    closed = s2.recv(100) == b""
+except ConnectionResetError:
+    closed = True
+check("a line over 8 KiB: the connection is closed without a reply", closed)
+s2.close()
+a = sock_send(s, f, '{"op": "approve", "as": "erin", "reason": "by hand"}')
+check("approve without an id (one pending): granted", a.get("ok") is True and a.get("decision") == "approved"
+      and a.get("outcome") == "granted" and a.get("by") == "erin", a)
+s.close()
+out, _ = p.communicate(timeout=30)
+g = records("S1", "approval_grant")
+check("the run resolves; the grant records erin, the peer's uid, via socket", p.returncode == 0 and g
+      and g[0]["by"] == "erin" and g[0]["uid"] == os.getuid() and g[0]["via"] == "socket", out + str(g))
+check("the socket is removed when the run ends", not os.path.exists(sp))
+
+p = subprocess.Popen([RBL, "run", "plan.lua", "--tenant", "t1", "--config", "cfg2.lua", "--plan", "plan.json",
+                      "--audit", "PL2.jsonl", "--report", "PL2.json"], stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+t0 = time.time()
+while time.time() - t0 < 15 and not os.path.exists(".PL2.jsonl.approve"):
+    time.sleep(0.05)
+s = socket.socket(socket.AF_UNIX)
+s.connect(".PL2.jsonl.approve")
+f = s.makefile("r")
+a = sock_send(s, f, '{"op": "approve", "id": 1, "as": "erin", "plan_hash": "sha256:%s"}' % ("0" * 64))
+check("an answer with another plan hash is refused", a.get("ok") is False and "plan changed" in a.get("error", ""), a)
+a = sock_send(s, f, '{"op": "approve", "id": 1, "as": "erin", "plan_hash": "%s"}' % ph)
+check("the same answer with the plan's hash is granted", a.get("ok") is True and a.get("outcome") == "granted", a)
+s.close()
+out, _ = p.communicate(timeout=30)
+check("the planned run resolves", p.returncode == 0, out)
+
+deep = os.path.join(W, "d" * 60, "e" * 60)
+os.makedirs(deep)
+chain = os.path.join(deep, "L1.jsonl")
+fallback = "/tmp/rbl-approve-" + hashlib.sha256(os.path.realpath(chain).encode()).hexdigest()[:16]
+p = subprocess.Popen([RBL, "run", "sock.lua", "--tenant", "t1", "--config", "cfg.lua", "--audit", chain],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+t0 = time.time()
+while time.time() - t0 < 15 and not os.path.exists(fallback):
+    time.sleep(0.05)
+st = os.stat(fallback) if os.path.exists(fallback) else None
+check("a long chain path: the socket is /tmp/rbl-approve-<16 hex of the SHA-256 of the chain's real path>, owner only",
+      st is not None and stat.S_ISSOCK(st.st_mode) and st.st_mode & 0o077 == 0, fallback)
+a = subprocess.run([RBL, "approve", chain, "--as", "frank"], capture_output=True, text=True)
+out, _ = p.communicate(timeout=30)
+check("rbl approve finds it there; the run resolves", a.returncode == 0 and p.returncode == 0, a.stderr + out)
+
+if os.getuid() == 0:
+    # another user binds the /tmp path of a chain first and plays a waiting run
+    chain = os.path.join(deep, "L2.jsonl")
+    open(chain, "w").close()
+    os.chmod(chain, 0o600)
+    fake = "/tmp/rbl-approve-" + hashlib.sha256(os.path.realpath(chain).encode()).hexdigest()[:16]
+    if os.path.exists(fake):
+        os.unlink(fake)
+    got = os.path.join(W, "fake-got")
+    faker = subprocess.Popen(["python3", "-c", r"""
+import os, socket, sys
+path, got = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX); s.bind(path); s.listen(1); print("ready", flush=True)
+c, _ = s.accept(); data = c.recv(65536)
+c.sendall(b'{"ok": true, "incident": "L2", "run": "r", "pending": [{"id": 1, "message": "FAKE", "tenant": "t1", "step": "two", "approvers": 1, "approved_by": []}]}\n')
+open(got, "wb").write(data + c.recv(65536))
+""", fake, got], stdout=subprocess.PIPE, text=True, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+    faker.stdout.readline()
+    os.chmod(deep, 0o777)  # so uid 65534 may write what it received
+    os.chmod(W, 0o777)
+    a = subprocess.run([RBL, "approve", chain, "--as", "gina"], capture_output=True, text=True)
+    check("rbl approve refuses a socket held by another uid than the chain's owner: exit 1, nothing shown or sent",
+          a.returncode == 1 and "not the run's approval socket" in a.stderr and "FAKE" not in a.stdout
+          and not (os.path.exists(got) and b"approve" in open(got, "rb").read()), a.stdout + a.stderr)
+    faker.kill()
+    faker.wait()
+    if os.path.exists(fake):
+        os.unlink(fake)
+else:
+    print("# not root: the foreign-socket case needs a second uid; not run, not counted")
 
 for inc in ["A2", "D1", "T1", "Y1", "Y2", "P1", "PL", "TTY1", "TTY2"]:
     check("chain %s verifies" % inc, verify(inc))
