@@ -40,13 +40,14 @@ char *rbl__read_file(const char *path, size_t cap, size_t *len, char *err, size_
     return NULL;
   }
   char *buf = malloc(cap + 1);
+  errno = 0;
   size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
-  int rerr = ferror(f);
+  int rerr = ferror(f) ? (errno ? errno : EIO) : 0;
   fclose(f);
   if (!buf || rerr || n > cap) {
     snprintf(err, errlen, "%s: %s", path,
              !buf   ? "out of memory"
-             : rerr ? "read error"
+             : rerr ? strerror(rerr)
                     : "file too large");
     free(buf);
     return NULL;
@@ -234,6 +235,13 @@ int rbl__open_audit(run_ctx *c) {
   if (mkdir_parent(c->audit_path) != 0)
     return rbl__fail(4, "audit: cannot create the directory of %s: %s", c->audit_path,
                      strerror(errno));
+  /* A key file that is not there is the operator's mistake (exit 2), not a chain that could
+   * not be written (4). */
+  const char *keys[2][2] = {{"--audit-key", o->audit_key}, {"--sign-key", o->sign_key}};
+  for (int k = 0; k < 2; k++)
+    if (keys[k][1] && access(keys[k][1], R_OK) != 0)
+      return rbl__fail(2, "%s %s: %s (give the path of the key file)", keys[k][0], keys[k][1],
+                       strerror(errno));
   rbl_audit_opts ao = {.path = c->audit_path,
                        .incident = c->incident,
                        .run = c->run_id,

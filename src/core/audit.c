@@ -355,8 +355,10 @@ static int audit_continue_from(rbl_audit *a, cJSON *rec) {
   double seq = cJSON_GetObjectItemCaseSensitive(rec, "seq")->valuedouble;
   int rc = 0;
   if (!inc || strcmp(inc, a->incident) != 0) {
-    snprintf(a->err, sizeof a->err, "audit: %s: the chain belongs to incident %.100s, not %.100s",
-             a->path, inc ? inc : "(none)", a->incident);
+    snprintf(a->err, sizeof a->err,
+             "audit: %s: the chain belongs to incident %.100s, not %.100s: give --incident %.100s "
+             "to continue it, or another --audit path",
+             a->path, inc ? inc : "(none)", a->incident, inc ? inc : "(none)");
     rc = RBL_EINVAL;
   } else if (strlen(hash) != RBL_AUDIT_HASH_LEN || strncmp(hash, "sha256:", 7) != 0 || seq < 0) {
     rc = audit_seterr(a, RBL_EINVAL, "audit: %s: %s", "the last record has no valid seq/hash");

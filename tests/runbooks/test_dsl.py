@@ -523,6 +523,15 @@ class Flags(unittest.TestCase):
             p = self.cli(*c)
             self.assertEqual(p.returncode, 2, (c, p.stderr))
             self.assertTrue(p.stderr.startswith("rbl"), p.stderr)
+        # the message names the cause: a key file that is not there, a directory given as runbook
+        for c, want in [(["run", f, "--tenant", "t1", "--audit-key", "/nonexistent.key"],
+                         "--audit-key /nonexistent.key: No such file or directory"),
+                        (["run", f, "--tenant", "t1", "--sign-key", "/nonexistent.pem"],
+                         "--sign-key /nonexistent.pem: No such file or directory"),
+                        (["run", d, "--tenant", "t1"], "Is a directory")]:
+            p = self.cli(*c)
+            self.assertEqual(p.returncode, 2, (c, p.stderr))
+            self.assertIn(want, p.stderr)
 
     def test_tenant_glob_matches_config(self):
         r = run('log("%d", #tenants)', "--tenant", "prod-*", tenants=(),

@@ -280,6 +280,7 @@ static void test_incident_mismatch_refused(void **state) {
   char err[512];
   assert_int_equal(rbl_audit_open(&a, &o, err, sizeof err), RBL_EINVAL);
   assert_non_null(strstr(err, "belongs to incident INC-A"));
+  assert_non_null(strstr(err, "give --incident INC-A to continue it, or another --audit path"));
 }
 
 /* ---- tamper suite ---- */
