@@ -180,8 +180,10 @@ function M.shape(rep, book, info, killed_msg)
   for i, t in ipairs(rep.execution_trace) do
     local src = entries[i]
     local calls = src and src.calls or {}
-    if #calls > M.MAX_CALLS then
-      t.calls_omitted = #calls - M.MAX_CALLS
+    -- runbook.lua keeps the first calls and counts the rest (calls_more): the total is both
+    local total = #calls + (src and src.calls_more or 0)
+    if total > M.MAX_CALLS then
+      t.calls_omitted = total - M.MAX_CALLS
       local kept = {}
       for k = 1, M.MAX_CALLS do kept[k] = calls[k] end
       t.calls = kept
@@ -194,7 +196,7 @@ function M.shape(rep, book, info, killed_msg)
     else
       t.action = M.action_of(calls)
     end
-    t.calls_total = #calls
+    t.calls_total = total
     t.error_at = src and src.error_at or nil
   end
   rep.failure = M.failure_of(rep, killed_msg)

@@ -119,7 +119,7 @@ function M.new_book(default_id)
     local cur = book.current or book.top
     if not cur then return end
     cur.calls = cur.calls or {}
-    if #cur.calls <= report.MAX_CALLS then
+    if #cur.calls < report.MAX_CALLS then
       local c = report.call_entry(id, name, tenant, target, args, ok, res, ms)
       cur.calls[#cur.calls + 1] = c
       host.progress_event({ event = "call", step = cur.name, call = id, prim = name, tenant = tenant,

@@ -128,8 +128,10 @@ function M.globals(book)
     -- pass for rbl's own); every other control character stays escaped (host.progress).
     if not host.progress_event({ event = "log", step = book.current and book.current.name, tenant = host.tenant(),
         message = msg }) then
-      -- bounded: the first 8 KiB and 100 lines (the audit and the report have all of it)
-      local shown, n = #msg > 8192 and msg:sub(1, 8192) .. "\n..." or msg, 0
+      -- bounded: the first 8 KiB and 100 lines (the audit and the report have all of it),
+      -- cut after masking, so a cut through a secret cannot print its first bytes
+      local masked = host.mask(msg)
+      local shown, n = #masked > 8192 and masked:sub(1, 8192) .. "\n..." or masked, 0
       for line in (shown .. "\n"):gmatch("([^\n]*)\n") do
         n = n + 1
         if n > 100 then host.progress("  ..."); break end

@@ -611,6 +611,9 @@ void rbl__progress_event(rbl_engine *e, cJSON *ev) {
   cJSON_free(s);
 }
 
+/* The longest line rbl__progress prints (escapes included): a log() line's 8 KiB fit. */
+#define PROGRESS_LINE 16384
+
 /* Appends raw to out[*o, cap) with secrets masked and every control character escaped: C0 and
  * ESC (always, whatever the colour setting: a runbook's or a server's text never drives the
  * terminal), DEL, bytes that are not UTF-8 (8-bit C1) and C1 as UTF-8. */
@@ -642,21 +645,30 @@ static void progress_write(const char *out, size_t o) {
  * a {"event": "message"} line). */
 void rbl__progress(rbl_engine *e, const char *fmt, ...) {
   if (e->quiet) return;
-  char raw[2048], out[4096];
+  /* The whole text first: it is masked before anything cuts it (a cut through a secret would
+   * print its first bytes); the line printed is cut after masking, at PROGRESS_LINE bytes. */
+  char *raw = NULL;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(raw, sizeof raw, fmt, ap);
+  int n = vasprintf(&raw, fmt, ap);
   va_end(ap);
+  if (n < 0) return;
   if (e->progress_json) {
     cJSON *ev = cJSON_CreateObject();
     cJSON_AddStringToObject(ev, "event", "message");
     cJSON_AddStringToObject(ev, "text", raw);
+    free(raw);
     return rbl__progress_event(e, ev);
   }
-  size_t o = 0;
-  progress_text(e, raw, out, sizeof out, &o);
-  out[o++] = '\n';
-  progress_write(out, o);
+  char *out = malloc(PROGRESS_LINE + 16);
+  if (out) {
+    size_t o = 0;
+    progress_text(e, raw, out, PROGRESS_LINE + 8, &o);
+    out[o++] = '\n';
+    progress_write(out, o);
+  }
+  free(out);
+  free(raw);
 }
 
 /* host.progress(text) prints one line. host.progress(text, sgr, text, sgr, ...): the odd

@@ -116,6 +116,19 @@ class Report(unittest.TestCase):
         p = rbl("audit", "verify", r.audit_path, "--head", r.report["audit_chain"])
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
+    def test_calls_are_capped_at_200_and_counted(self):
+        # docs/runbook-language.md: a step's calls are the first 200; calls_total counts all
+        r = run('runbook { id = "x" }\nstep "a" { run = function() for i = 1, 250 do '
+                'exec({ "/bin/true" }) end end }\n', timeout=120)
+        self.assertEqual(r.code, 0, r.err)
+        step = r.report["execution_trace"][0]
+        self.assertEqual(len(step["calls"]), 200)
+        self.assertEqual(step["calls_total"], 250)
+        self.assertEqual(step["calls_omitted"], 50)
+        self.assertEqual(step["calls"][0]["call"] + 199, step["calls"][-1]["call"], "the first 200, in order")
+        intents = [x for x in r.records() if x["kind"] == "intent" and x["prim"] == "exec"]
+        self.assertEqual(len(intents), 250, "the chain keeps every call")
+
     def test_run_end_records_the_exit_code(self):
         r = run(FAILING)
         end = [x for x in r.records() if x["kind"] == "run_end"][0]
@@ -292,6 +305,42 @@ class Output(unittest.TestCase):
         r = run('log("first\\nsecond\\27[31mred\\rback")\n')
         self.assertIn("  first\n  second\\x1b[31mred\\x0dback\n", r.err)
         self.assertEqual(r.report["execution_trace"][0]["logs"], ["first\nsecond\x1b[31mred\rback"])
+
+    def test_long_log_messages_are_cut_on_stderr_only(self):
+        # stderr shows the first 100 lines and 8 KiB of a message; the audit and report keep it all
+        r = run('runbook { id = "x" }\nstep "s" { run = function() local t = {} for i = 1, 150 do '
+                't[i] = "line" .. i end log("%s", table.concat(t, "\\n")) '
+                'log("%s", string.rep("y", 20000)) end }\n')
+        self.assertEqual(r.code, 0, r.err)
+        self.assertIn("  line100\n", r.err)
+        self.assertNotIn("line101", r.err)
+        ys = max((len(m) for m in re.findall("y+", r.err)), default=0)
+        self.assertEqual(ys, 8192, "the first 8 KiB of the line")
+        self.assertIn("y\n  ...\n", r.err)
+        logs = r.report["execution_trace"][0]["logs"]
+        self.assertEqual(logs[0].count("\n"), 149)
+        self.assertEqual(len(logs[1]), 20000)
+        recs = [x["message"] for x in r.records() if x["kind"] == "log"]
+        self.assertEqual(len(recs[1]), 20000)
+
+    def test_a_cut_never_prints_part_of_a_secret(self):
+        # docs/runbook-language.md, "Secrets": text is masked before it is cut. A secret the run
+        # read, straddling the 8 KiB cut of a log line or the cut of one line of rbl's own
+        # output, must not leave its first bytes on stderr.
+        d = tempfile.mkdtemp(prefix="rbl-console-")
+        val = "TOPSECRETVALUE123"
+        src = ('runbook { id = "x" }\nstep "s" { run = function() local s = secret("RBL_CUT_SECRET") '
+               'log("%%s", string.rep("x", 8185) .. "%s") log("%%s", string.rep("x", 2040) .. "%s") '
+               'error(string.rep("z", 2030) .. "%s") end }\n' % (val, val, val))
+        path = os.path.join(d, "rb.lua")
+        open(path, "w").write(src)
+        p = subprocess.run([RBL, "run", path, "--tenant", "t1", "--audit", os.path.join(d, "a.jsonl"),
+                            "--report", os.path.join(d, "r.json")], capture_output=True, text=True,
+                           env=dict(os.environ, RBL_CUT_SECRET=val), timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        for k in range(4, len(val) + 1):
+            self.assertNotIn(val[:k], p.stderr, "a prefix of the secret reached stderr")
+        self.assertIn("[redacted]", p.stderr)
 
     def test_colour_terminal_gets_only_rbl_colour_codes(self):
         # stderr a terminal, NO_COLOR unset: rbl colours step statuses, and nothing else reaches
