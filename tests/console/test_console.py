@@ -660,6 +660,22 @@ class Repl(unittest.TestCase):
         p.send("\x15")
         self.assertEqual(p.finish(), 0)
 
+    def test_history_keeps_the_last_1000_entries(self):
+        d = tempfile.mkdtemp(prefix="rbl-repl-")
+        hist = os.path.join(d, "history")
+        with open(hist, "w") as f:
+            f.write("".join("x%d = %d\n" % (i, i) for i in range(1, 1201)))
+        os.chmod(hist, 0o600)
+        p = self.start(env_extra={"RBL_HISTORY": hist})
+        p.read_until(r"INC-PTY> ")
+        p.send("last = 1\r")
+        p.read_until(r"INC-PTY> ")
+        self.assertEqual(p.finish(), 0)
+        lines = open(hist).read().splitlines()
+        self.assertEqual(len(lines), 1000, lines[:3])
+        self.assertEqual(lines[-1], "last = 1")
+        self.assertEqual(lines[0], "x202 = 202", "the oldest entries are the ones dropped")
+
     def test_piped_stdin_still_works(self):
         d = tempfile.mkdtemp(prefix="rbl-repl-")
         cfg = os.path.join(d, "config.lua")
