@@ -123,6 +123,11 @@ class Params(unittest.TestCase):
             p = subprocess.run([RBL, "check", f], capture_output=True, text=True)
             self.assertEqual(p.returncode, 2, decl)
             self.assertIn(want, p.stderr, decl)
+        d = tempfile.mkdtemp()
+        f = os.path.join(d, "rb.lua")
+        open(f, "w").write('runbook{id="x"} step "s" { retry = { attempts = 100, backoff = 3600 }, run = function() end }')
+        p = subprocess.run([RBL, "check", f], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, "the documented bounds themselves are fine: " + p.stderr)
 
     def test_check_accepts_required_params_without_values(self):
         d = tempfile.mkdtemp()
@@ -339,7 +344,12 @@ class Retry(unittest.TestCase):
     def test_bad_retry_declarations(self):
         for decl, want in [("{ attempts = 0 }", "attempts must be"), ("{ attempts = 2, on = { 'nope' } }", "not an error code"),
                            ("{ attempts = 2, on = { 'refused' } }", "refused is never retried"),
-                           ("{ attempts = 2, backof = 1 }", "did you mean 'backoff'")]:
+                           ("{ attempts = 2, backof = 1 }", "did you mean 'backoff'"),
+                           ("{ attempts = 101 }", "from 1 to 100"), ("{ attempts = 2.5 }", "an integer"),
+                           ("{ attempts = 2, on = { 'killed' } }", "killed is never retried"),
+                           ("{ attempts = 2, on = { 'check' } }", "check is never retried"),
+                           ("{ attempts = 2, backoff = -1 }", "from 0 to 3600"),
+                           ("{ attempts = 2, backoff = 3601 }", "from 0 to 3600")]:
             d = tempfile.mkdtemp()
             f = os.path.join(d, "rb.lua")
             open(f, "w").write('runbook{id="x"} step "s" { retry = %s, run = function() end }' % decl)
