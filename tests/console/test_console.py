@@ -235,6 +235,18 @@ class AuditShow(unittest.TestCase):
         self.assertIn("tenant t2", logs)
         self.assertNotIn("tenant t1", logs)
 
+    def test_run_prefix_matching_several_runs_is_exit_2(self):
+        d = tempfile.mkdtemp(prefix="rbl-console-")
+        audit = os.path.join(d, "two.jsonl")
+        for _ in range(2):
+            r = run('log("x")\n', "--incident", "INC-TWO", d=d, audit=audit)
+            self.assertEqual(r.code, 0, r.err)
+        p = show(audit, "--run", "run-")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("matches 2 runs", p.stderr)
+        self.assertNotIn("=== run", p.stdout)
+        self.assertEqual(show(audit, "--run", "2").stdout.count("=== run"), 1)
+
     def test_patch_before_after_and_undo_from_records(self):
         # records as kube_patch and kube_undo write them (show does not verify: see audit verify)
         d = tempfile.mkdtemp(prefix="rbl-console-")
