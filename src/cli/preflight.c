@@ -68,6 +68,9 @@ int rbl__preflight(run_ctx *c) {
     else if (msg && *msg)
       rc = rbl__fail(2, "%s", msg);
   }
+  /* the id runbook{} declares: what run_start, the header and the report name even when the
+   * run stops before its own runbook{} (a plan that no longer holds) */
+  if (!rc && e->runbook_id[0]) snprintf(c->default_id, sizeof c->default_id, "%s", e->runbook_id);
   rbl__engine_free(e);
   return rc;
 }

@@ -55,7 +55,7 @@ static int runbook_help(run_ctx *c) {
  * quarter of a no-op run's CPU). A declaration the text hides is still checked by the run. */
 static int preflight_needed(const run_ctx *c) {
   const rbl_run_opts *o = c->o;
-  return o->nparams || o->nonly || o->nskip || o->from || o->resume ||
+  return o->nparams || o->nonly || o->nskip || o->from || o->resume || o->plan_in ||
          memmem(c->src, c->srclen, "required", 8) != NULL;
 }
 
@@ -88,7 +88,13 @@ static int run_file(run_ctx *c) {
   int rc = rbl__prepare_run(c);
   rbl_engine *e = c->e;
   if (!e) return rc;
-  if (!rc && preflight_needed(c)) rc = rbl__preflight(c);
+  if (!rc && preflight_needed(c)) {
+    rc = rbl__preflight(c);
+    lua_getfield(e->L, LUA_REGISTRYINDEX, "rbl.info"); /* the declared id, if it found one */
+    lua_pushstring(e->L, c->default_id);
+    lua_setfield(e->L, -2, "default_id");
+    lua_pop(e->L, 1);
+  }
   if (!rc) rc = confirm_tenants(c);
   if (!rc) rc = rbl__load_runbook(c);
   if (!rc) rc = rbl__open_audit(c);

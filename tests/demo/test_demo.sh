@@ -22,12 +22,30 @@ check "standin.sh prints exactly one export KUBECONFIG= line" '[ "$out" = "expor
 check "the kubeconfig is 0600" '[ "$(stat -c %a "$W/sd/kubeconfig")" = 600 ]'
 check "TLS and a token" 'grep -q "server: https://" "$W/sd/kubeconfig" && grep -q "token: [0-9a-f]\{32\}" "$W/sd/kubeconfig"'
 eval "$out"
+# the README's quick start: the dry run prints the plan it shows
+"$RBL" run "$ROOT/runbooks/quickstart.lua" --tenant prod-tenant-7 --incident QS-0 --audit "$W/qs0.jsonl" \
+  --dry-run --plan-out "$W/plan.json" >"$W/qs0.out" 2>&1
+rc=$?
+check "quick start 1: the dry run resolves and writes the plan" '[ $rc = 0 ] && [ -s "$W/plan.json" ] || { cat "$W/qs0.out"; false; }'
+while IFS= read -r line; do
+  check "quick start 1: the plan on stderr as the README shows it: ${line# }" 'grep -qxF -- "$line" "$W/qs0.out"'
+done < <(sed -n '/^# 1\. the plan/,/^# 2\./p' "$ROOT/README.md" | grep '^#    ' | grep -v '^#    \.\.\.' | sed 's/^#    //')
 "$RBL" run "$ROOT/runbooks/quickstart.lua" --tenant prod-tenant-7 --incident QS-1 --audit "$W/qs.jsonl" \
   --report "$W/qs.json" >"$W/qs.out" 2>&1
 rc=$?
 check "quickstart resolves against the stand-in (exit 0)" '[ $rc = 0 ] || { cat "$W/qs.out"; false; }'
 check "quickstart found the seed's drift from the shipped state" \
   'jq -e "[.execution_trace[0].drift_detected[] | select(.field == \"max_connections\" and .expected == 500)] | length == 1" "$W/qs.json" >/dev/null'
+# quick start 2: the plan made before that run no longer holds: exit 1, nothing written, and the
+# run is named by the runbook's declared id although it stopped before its runbook{} ran
+"$RBL" run "$ROOT/runbooks/quickstart.lua" --tenant prod-tenant-7 --plan "$W/plan.json" --audit "$W/qs2.jsonl" \
+  --report "$W/qs2.json" >"$W/qs2.out" 2>&1
+rc=$?
+check "quick start 2: a stale plan is refused (exit 1, nothing written)" \
+  '[ $rc = 1 ] && grep -q "the plan no longer holds; nothing was written" "$W/qs2.out" || { cat "$W/qs2.out"; false; }'
+check "quick start 2: no intent of a write on its chain" '! jq -e "select(.kind == \"intent\" and .write == true)" "$W/qs2.jsonl" | grep -q .'
+check "quick start 2: the chain and the report name the declared runbook id" \
+  '[ "$(head -1 "$W/qs2.jsonl" | jq -r .runbook.id)" = db-connection-exhaustion ] && [ "$(jq -r .runbook_id "$W/qs2.json")" = db-connection-exhaustion ]'
 check "no token without the kubeconfig's: a wrong token is refused by the stand-in" \
   'sed "s/token: .*/token: wrong/" "$W/sd/kubeconfig" >"$W/bad.kc"; ! KUBECONFIG="$W/bad.kc" "$RBL" run "$ROOT/runbooks/quickstart.lua" --tenant prod-tenant-7 --audit "$W/bad.jsonl" >/dev/null 2>&1'
 bash "$ROOT/scripts/standin.sh" stop --dir "$W/sd" 2>/dev/null
