@@ -96,7 +96,13 @@ char *rbl__mask(rbl_engine *e, const char *s, size_t len, size_t *outlen) {
     if (sl < 4) continue; /* masking tiny values would shred ordinary text */
     const char *src = out ? out : s;
     if (!memmem(src, n, sec, sl)) continue;
-    char *buf = malloc(n * 2 + 16);
+    /* each match of sl >= 4 bytes becomes 10: at most n / sl matches */
+    char *buf = malloc(n + (n / sl) * 10 + 16);
+    if (!buf) {
+      free(out);
+      if (outlen) *outlen = 0;
+      return strdup("[redacted: out of memory while masking]");
+    }
     size_t o = 0;
     for (size_t i = 0; i < n;) {
       if (i + sl <= n && memcmp(src + i, sec, sl) == 0) {
