@@ -1,48 +1,19 @@
 /* rbl approve AUDIT [--as NAME] [--deny] [--reason TEXT] [--id N]: answers a run that waits for
  * approval, through the unix socket beside its audit chain (protocol: docs/approvals.md). Shows
  * what is asked first, and sends the plan hash it showed, so the grant is bound to it. */
+#include "approval_client.h"
 #include "cli.h"
-#include "session.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 static int usage(const char *fmt, const char *arg) {
   fputs("rbl: approve: ", stderr);
   fprintf(stderr, fmt, arg);
   fputs("\nusage: rbl approve AUDIT [--as NAME] [--deny] [--reason TEXT] [--id N]\n", stderr);
   return 2;
-}
-
-/* One JSON line out, one back (10 s at most). */
-static cJSON *exchange(int fd, cJSON *msg) {
-  char *txt = cJSON_PrintUnformatted(msg);
-  cJSON_Delete(msg);
-  if (!txt) return NULL;
-  size_t n = strlen(txt);
-  int ok = write(fd, txt, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
-  cJSON_free(txt);
-  if (!ok) return NULL;
-  char buf[65536];
-  size_t len = 0;
-  while (len < sizeof buf - 1) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, 10000) <= 0) return NULL;
-    ssize_t got = read(fd, buf + len, sizeof buf - 1 - len);
-    if (got <= 0) return NULL;
-    len += (size_t)got;
-    if (memchr(buf, '\n', len)) break;
-  }
-  buf[len] = 0;
-  return cJSON_Parse(buf);
 }
 
 static const char *str(const cJSON *o, const char *k) {
@@ -111,82 +82,39 @@ int rbl_cmd_approve(int argc, char **argv) {
     }
   }
   if (!audit) return usage("missing the audit chain (%s)", "AUDIT");
-  char sock[128];
-  if (rbl__approval_sock_path(audit, sock) != 0) {
-    fprintf(stderr, "rbl: approve: cannot read %s: %s\n", audit, strerror(errno));
+  rbl_appr_client cl;
+  char err[512];
+  if (rbl_approval_connect(&cl, audit, err, sizeof err) != 0) {
+    fprintf(stderr, "rbl: approve: %s\n", err);
     return 1;
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(sock) >= sizeof sa.sun_path) {
-    fprintf(stderr, "rbl: approve: socket path %s is too long\n", sock);
-    close(fd);
-    return 1;
-  }
-  memcpy(sa.sun_path, sock, strlen(sock) + 1);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    fprintf(stderr,
-            "rbl: approve: no run is waiting for approval on %s (nothing listens on %s: %s)\n",
-            audit, sock, strerror(errno));
-    if (fd >= 0) close(fd);
-    return 1;
-  }
-  /* The process listening must be the run that writes the chain: the chain file's owner (or
-   * root). A socket someone else bound first (the /tmp fallback path is predictable) is not
-   * shown to the person, and nothing is sent to it. */
-  struct ucred cred = {0};
-  socklen_t clen = sizeof cred;
-  struct stat ast = {0};
-  if (stat(audit, &ast) != 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 ||
-      (cred.uid != ast.st_uid && cred.uid != 0)) {
-    fprintf(stderr,
-            "rbl: approve: %s is held by uid %u, not by the owner of %s (uid %u): not the run's "
-            "approval socket, nothing sent; remove it if it is stale, or ask whoever owns it\n",
-            sock, (unsigned)cred.uid, audit, (unsigned)ast.st_uid);
-    close(fd);
-    return 1;
-  }
-  cJSON *q = cJSON_CreateObject();
-  cJSON_AddStringToObject(q, "op", "status");
-  cJSON *st = exchange(fd, q);
-  const cJSON *pending = cJSON_GetObjectItemCaseSensitive(st, "pending");
-  if (!st || !cJSON_IsArray(pending)) {
-    fprintf(stderr, "rbl: approve: the run at %s did not answer\n", sock);
-    cJSON_Delete(st);
-    close(fd);
+  cJSON *st = rbl_approval_status(&cl, 10000, err, sizeof err);
+  if (!st) {
+    fprintf(stderr, "rbl: approve: the run at %s did not answer: %s\n", cl.sock, err);
+    rbl_approval_disconnect(&cl);
     return 1;
   }
   printf("run %s  incident %s\n", str(st, "run"), str(st, "incident"));
-  const cJSON *r, *pick = NULL;
-  int n = 0;
-  cJSON_ArrayForEach(r, pending) {
-    n++;
-    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(r, "id");
-    if (!id || (cJSON_IsNumber(rid) && (int)rid->valuedouble == id)) pick = r;
-  }
-  if (n == 0 || !pick || (!id && n > 1)) {
-    cJSON_ArrayForEach(r, pending) show(r);
+  const char *why = NULL;
+  int several = 0;
+  const cJSON *r, *pick = rbl_approval_pick(st, id, &why, &several);
+  if (!pick) {
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(st, "pending")) show(r);
     fprintf(stderr, "rbl: approve: %s\n",
-            n == 0  ? "no approval is pending in this run"
-            : !pick ? "no pending request has that --id"
-                    : "several requests wait: pick one with --id N");
+            several ? "several requests wait: pick one with --id N"
+            : !strcmp(why, "no pending request has that id") ? "no pending request has that --id"
+                                                             : why);
     cJSON_Delete(st);
-    close(fd);
-    return n == 0 || !pick ? 1 : 2;
+    rbl_approval_disconnect(&cl);
+    return several ? 2 : 1;
   }
   show(pick);
-  cJSON *m = cJSON_CreateObject();
-  cJSON_AddStringToObject(m, "op", deny ? "deny" : "approve");
-  cJSON_AddItemToObject(m, "id", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(pick, "id"), 1));
-  if (as) cJSON_AddStringToObject(m, "as", as);
-  if (reason) cJSON_AddStringToObject(m, "reason", reason);
-  const cJSON *ph = cJSON_GetObjectItemCaseSensitive(pick, "plan_hash");
-  if (cJSON_IsString(ph)) cJSON_AddStringToObject(m, "plan_hash", ph->valuestring);
+  cJSON *m = rbl_approval_answer_msg(pick, deny, as, reason, NULL, NULL);
   cJSON_Delete(st);
-  cJSON *ans = exchange(fd, m);
-  close(fd);
+  cJSON *ans = rbl_approval_exchange(&cl, m, 10000, err, sizeof err);
+  rbl_approval_disconnect(&cl);
   if (!ans) {
-    fprintf(stderr, "rbl: approve: the run did not answer\n");
+    fprintf(stderr, "rbl: approve: the run did not answer: %s\n", err);
     return 1;
   }
   int ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "ok"));

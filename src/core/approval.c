@@ -82,7 +82,8 @@ static void unlink_req(rbl_approval *a, appr_req *r) {
 }
 
 static void audit_event(rbl_engine *e, const char *kind, appr_req *r, const char *by, int has_uid,
-                        unsigned uid, const char *via, const char *seen, const char *reason) {
+                        unsigned uid, const char *via, const char *seen, const char *reason,
+                        const cJSON *fw) {
   cJSON *rec = cJSON_CreateObject();
   cJSON_AddStringToObject(rec, "kind", kind);
   cJSON_AddNumberToObject(rec, "request", r->id);
@@ -93,6 +94,7 @@ static void audit_event(rbl_engine *e, const char *kind, appr_req *r, const char
   if (via) cJSON_AddStringToObject(rec, "via", via);
   if (seen) cJSON_AddStringToObject(rec, "plan_hash_seen", seen);
   if (reason) cJSON_AddStringToObject(rec, "reason", reason);
+  if (fw) cJSON_AddItemToObject(rec, "forwarded", cJSON_Duplicate(fw, 1));
   if (!strcmp(kind, "approval_request")) {
     cJSON_AddStringToObject(rec, "message", r->message);
     cJSON_AddNumberToObject(rec, "approvers", r->needed);
@@ -116,7 +118,7 @@ static void req_finish(appr_req *r, const char *outcome) {
 }
 
 static int grant(appr_req *r, const char *name, int has_uid, unsigned uid, const char *via,
-                 const char *seen, const char *reason, char *why, size_t whylen) {
+                 const char *seen, const char *reason, const cJSON *fw, char *why, size_t whylen) {
   for (int i = 0; i < r->ngranted; i++)
     if (!strcmp(r->names[i], name)) {
       snprintf(why, whylen,
@@ -125,15 +127,15 @@ static int grant(appr_req *r, const char *name, int has_uid, unsigned uid, const
       return -1;
     }
   if (r->ngranted < MAX_NAMES) r->names[r->ngranted++] = strdup(name);
-  audit_event(r->e, "approval_grant", r, name, has_uid, uid, via, seen, reason);
+  audit_event(r->e, "approval_grant", r, name, has_uid, uid, via, seen, reason, fw);
   rbl__progress(r->e, "rbl: approved by %s (%s), %d of %d", name, via, r->ngranted, r->needed);
   if (r->ngranted >= r->needed) req_finish(r, "granted");
   return 0;
 }
 
 static void deny(appr_req *r, const char *name, int has_uid, unsigned uid, const char *via,
-                 const char *seen, const char *reason) {
-  audit_event(r->e, "approval_denial", r, name, has_uid, uid, via, seen, reason);
+                 const char *seen, const char *reason, const cJSON *fw) {
+  audit_event(r->e, "approval_denial", r, name, has_uid, uid, via, seen, reason, fw);
   rbl__progress(r->e, "rbl: denied by %s (%s)%s%s", name, via, reason ? ": " : "",
                 reason ? reason : "");
   free(r->denied_by);
@@ -177,14 +179,15 @@ static void tty_line(rbl_approval *a, const char *s) {
   const char *who = pw ? pw->pw_name : "?";
   char why[256];
   if (r->tenant && !strcmp(s, r->tenant)) {
-    if (grant(r, who, 1, (unsigned)getuid(), "tty", r->plan_hash, NULL, why, sizeof why) != 0) {
+    if (grant(r, who, 1, (unsigned)getuid(), "tty", r->plan_hash, NULL, NULL, why, sizeof why) !=
+        0) {
       rbl__progress(a->e, "rbl: %s", why);
       tty_prompt(r);
     } else if (!r->outcome) {
       tty_prompt(r);
     }
   } else if (!strcmp(s, "no") || !strcmp(s, "n")) {
-    deny(r, who, 1, (unsigned)getuid(), "tty", r->plan_hash, "denied at the terminal");
+    deny(r, who, 1, (unsigned)getuid(), "tty", r->plan_hash, "denied at the terminal", NULL);
   } else {
     rbl__progress(a->e, "rbl: '%s' is not the tenant's name", s);
     tty_prompt(r);
@@ -334,6 +337,17 @@ static void handle_line(appr_conn *c, const char *line) {
     cJSON_Delete(in);
     return;
   }
+  /* forwarded: who passed the answer on (rbl serve: its name, the token's name, the peer);
+   * recorded verbatim with the answer, so it must be small and plain. */
+  const cJSON *fw = cJSON_GetObjectItemCaseSensitive(in, "forwarded"), *f;
+  int fw_ok = !fw || (cJSON_IsObject(fw) && cJSON_GetArraySize(fw) <= 8);
+  cJSON_ArrayForEach(f, fw) fw_ok = fw_ok && cJSON_IsString(f) && strlen(f->valuestring) <= 256;
+  if (!fw_ok) {
+    reply(c,
+          err_reply("forwarded must be an object of at most 8 strings of at most 256 bytes%s", ""));
+    cJSON_Delete(in);
+    return;
+  }
   const char *as = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(in, "as"));
   const char *reason = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(in, "reason"));
   char who[160];
@@ -341,10 +355,10 @@ static void handle_line(appr_conn *c, const char *line) {
   snprintf(who, sizeof who, "%s", as && *as ? as : pw ? pw->pw_name : "?");
   cJSON *req = req_json(r);
   if (!strcmp(op, "deny")) {
-    deny(r, who, c->has_uid, c->uid, "socket", seen, reason);
+    deny(r, who, c->has_uid, c->uid, "socket", seen, reason, fw);
   } else {
     char why[256];
-    if (grant(r, who, c->has_uid, c->uid, "socket", seen, reason, why, sizeof why) != 0) {
+    if (grant(r, who, c->has_uid, c->uid, "socket", seen, reason, fw, why, sizeof why) != 0) {
       cJSON_Delete(req);
       reply(c, err_reply("%s", why));
       cJSON_Delete(in);
@@ -463,7 +477,7 @@ void rbl__approval_close(rbl_engine *e) {
 
 static void req_timeout(uv_timer_t *t) {
   appr_req *r = t->data;
-  audit_event(r->e, "approval_timeout", r, NULL, 0, 0, NULL, NULL, NULL);
+  audit_event(r->e, "approval_timeout", r, NULL, 0, 0, NULL, NULL, NULL, NULL);
   rbl__progress(r->e, "rbl: no approval within the timeout: the step fails closed");
   req_finish(r, "timeout");
 }
@@ -541,7 +555,7 @@ int rbl__approval_wait(lua_State *L) {
   if (r->needed > MAX_NAMES) r->needed = MAX_NAMES;
   r->next = a->reqs;
   a->reqs = r;
-  audit_event(e, "approval_request", r, NULL, 0, 0, NULL, NULL, NULL);
+  audit_event(e, "approval_request", r, NULL, 0, 0, NULL, NULL, NULL, NULL);
   rbl__progress(e, "rbl: APPROVAL NEEDED (request %d, %d approver%s): %s", r->id, r->needed,
                 r->needed > 1 ? "s" : "", r->message);
   rbl__progress(e, "     tenant %s  incident %s  step %s", r->tenant ? r->tenant : "-",
@@ -552,7 +566,7 @@ int rbl__approval_wait(lua_State *L) {
                 e->approval_audit ? e->approval_audit : "AUDIT");
   if (yes_as) {
     char why[256];
-    grant(r, yes_as, 1, (unsigned)getuid(), "--yes", r->plan_hash, NULL, why, sizeof why);
+    grant(r, yes_as, 1, (unsigned)getuid(), "--yes", r->plan_hash, NULL, NULL, why, sizeof why);
     free(yes_as);
     if (r->outcome) return req_push(L, r); /* decided at once: no wait */
   }

@@ -71,33 +71,91 @@ static double opt_num(lua_State *L, int t, const char *where, const char *k, dou
   return v;
 }
 
-static int read_token(srv_config *c, const char *path) {
+/* A bearer token file (what: the config key, for messages): a regular file of at most 4 KiB,
+ * chmod 600, at least 16 printable characters; trailing newlines dropped. */
+static int read_token(const char *what, const char *path, char **out, size_t *outlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return cfail("serve.token_file %s: %s", path, strerror(errno));
+  if (fd < 0) return cfail("%s %s: %s", what, path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) {
     close(fd);
-    return cfail("serve.token_file %s: not a regular file of at most 4 KiB", path);
+    return cfail("%s %s: not a regular file of at most 4 KiB", what, path);
   }
   if (st.st_mode & 077) {
     close(fd);
-    return cfail(
-        "serve.token_file %s is readable by group or others (mode %04o); run: chmod 600 %s", path,
-        (unsigned)(st.st_mode & 07777), path);
+    return cfail("%s %s is readable by group or others (mode %04o); run: chmod 600 %s", what, path,
+                 (unsigned)(st.st_mode & 07777), path);
   }
   char buf[4097];
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (n < 0) return cfail("serve.token_file %s: %s", path, strerror(errno));
+  if (n < 0) return cfail("%s %s: %s", what, path, strerror(errno));
   while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
     n--;
   buf[n] = 0;
-  if (n < 16) return cfail("serve.token_file %s: the token must be at least 16 characters", path);
+  if (n < 16) return cfail("%s %s: the token must be at least 16 characters", what, path);
   for (ssize_t i = 0; i < n; i++)
     if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
-      return cfail("serve.token_file %s: the token must be printable ASCII without spaces", path);
-  c->token = strdup(buf);
-  c->token_len = (size_t)n;
+      return cfail("%s %s: the token must be printable ASCII without spaces", what, path);
+  *out = strdup(buf);
+  *outlen = (size_t)n;
+  OPENSSL_cleanse(buf, sizeof buf);
+  return *out ? 0 : cfail("out of memory");
+}
+
+/* serve.approve_tokens = { NAME = FILE, ... }: who may answer approvals over HTTP. Only digests
+ * are kept. Each token must differ from the webhook token and from the others. */
+static int load_approve_tokens(srv_config *c, lua_State *L, int s, const char *dir) {
+  lua_getfield(L, s, "approve_tokens");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (!lua_istable(L, -1))
+    return cfail("serve.approve_tokens must be a table of NAME = \"token file\"");
+  int t = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int ok = name && *name && strlen(name) <= 64 && lua_type(L, -1) == LUA_TSTRING;
+    for (const char *q = name; ok && *q; q++)
+      ok = (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+           *q == '-' || *q == '_' || *q == '.' || *q == '@';
+    if (!ok)
+      return cfail("serve.approve_tokens wants NAME = \"token file\" pairs (NAME: at most 64 of "
+                   "a-z A-Z 0-9 - _ . @)");
+    char what[96], *tok = NULL;
+    size_t tlen = 0;
+    snprintf(what, sizeof what, "serve.approve_tokens.%s", name);
+    char *path = abs_from(dir, lua_tostring(L, -1));
+    int rc = read_token(what, path, &tok, &tlen);
+    free(path);
+    if (rc) return rc;
+    srv_token *n = realloc(c->approve_tokens, (size_t)(c->napprove + 1) * sizeof *n);
+    if (!n) {
+      free(tok);
+      return cfail("out of memory");
+    }
+    c->approve_tokens = n;
+    srv_token *k = &c->approve_tokens[c->napprove];
+    k->name = strdup(name);
+    rbl_serve_token_digest(tok, tlen, k->digest);
+    int same_hook = tlen == c->token_len && CRYPTO_memcmp(tok, c->token, tlen) == 0;
+    OPENSSL_cleanse(tok, tlen);
+    free(tok);
+    c->napprove++;
+    if (same_hook)
+      return cfail("%s is the same token as serve.token_file: the webhook token must not be able "
+                   "to approve writes; give approvers their own token",
+                   what);
+    for (int i = 0; i < c->napprove - 1; i++)
+      if (!CRYPTO_memcmp(c->approve_tokens[i].digest, k->digest, 32))
+        return cfail("%s and serve.approve_tokens.%s hold the same token: each name needs its own "
+                     "(the token says who approved)",
+                     what, c->approve_tokens[i].name);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   return 0;
 }
 
@@ -277,8 +335,9 @@ static int load_serve(srv_config *c, lua_State *L, int cfg, const char *dir) {
   const char *tf = opt_str(L, s, "token_file");
   if (!tf) return cfail("serve.token_file is required (the bearer token Alertmanager sends)");
   char *tpath = abs_from(dir, tf);
-  int rc = read_token(c, tpath);
+  int rc = read_token("serve.token_file", tpath, &c->token, &c->token_len);
   free(tpath);
+  if (!rc) rc = load_approve_tokens(c, L, s, dir);
   if (rc) return rc;
   const char *sp = opt_str(L, s, "spool");
   c->spool = abs_from(dir, sp ? sp : "spool");
@@ -507,7 +566,11 @@ void rbl_serve_config_free(srv_config *c) {
   free(c->tenants);
   free(c->config_path);
   free(c->listen);
+  if (c->token) OPENSSL_cleanse(c->token, c->token_len);
   free(c->token);
+  for (int i = 0; i < c->napprove; i++)
+    free(c->approve_tokens[i].name);
+  free(c->approve_tokens);
   free(c->spool);
   free(c->tls_cert);
   free(c->audit_key);

@@ -271,6 +271,8 @@ static int parse_head(srv_conn *c, const char **msg) {
   if (!have_len && (!strcmp(c->req.method, "POST") || !strcmp(c->req.method, "PUT")))
     return *msg = "a POST needs a Content-Length", 411;
   if (clen > c->h->max_body) return *msg = "request body too large (serve.max_body_kb)", 413;
+  size_t cap = c->h->body_cap ? c->h->body_cap(c->req.path) : 0;
+  if (cap && clen > cap) return *msg = "request body too large for this endpoint", 413;
   c->content_length = clen;
   return 0;
 }

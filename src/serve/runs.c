@@ -605,7 +605,8 @@ static int run_start(srv_state *S, srv_run *r) {
     argv[n++] = "--audit-key";
     argv[n++] = S->cfg.audit_key;
   }
-  argv[n++] = "--yes";
+  /* No --yes: a step that asks for approval waits for a person (rbl approve, or
+   * POST /v1/runs/ID/approve) and fails closed at its timeout; an alert approves nothing. */
   argv[n++] = "--quiet";
   const cJSON *p;
   cJSON_ArrayForEach(p, r->params) {

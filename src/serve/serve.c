@@ -31,7 +31,9 @@ static const char *const usage =
     "  --lease-agent FILE  internal: serve.ha's lease agent, which rbl serve starts itself\n"
     "\n"
     "endpoints: POST /v1/alertmanager, GET /healthz, GET /metrics, GET /v1/runs,\n"
-    "           POST /v1/pause, POST /v1/resume (bearer token but /healthz and /metrics)\n"
+    "           POST /v1/pause, POST /v1/resume (bearer token but /healthz and /metrics),\n"
+    "           GET|POST /v1/runs/ID/approve (a token from serve.approve_tokens: answers a\n"
+    "           run waiting for approval; its runs are not given --yes)\n"
     "SIGTERM stops accepting, lets runs finish for serve.drain_timeout seconds, then\n"
     "interrupts them; queued runs stay in the spool.\n"
     "exit status: 0 stopped cleanly, 1 the spool failed, 2 usage or config error (with\n"
@@ -70,6 +72,13 @@ static void respond_error(srv_conn *c, int st, const char *msg) {
   respond_json(c, st, j);
 }
 
+void rbl_serve_respond_json(srv_conn *c, int st, cJSON *j) { respond_json(c, st, j); }
+
+void rbl_serve_token_digest(const char *tok, size_t len, unsigned char out[32]) {
+  unsigned n = 0;
+  EVP_Digest(tok, len, out, &n, EVP_sha256(), NULL);
+}
+
 /* Bearer token compared in constant time (digests of both, so the length leaks nothing). */
 static int authorized(srv_state *S, const srv_request *r) {
   const char *a = r->authorization;
@@ -78,9 +87,8 @@ static int authorized(srv_state *S, const srv_request *r) {
   while (*a == ' ')
     a++;
   unsigned char d1[32], d2[32];
-  unsigned n = 0;
-  EVP_Digest(a, strlen(a), d1, &n, EVP_sha256(), NULL);
-  EVP_Digest(S->cfg.token, S->cfg.token_len, d2, &n, EVP_sha256(), NULL);
+  rbl_serve_token_digest(a, strlen(a), d1);
+  rbl_serve_token_digest(S->cfg.token, S->cfg.token_len, d2);
   return CRYPTO_memcmp(d1, d2, 32) == 0;
 }
 
@@ -323,10 +331,13 @@ static void handler(void *ud, srv_conn *c, const srv_request *r) {
     if (!get) return respond_error(c, 405, "use GET");
     return handle_metrics(S, c);
   }
+  if (!strncmp(clean, "/v1/runs/", 9)) return rbl_serve_handle_approve(S, c, r, clean + 9);
   int known = !strcmp(clean, "/v1/alertmanager") || !strcmp(clean, "/v1/runs") ||
               !strcmp(clean, "/v1/pause") || !strcmp(clean, "/v1/resume");
   if (!known) return respond_error(c, 404, "no such endpoint (see rbl help serve)");
-  if (!authorized(S, r)) {
+  /* GET /v1/runs also for approvers (they need the run ids); nothing else. */
+  int reader = get && !strcmp(clean, "/v1/runs") && rbl_serve_approver(S, r) >= 0;
+  if (!reader && !authorized(S, r)) {
     S->m.refused_auth++;
     return respond_error(
         c, 401, "missing or wrong bearer token (Authorization: Bearer <serve.token_file>)");
@@ -353,7 +364,8 @@ static void finish(srv_state *S) {
 }
 
 static void drain_check(srv_state *S) {
-  if (S->draining && S->in_flight == 0 && !S->spool.syncing && !S->pending && !rbl_serve_ha_busy(S))
+  if (S->draining && S->in_flight == 0 && !S->spool.syncing && !S->pending && !S->approving &&
+      !rbl_serve_ha_busy(S))
     finish(S);
 }
 
@@ -557,6 +569,7 @@ int rbl_cmd_serve(int argc, char **argv) {
   char err[512];
   S->http.max_body = S->cfg.max_body;
   S->http.handler = handler;
+  S->http.body_cap = rbl_serve_approve_body_cap;
   S->http.ud = S;
   if (!rc && S->cfg.tls_cert &&
       rbl_srv_http_tls(&S->http, S->cfg.tls_cert, S->cfg.tls_key, err, sizeof err) != 0) {
@@ -605,6 +618,7 @@ int rbl_cmd_serve(int argc, char **argv) {
   cJSON_AddNumberToObject(rec, "in_flight", S->in_flight);
   rbl_serve_note(S, rec);
   rbl_audit_close(S->chain);
+  S->chain = NULL; /* an approval answer still on the thread pool records nothing now */
   fprintf(stderr, "rbl serve: stopped; %d queued run(s) stay in the spool\n", S->queued);
   rbl_srv_http_close_all(&S->http);
   rbl_serve_ha_stop(S);

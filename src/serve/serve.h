@@ -35,11 +35,19 @@ typedef struct srv_route {
   int in_flight;         /* runtime */
 } srv_route;
 
+/* serve.approve_tokens: a name and the SHA-256 of its token (the token itself is not kept). */
+typedef struct srv_token {
+  char *name;
+  unsigned char digest[32];
+} srv_token;
+
 typedef struct srv_config {
   char *config_path; /* absolute; passed to every child run */
   char *listen;      /* "ADDR:PORT" */
   char *token;       /* the bearer token (file contents, trailing newline dropped) */
   size_t token_len;
+  srv_token *approve_tokens; /* serve.approve_tokens: who may answer approvals over HTTP */
+  int napprove;
   char *spool; /* directory, absolute */
   int max_concurrent;
   int max_queued;       /* accepted runs waiting to start; beyond: 429 */
@@ -65,6 +73,8 @@ void rbl_serve_config_free(srv_config *c);
 /* 1 when the route's match/match_re all hold for labels (a cJSON object of strings). */
 int rbl_serve_route_matches(const srv_route *r, const cJSON *labels);
 int rbl_serve_tenant_known(const srv_config *c, const char *t);
+/* SHA-256 of a token (tokens are compared as digests, in constant time). */
+void rbl_serve_token_digest(const char *tok, size_t len, unsigned char out[32]);
 
 /* ---- the spool (spool.c) ---- */
 
@@ -132,6 +142,8 @@ typedef struct srv_http {
   int closing;
   srv_conn *conns;
   struct ssl_ctx_st *tls; /* SSL_CTX for every connection, or NULL (plain HTTP) */
+  /* A smaller body cap for some paths (0: max_body), checked from Content-Length. */
+  size_t (*body_cap)(const char *path);
 } srv_http;
 
 int rbl_srv_http_listen(srv_http *h, uv_loop_t *loop, const char *addr_port, char *err,
@@ -179,6 +191,7 @@ typedef struct srv_run {
   double ha_sent;      /* monotonic seconds: when the last lease request for it was sent */
   char ha_holder[128]; /* the other replica holding it (standby, elsewhere, takeover) */
   char ha_prev_run[48];
+  int approving; /* an answer to its approval request is being forwarded (approve.c) */
   struct srv_run *next;
 } srv_run;
 
@@ -230,6 +243,7 @@ typedef struct srv_state {
   int drain_phase;
   int lock_fd;
   struct srv_ha *ha; /* serve.ha: the lease agent and its requests (ha.c), or NULL */
+  int approving; /* approval answers being forwarded on the thread pool (approve.c) */
 } srv_state;
 
 double rbl_serve_now(void);
@@ -270,8 +284,15 @@ void rbl_serve_ha_free(srv_state *S);
 cJSON *rbl_serve_ha_json(srv_state *S, const srv_run *r);
 /* The lease agent's main (`rbl serve --lease-agent CONFIG`). */
 int rbl_serve_lease_agent(const char *config);
+/* approve.c: GET/POST /v1/runs/ID/approve (rest is "ID/approve"). */
+void rbl_serve_handle_approve(srv_state *S, srv_conn *c, const srv_request *r, const char *rest);
+/* The serve.approve_tokens index the request's bearer token names; -1 none, -2 the webhook token.
+ */
+int rbl_serve_approver(srv_state *S, const srv_request *r);
+size_t rbl_serve_approve_body_cap(const char *path);
 
 /* serve.c */
+void rbl_serve_respond_json(srv_conn *c, int st, cJSON *j); /* takes j */
 int rbl_cmd_serve(int argc, char **argv);
 void rbl_serve_usage(void);
 void rbl_serve_child_init(void);

@@ -2,6 +2,9 @@
 # (test_serve.py); kill -9 under load (test_crash.py); a flood (test_flood.py).
 add_test(NAME serve_http COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_serve.py $<TARGET_FILE:rbl>)
 set_tests_properties(serve_http PROPERTIES TIMEOUT 240)
+# POST /v1/runs/ID/approve: approve and deny over HTTP, tokens, 401/403/404/409, bad bodies.
+add_test(NAME serve_approve COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_approve.py $<TARGET_FILE:rbl>)
+set_tests_properties(serve_approve PROPERTIES TIMEOUT 300)
 add_test(NAME serve_crash COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_crash.py $<TARGET_FILE:rbl> 10)
 set_tests_properties(serve_crash PROPERTIES TIMEOUT 240)
 add_test(NAME serve_flood COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/serve/test_flood.py $<TARGET_FILE:rbl> 10 1000)
