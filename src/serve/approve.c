@@ -4,9 +4,9 @@
  * The forwarded answer and its result are records on serve's own chain; the run records the
  * answer on its chain with who forwarded it. */
 #include "approval_client.h"
+#include "ossl_dl.h"
 #include "serve.h"
 
-#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -274,6 +274,7 @@ static int load_route(srv_config *c, srv_route *r, lua_State *L, int rt, int idx
       srv_param *n = realloc(r->params, (size_t)(r->nparams + 1) * sizeof *n);
       if (!n) return cfail("out of memory");
       r->params = n;
+      memset(&r->params[r->nparams], 0, sizeof r->params[r->nparams]);
       r->params[r->nparams].name = strdup(lua_tostring(L, -2));
       r->params[r->nparams].label = strdup(lua_tostring(L, -1));
       r->nparams++;
@@ -429,10 +430,41 @@ static int check_runbook(const char *where, const char *file) {
   return cfail("%s: the runbook %s does not pass `rbl check` (above)", where, file);
 }
 
+/* One parameter line of `rbl run FILE --help` after its name: "TYPE[, required][, default X]
+ * [, one of A, B]" and, after two spaces, the description. -> {type, required, choices}. */
+static cJSON *parse_decl(const char *rest) {
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", rest);
+  buf[strcspn(buf, "\n")] = 0;
+  char *desc = strstr(buf, "  ");
+  if (desc) *desc = 0;
+  cJSON *d = cJSON_CreateObject();
+  char *sep = strstr(buf, ", ");
+  if (sep) *sep = 0;
+  cJSON_AddStringToObject(d, "type", buf);
+  if (!sep) return d;
+  char *more = sep + 2;
+  if (!strncmp(more, "required", 8) && (more[8] == 0 || more[8] == ','))
+    cJSON_AddBoolToObject(d, "required", 1);
+  char *one = !strncmp(more, "one of ", 7) ? more : strstr(more, ", one of ");
+  if (one) {
+    one += one == more ? 7 : 9; /* "one of " is the last field: its choices are ", "-separated */
+    cJSON *ch = cJSON_AddArrayToObject(d, "choices");
+    for (char *p = one;;) {
+      char *c = strstr(p, ", ");
+      if (c) *c = 0;
+      cJSON_AddItemToArray(ch, cJSON_CreateString(p));
+      if (!c) break;
+      p = c + 2;
+    }
+  }
+  return d;
+}
+
 /* The parameters FILE declares, from `rbl run FILE --help` (a child of the same binary): one
- * "  NAME  ..." line each under the "parameters" heading. Returns a malloc'd " a b c " string
- * (names between spaces), or NULL when the help could not be read. */
-static char *declared_params(const char *file) {
+ * "  NAME  TYPE..." line each under the "parameters" heading. Returns {name: decl} (parse_decl),
+ * or NULL when the help could not be read. */
+static cJSON *declared_params(const char *file) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   int fds[2];
@@ -455,7 +487,8 @@ static char *declared_params(const char *file) {
   }
   close(fds[1]);
   FILE *f = fdopen(fds[0], "r");
-  char line[1024], *out = strdup(" ");
+  char line[1024];
+  cJSON *out = cJSON_CreateObject();
   int in = 0;
   while (f && out && fgets(line, sizeof line, f)) {
     if (!strncmp(line, "parameters", 10)) {
@@ -465,14 +498,9 @@ static char *declared_params(const char *file) {
     if (in && line[0] != ' ') in = 0;
     if (!in) continue;
     char name[130];
-    if (sscanf(line, " %129s", name) != 1) continue;
-    size_t ol = strlen(out), nl = strlen(name);
-    char *g = realloc(out, ol + nl + 2);
-    if (!g) break;
-    out = g;
-    memcpy(out + ol, name, nl);
-    out[ol + nl] = ' ';
-    out[ol + nl + 1] = 0;
+    int used = 0;
+    if (sscanf(line, " %129s %n", name, &used) != 1 || !used) continue;
+    cJSON_AddItemToObject(out, name, parse_decl(line + used));
   }
   if (f)
     fclose(f);
@@ -481,28 +509,76 @@ static char *declared_params(const char *file) {
   int st = 0;
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
   if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-    free(out);
+    cJSON_Delete(out);
     return NULL;
   }
   return out;
 }
 
-/* Every param the route passes must be one the runbook declares. */
-static int check_params(const char *where, const srv_route *r, const char *file) {
-  if (r->nparams == 0) return 0;
-  char *decl = declared_params(file);
+/* Every param the route passes must be one the runbook declares, and every parameter the runbook
+ * requires must be one the route passes. Keeps each declaration in decl[which]. */
+static int check_params(const char *where, srv_route *r, const char *file, int which) {
+  cJSON *decl = declared_params(file);
   if (!decl)
     return cfail("%s: cannot read the parameters %s declares (rbl run FILE --help)", where, file);
+  char names[2048] = "";
+  const cJSON *d;
+  cJSON_ArrayForEach(d, decl) {
+    size_t l = strlen(names);
+    snprintf(names + l, sizeof names - l, " %s", d->string);
+  }
   int rc = 0;
   for (int i = 0; i < r->nparams && !rc; i++) {
-    char key[140];
-    snprintf(key, sizeof key, " %s ", r->params[i].name);
-    if (!strstr(decl, key))
+    d = cJSON_GetObjectItemCaseSensitive(decl, r->params[i].name);
+    if (!d)
       rc = cfail("%s.params.%s: the runbook %s declares no parameter '%s' (it declares:%s)", where,
-                 r->params[i].name, file, r->params[i].name, decl[1] ? decl : " none");
+                 r->params[i].name, file, r->params[i].name, names[0] ? names : " none");
+    else
+      r->params[i].decl[which] = cJSON_Duplicate(d, 1);
   }
-  free(decl);
+  cJSON_ArrayForEach(d, decl) {
+    if (rc || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "required"))) continue;
+    int mapped = 0;
+    for (int i = 0; i < r->nparams; i++)
+      mapped |= !strcmp(r->params[i].name, d->string);
+    if (!mapped)
+      rc = cfail("%s: the runbook %s requires the parameter '%s' and the route maps no label to "
+                 "it: add params = { %s = \"LABEL\" } (every run would refuse to start)",
+                 where, file, d->string, d->string);
+  }
+  cJSON_Delete(decl);
   return rc;
+}
+
+/* As lua/rbl/params.lua converts a --param: a number is what Lua's tonumber takes (finite), a
+ * boolean one of true/yes/1/false/no/0, and a value with choices one of them. */
+const char *rbl_serve_param_refused(const cJSON *decl, const char *v) {
+  if (!decl) return NULL;
+  const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(decl, "type"));
+  double num = 0;
+  if (type && !strcmp(type, "number")) {
+    char *end = NULL;
+    errno = 0;
+    num = strtod(v, &end);
+    while (end && (*end == ' ' || *end == '\t'))
+      end++;
+    if (!*v || !end || *end || num != num || num - num != 0) return "is not a number";
+  } else if (type && !strcmp(type, "boolean")) {
+    static const char *const ok[] = {"true", "yes", "1", "false", "no", "0"};
+    int found = 0;
+    for (int i = 0; i < 6; i++)
+      found |= !strcmp(v, ok[i]);
+    if (!found) return "is not a boolean (true/false, yes/no, 1/0)";
+    return NULL;
+  }
+  const cJSON *ch = cJSON_GetObjectItemCaseSensitive(decl, "choices"), *c;
+  if (!cJSON_IsArray(ch)) return NULL;
+  cJSON_ArrayForEach(c, ch) {
+    const char *s = cJSON_GetStringValue(c);
+    if (!s) continue;
+    if (type && !strcmp(type, "number") ? strtod(s, NULL) == num : !strcmp(s, v)) return NULL;
+  }
+  return "is not one of the runbook's choices";
 }
 
 int rbl_serve_config_load(srv_config *c, const char *path, const char *listen) {
@@ -532,11 +608,11 @@ int rbl_serve_config_load(srv_config *c, const char *path, const char *listen) {
     char where[64];
     snprintf(where, sizeof where, "serve.routes[%d]", i + 1);
     rc = check_runbook(where, c->routes[i].runbook);
-    if (!rc) rc = check_params(where, &c->routes[i], c->routes[i].runbook);
+    if (!rc) rc = check_params(where, &c->routes[i], c->routes[i].runbook, 0);
     if (!rc && c->routes[i].resolved_runbook)
       rc = check_runbook(where, c->routes[i].resolved_runbook);
     if (!rc && c->routes[i].resolved_runbook)
-      rc = check_params(where, &c->routes[i], c->routes[i].resolved_runbook);
+      rc = check_params(where, &c->routes[i], c->routes[i].resolved_runbook, 1);
   }
   return rc;
 }
@@ -552,6 +628,8 @@ void rbl_serve_config_free(srv_config *c) {
     for (int j = 0; j < r->nparams; j++) {
       free(r->params[j].name);
       free(r->params[j].label);
+      cJSON_Delete(r->params[j].decl[0]);
+      cJSON_Delete(r->params[j].decl[1]);
     }
     free(r->match);
     free(r->params);

@@ -526,6 +526,38 @@ int rbl_serve_decide(srv_state *S, const cJSON *p, cJSON **out) {
     cJSON_Delete(results);
     return st;
   }
+  /* Params are checked against what the runbook that would run declares (type, choices), so a
+   * value the child would refuse is a 400 naming it, not a run that ends in error. */
+  for (int i = 0; i < nu && !st; i++) {
+    const srv_route *rt = &S->cfg.routes[u[i].route];
+    int which = u[i].firing ? 0 : 1;
+    if (!u[i].firing && !rt->resolved_runbook) continue;
+    for (int k = 0; k < rt->nparams && !st; k++) {
+      const char *v =
+          cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(u[i].params, rt->params[k].name));
+      const char *why = v ? rbl_serve_param_refused(rt->params[k].decl[which], v) : NULL;
+      if (why) {
+        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(rt->params[k].decl[which], "choices");
+        char *chs = cJSON_IsArray(ch) ? cJSON_PrintUnformatted(ch) : NULL;
+        st = bad_request(out,
+                         "label '%s' = '%.200s' %s for the runbook parameter %s of route %s "
+                         "(%s%s%s): nothing was run",
+                         rt->params[k].label, v, why, rt->params[k].name, rt->name,
+                         cJSON_GetStringValue(
+                             cJSON_GetObjectItemCaseSensitive(rt->params[k].decl[which], "type")),
+                         chs ? ", one of " : "", chs ? chs : "");
+        cJSON_free(chs);
+      }
+    }
+  }
+  if (st) {
+    for (int i = 0; i < nu; i++) {
+      cJSON_Delete(u[i].params);
+      cJSON_Delete(u[i].alertnames);
+    }
+    cJSON_Delete(results);
+    return st;
+  }
   S->m.received += (uint64_t)cJSON_GetArraySize(alerts);
   if (++S->decisions % 4096 == 0) incidents_prune(S, rbl_serve_now());
   S->m.unrouted += unrouted;

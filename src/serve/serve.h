@@ -18,6 +18,9 @@ typedef struct srv_match {
 
 typedef struct srv_param {
   char *name, *label;
+  /* What the runbook [0] and the resolved_runbook [1] declare for it, read at start:
+   * {"type": "string"|"number"|"boolean", "choices": [...]}, or NULL. */
+  cJSON *decl[2];
 } srv_param;
 
 typedef struct srv_route {
@@ -73,6 +76,9 @@ void rbl_serve_config_free(srv_config *c);
 /* 1 when the route's match/match_re all hold for labels (a cJSON object of strings). */
 int rbl_serve_route_matches(const srv_route *r, const cJSON *labels);
 int rbl_serve_tenant_known(const srv_config *c, const char *t);
+/* NULL when value fits the declaration (type, choices) as `rbl run --param` would take it; else
+ * why not (a static string). */
+const char *rbl_serve_param_refused(const cJSON *decl, const char *value);
 /* SHA-256 of a token (tokens are compared as digests, in constant time). */
 void rbl_serve_token_digest(const char *tok, size_t len, unsigned char out[32]);
 
@@ -243,7 +249,7 @@ typedef struct srv_state {
   int drain_phase;
   int lock_fd;
   struct srv_ha *ha; /* serve.ha: the lease agent and its requests (ha.c), or NULL */
-  int approving; /* approval answers being forwarded on the thread pool (approve.c) */
+  int approving;     /* approval answers being forwarded on the thread pool (approve.c) */
 } srv_state;
 
 double rbl_serve_now(void);

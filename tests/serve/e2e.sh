@@ -5,6 +5,9 @@
 # to rbl serve (bearer token from a file), the runbook restarts the labelled container, the
 # metric recovers, the watch resolves, the notification reaches the receiver (signature
 # checked), and the resolved alert is recorded.
+# Every wait is keyed on the event it waits for (a run listed, the container's start time moved, the
+# run done, the resolved notification counted), with deadlines generous enough for a loaded
+# 2-core machine running the whole suite; nothing is assumed to have happened after a sleep.
 # usage: e2e.sh path/to/rbl
 set -uo pipefail
 RBL=$(realpath "${1:?usage: e2e.sh path/to/rbl}")
@@ -33,14 +36,16 @@ ok() { echo "ok   - $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-waitfor() { # SECONDS CMD...: until CMD succeeds
-  local n=$(($1 * 5)); shift
-  for _ in $(seq 1 $n); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  return 1
+waitfor() { # SECONDS CMD...: until CMD succeeds, by the clock (a slow CMD does not stretch it)
+  local end=$((SECONDS + $1)); shift
+  while [ $SECONDS -lt $end ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  "$@" >/dev/null 2>&1
 }
 
 docker run -d --name "$C" --label "rbl.tenant=$T" --label "rbl.test.run=$RUN" "$IMG" sleep 100000 >/dev/null
-STARTED0=$(docker inspect -f '{{.State.StartedAt}}' "$C")
+started_at() { docker inspect -f '{{.State.StartedAt}}' "$C" 2>/dev/null; }
+STARTED0=""
+waitfor 60 eval 'STARTED0=$(started_at) && [ -n "$STARTED0" ]' || { bad "docker inspect of the test container failed"; exit 1; }
 
 # the notification receiver
 HOOK_KEY_VALUE="e2e-hook-key-$RUN"
@@ -48,7 +53,7 @@ export HOOK_KEY="$HOOK_KEY_VALUE"
 python3 "$ROOT/src/families/notify/tests/receiver.py" --port-file "$W/rport" --log "$W/recv.jsonl" \
   --key "$HOOK_KEY_VALUE" >"$W/receiver.log" 2>&1 &
 PIDS+=($!)
-waitfor 10 test -s "$W/rport"
+waitfor 60 test -s "$W/rport"
 RPORT=$(cat "$W/rport")
 
 GPORT=$(free_port) PPORT=$(free_port) APORT=$(free_port) SPORT=$(free_port) CPORT=$(free_port)
@@ -65,7 +70,7 @@ step "restart" {
 }
 step "watch" {
   run = function(ctx)
-    ctx.w = prom.watch('max(e2e_queue_depth)', { ["until"] = "< 100", timeout = 90, interval = 1 })
+    ctx.w = prom.watch('max(e2e_queue_depth)', { ["until"] = "< 100", timeout = 300, interval = 1 })
   end,
   verify = function(ctx) return ctx.w.resolved, "the queue did not drain" end,
 }
@@ -89,7 +94,7 @@ LUA
 "$RBL" serve --config "$W/cfg.lua" --listen "127.0.0.1:$SPORT" >"$W/serve.log" 2>&1 &
 SPID=$!
 PIDS+=($SPID)
-waitfor 20 curl -sf "http://127.0.0.1:$SPORT/healthz" || { bad "rbl serve did not start"; cat "$W/serve.log"; exit 1; }
+waitfor 120 curl -sf -m 10 "http://127.0.0.1:$SPORT/healthz" || { bad "rbl serve did not start"; cat "$W/serve.log"; exit 1; }
 
 # Alertmanager: one webhook receiver, the bearer token from the same file
 cat >"$W/am.yml" <<YML
@@ -138,38 +143,42 @@ PIDS+=($!)
 prometheus --config.file="$W/prometheus.yml" --storage.tsdb.path="$W/tsdb" \
   --web.listen-address="127.0.0.1:$PPORT" --query.lookback-delta=3s >"$W/prom.log" 2>&1 &
 PIDS+=($!)
-waitfor 30 curl -sf "$PROM/-/ready" && waitfor 30 curl -sf "$AM/-/ready" && waitfor 30 curl -sf "$PUSH/-/ready" ||
+waitfor 120 curl -sf -m 10 "$PROM/-/ready" && waitfor 120 curl -sf -m 10 "$AM/-/ready" &&
+  waitfor 120 curl -sf -m 10 "$PUSH/-/ready" ||
   { bad "prometheus, alertmanager or the pushgateway did not start"; tail -5 "$W"/*.log; exit 1; }
 
 push() { printf 'e2e_queue_depth{container="%s"} %s\n' "$C" "$1" |
-  curl -sf --data-binary @- "$PUSH/metrics/job/e2e/tenant/$T" >/dev/null; }
+  curl -sf -m 30 --data-binary @- "$PUSH/metrics/job/e2e/tenant/$T" >/dev/null; }
+runs() { curl -sf -m 30 -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$SPORT/v1/runs"; }
+tenant_runs() { runs | jq -e '[.runs[] | select(.tenant == "'"$T"'")] | length == '"$1"; }
 
 t0=$(date +%s.%N)
-push 500   # over the threshold
-restarted() { [ "$(docker inspect -f '{{.State.StartedAt}}' "$C")" != "$STARTED0" ]; }
-check "the rule fired, Alertmanager posted, the runbook restarted the container" waitfor 60 restarted
+waitfor 60 push 500 || bad "the pushgateway took the metric"   # over the threshold
+check "the rule fired and Alertmanager posted: rbl serve lists a run for the tenant" waitfor 240 tenant_runs 1
+# the container's start time moved (an inspect that fails or prints nothing is not a restart)
+restarted() { local s; s=$(started_at) && [ -n "$s" ] && [ "$s" != "$STARTED0" ]; }
+check "the runbook restarted the container" waitfor 240 restarted
 t1=$(date +%s.%N)
 echo "     (metric pushed to container restarted: $(python3 -c "print(round($t1 - $t0, 1))") s)"
-RUNS=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$SPORT/v1/runs")
-check "rbl serve shows one run for the tenant" test "$(jq '[.runs[] | select(.tenant == "'"$T"'")] | length' <<<"$RUNS")" = 1
-push 10    # the metric recovers
-ended() { curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$SPORT/v1/runs" | jq -e '.runs[0].state == "done"'; }
-check "the run ended" waitfor 90 ended
-RUN_JSON=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$SPORT/v1/runs" | jq '.runs[0]')
+check "rbl serve shows one run for the tenant" tenant_runs 1
+waitfor 60 push 10 || bad "the pushgateway took the recovered metric"   # the metric recovers
+ended() { runs | jq -e '[.runs[] | select(.tenant == "'"$T"'")][0].state == "done"'; }
+check "the run ended" waitfor 360 ended
+RUN_JSON=$(runs | jq '[.runs[] | select(.tenant == "'"$T"'")][0]')
 check "the run succeeded (the watch resolved)" test "$(jq -r .outcome <<<"$RUN_JSON")" = succeeded
 REPORT=$(jq -r .report <<<"$RUN_JSON")
 check "the report's watch went from 500 to below 100" \
   jq -e '[.execution_trace[] | select(.name == "watch")][0] | (.baseline_metric == 500 and .current_metric < 100)' "$REPORT"
 check "the webhook notification reached the receiver, signature verified" \
   jq -se 'map(select(.path == "/hook/e2e" and .verdict == "ok" and ((.body | fromjson | .message) | test("resolved on '"$C"'")))) | length == 1' "$W/recv.jsonl"
-resolved() { curl -sf "http://127.0.0.1:$SPORT/metrics" | grep -q '^rbl_serve_alerts_resolved_total [1-9]'; }
-check "Alertmanager sent the resolved notification and rbl serve recorded it" waitfor 60 resolved
+resolved() { curl -sf -m 30 "http://127.0.0.1:$SPORT/metrics" | grep -q '^rbl_serve_alerts_resolved_total [1-9]'; }
+check "Alertmanager sent the resolved notification and rbl serve recorded it" waitfor 240 resolved
 check "the resolved alert is in the spool" grep -q '"k":"resolved"' "$W/spool/spool.log"
 check "the run's chain verifies" "$RBL" audit verify "$(jq -r .audit <<<"$RUN_JSON")"
 CHAIN=$(jq -r .audit <<<"$RUN_JSON")
 check "the chain records the restart of the container, bound to the tenant" \
   jq -se 'map(select(.kind == "intent" and .prim == "docker.restart" and .tenant == "'"$T"'")) | length == 1' "$CHAIN"
-M=$(curl -sf "http://127.0.0.1:$SPORT/metrics")
+M=$(curl -sf -m 30 "http://127.0.0.1:$SPORT/metrics")
 check "metrics: one run started and succeeded" grep -q '^rbl_serve_runs_succeeded_total 1$' <<<"$M"
 # Alertmanager re-sent the firing group (group_interval) at least once while the run was in
 # flight or cooling down: deduplicated, never a second run

@@ -55,8 +55,8 @@ def approve_url(run):
     return "/v1/runs/%s/approve" % run
 
 
-def fire(env, group, sleep="0"):
-    st, j = env.post(payload(group, [alert(group, marker=env.marker, sleep=sleep)]))
+def fire(env, group, sleep="0", tenant="t1"):
+    st, j = env.post(payload(group, [alert(group, tenant=tenant, marker=env.marker, sleep=sleep)]))
     assert st == 200 and j["results"][0]["decision"] == "accepted", (st, j)
     return j["results"][0]["run"], j["results"][0]["incident"]
 
@@ -194,23 +194,27 @@ def test_approve_and_deny():
     check((rep.get("failure") or {}).get("reason", "").find("denied by lead") >= 0,
           "the report's failure names the denial (%s)" % rep.get("failure"))
 
+    # --- the same run can be answered on the host with rbl approve (issue 12: either way) ---
+    run5, inc5 = fire(env, "g-cli")
+    wait_pending(env, run5)
+    r = subprocess.run([RBL, "approve", os.path.join(env.dir, "spool", "audit", inc5 + ".jsonl"), "--as", "dave"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and "approved by dave" in r.stdout, "rbl approve answers a run serve started (%s)" % r.stderr)
+    check(wait_done(env, run5)["outcome"] == "succeeded", "and the run goes on")
+    g5 = [x for x in chain(env, inc5) if x["kind"] == "approval_grant"]
+    check(len(g5) == 1 and g5[0]["by"] == "dave" and "forwarded" not in g5[0], "recorded as dave, not forwarded")
+
     # --- unknown run, not waiting, queued ---
     st, j = env.request("POST", approve_url("sr-nosuch"), {}, token=APPROVE)
     check(st == 404, "an unknown run: 404")
     st, j = env.request("POST", "/v1/runs/../approve", {}, token=APPROVE)
     check(st in (400, 404), "a path-like id: refused (%d)" % st)
-    run3, inc3 = fire(env, "g-slow", sleep="8")
+    run3, inc3 = fire(env, "g-slow", sleep="15")
     end = time.time() + 60
     while time.time() < end and (run_of(env, run3) or {}).get("state") != "running":
         time.sleep(0.1)
     st, j = env.request("POST", approve_url(run3), {"as": "alice"}, token=APPROVE)
     check(st == 409 and "not waiting" in j["error"], "a running run that has not asked: 409 (%s)" % j.get("error"))
-    st, j = env.request("POST", "/v1/pause", {"by": "test"})
-    run4, _ = fire(env, "g-queued")
-    st, j = env.request("POST", approve_url(run4), {"as": "alice"}, token=APPROVE)
-    check(st == 409 and "queued" in j["error"], "a queued run: 409 saying queued")
-    env.request("POST", "/v1/resume", {"by": "test"})
-
     # --- a socket at the run's place not held by the run: nothing is sent to it ---
     chainp = os.path.join(env.dir, "spool", "audit", inc3 + ".jsonl")
     end = time.time() + 60
@@ -251,6 +255,15 @@ def test_approve_and_deny():
         os.unlink(sockp)
     else:
         check(False, "could not place the fake socket before the run asked")
+    st, j = env.request("POST", "/v1/pause", {"by": "test"})
+    run4, _ = fire(env, "g-queued", tenant="t2")  # another tenant: not behind g-slow's target lock
+    st, j = env.request("POST", approve_url(run4), {"as": "alice"}, token=APPROVE)
+    check(st == 409 and "queued" in j["error"], "a queued run: 409 saying queued")
+    env.request("POST", "/v1/resume", {"by": "test"})
+    wait_pending(env, run4)  # once resumed it starts and asks; nobody else will answer it
+    st, j = env.request("POST", approve_url(run4), {"as": "alice", "deny": True, "id": 1}, token=APPROVE)
+    check(st == 200 and j["outcome"] == "denied", "the once-queued run, now asking, is denied by id")
+
     # the slow run asks after its sleep; approving it still works
     wait_pending(env, run3)
     st, j = env.request("POST", approve_url(run3), {"as": "carol", "id": 1}, token=APPROVE)

@@ -231,6 +231,13 @@ def test_once():
           "the duration histogram counts every run")
     check(mt['rbl_serve_run_duration_seconds_bucket{le="+Inf"}'] == mt["rbl_serve_run_duration_seconds_count"],
           "histogram +Inf bucket = count")
+    # each bucket holds exactly the runs whose start-to-exit time (as /v1/runs reports it) fits
+    durs = [r["ended_at"] - r["started_at"] for r in env.runs()["runs"] if "started_at" in r]
+    les = [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+    got = [mt['rbl_serve_run_duration_seconds_bucket{le="%g"}' % le] for le in les]
+    want = [sum(1 for d in durs if d <= le) for le in les]
+    check(got == want and want[0] < want[-1], "histogram buckets match the runs' durations (%s vs %s)" % (got, want))
+    check(abs(mt["rbl_serve_run_duration_seconds_sum"] - sum(durs)) < 0.01, "histogram sum = the durations' sum")
     # each run is a child rbl run with its own chain and report
     run0 = env.runs()["runs"][0]
     rep = json.load(open(run0["report"]))
@@ -294,12 +301,20 @@ def test_pause_and_sigterm():
     env.wait_idle()
     check([x[0] for x in env.marks()].count("s3") == 1, "the queued run starts after the restart, once")
     # a run that outlives the drain deadline is interrupted, recorded, not re-run
-    env.post(payload("s5", [alert("s5", tenant="t2", marker=m, sleep="30")]))
-    time.sleep(0.5)
+    st, j = env.post(payload("s5", [alert("s5", tenant="t2", marker=m, sleep="30")]))
+    s5id = j["results"][0]["run"]
+    end = time.time() + 60  # until the run is running (keyed on its state, not a sleep)
+    while time.time() < end and not any(r["id"] == s5id and r["state"] == "running" for r in env.runs()["runs"]):
+        time.sleep(0.1)
+    t_term = time.time()
     env.proc.send_signal(signal.SIGTERM)
     rc = env.proc.wait(40)
+    took = time.time() - t_term
     env.proc = None
     check(rc == 0, "a long run is interrupted at the drain deadline; exit 0")
+    # the deadline holds both ways: the run got drain_timeout (3 s), and serve did not wait for its
+    # 30 s (SIGINT at the deadline, a hard stop 15 s later at most)
+    check(2.9 <= took < 3 + 15 + 5, "SIGTERM to exit took %.1f s: drain_timeout 3 s, then the interrupt" % took)
     env.start()
     j = env.wait_idle()
     s5 = [r for r in j["runs"] if r["params"].get("group") == "s5"]
@@ -449,6 +464,49 @@ def test_audit_key():
           "a readable audit key: exit 2 with the fix")
 
 
+def test_restart_policy():
+    """A run cut mid-run with serve (node lost: serve and child both killed): on restart it is
+    marked interrupted on its own chain; on_restart = "interrupt" does not run it again, "rerun"
+    queues one new run of the incident on the same chain."""
+    for policy in ("interrupt", "rerun"):
+        env = Env(RBL, serve_extra='on_restart = "%s",' % policy, route_extra="cooldown = 0, max_runs_per_hour = 100")
+        env.start()
+        st, j = env.post(payload("rp", [alert("rp", marker=env.marker, sleep="12")]))
+        rid, inc = j["results"][0]["run"], j["results"][0]["incident"]
+        chainp = os.path.join(env.dir, "spool", "audit", inc + ".jsonl")
+        end = time.time() + 90  # until the child has begun (its run_start) and made its mark
+        while time.time() < end and not (env.marks() and os.path.exists(chainp)
+                                         and '"run_start"' in open(chainp).read()):
+            time.sleep(0.1)
+        pid = [r for r in env.runs()["runs"] if r["id"] == rid][0]["pid"]
+        os.kill(pid, signal.SIGSTOP)  # so the child cannot wind down when serve dies
+        env.proc.send_signal(signal.SIGKILL)
+        env.proc.wait()
+        env.proc = None
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        env.start()
+        final = env.wait_idle(timeout=120)
+        runs = [r for r in final["runs"] if r["incident"] == inc]
+        recs = [json.loads(l) for l in open(chainp) if l.strip()]
+        marked = [r for r in recs if r["kind"] == "interrupted"]
+        starts = [r for r in recs if r["kind"] == "run_start"]
+        check(len(marked) == 1 and marked[0]["policy"] == policy and marked[0]["serve_run"] == rid,
+              "on_restart = %s: the cut run is marked interrupted on its own chain" % policy)
+        first = [r for r in runs if r["id"] == rid]
+        check(first and first[0]["outcome"] == "interrupted", "on_restart = %s: its outcome is interrupted" % policy)
+        if policy == "interrupt":
+            check(len(runs) == 1 and len(starts) == 1 and len(env.marks()) == 1,
+                  "on_restart = interrupt: not run again (%d runs, %d run_start)" % (len(runs), len(starts)))
+        else:
+            again = [r for r in runs if r["id"] != rid]
+            check(len(again) == 1 and again[0]["state"] == "done" and len(starts) == 2 and len(env.marks()) == 2,
+                  "on_restart = rerun: one new run of the incident on the same chain (%d runs, %d run_start)"
+                  % (len(runs), len(starts)))
+        check(env.verify_chains() == [], "on_restart = %s: every chain verifies" % policy)
+        env.stop()
+
+
 def test_compaction():
     env = Env(RBL, serve_extra="spool_compact_kb = 16,", route_extra="cooldown = 3600, max_runs_per_hour = 100")
     env.start()
@@ -518,6 +576,69 @@ def test_config_errors():
     check(r.returncode == 0 and "/v1/alertmanager" in r.stdout, "--help lists the endpoints")
 
 
+PARAMS_RUNBOOK = r'''
+runbook { id = "serve-params", params = {
+  svc = { type = "string", required = true, description = "the service" },
+  n = { type = "number", default = 1 },
+  mode = { type = "string", choices = { "fast", "slow" }, default = "fast" },
+  dry = { type = "boolean", default = false },
+  marker = "none" } }
+step "mark" {
+  run = function(ctx)
+    exec({ "/bin/sh", "-c", 'echo "$1 $2 $3 $4" >> "$5"', "sh", params.svc, tostring(params.n * 2),
+           params.mode, tostring(params.dry), params.marker })
+  end,
+}
+'''
+
+
+def test_params():
+    """Route params are checked against the runbook's declarations: at start (undeclared, or a
+    required one the route does not map: exit 2) and per alert (type and choices: 400, nothing
+    recorded or run); good values reach the run typed."""
+    import subprocess
+    env = Env(RBL)
+    open(os.path.join(env.dir, "p.lua"), "w").write(PARAMS_RUNBOOK)
+    cfgp = os.path.join(env.dir, "cfg.lua")
+
+    def cfg(params):
+        open(cfgp, "w").write("""return {
+  tenants = { "t1" }, exec = { allow = { "/bin/sh" } },
+  serve = { token_file = "token", spool = "spool",
+    routes = { { name = "p", match = { alertname = "P" }, runbook = "p.lua", params = { %s },
+                 cooldown = 0, max_runs_per_hour = 100 } } },
+}""" % params)
+    cfg('n = "n", marker = "marker"')
+    r = subprocess.run([RBL, "serve", "--config", cfgp, "--listen", "127.0.0.1:1"], capture_output=True,
+                       text=True, timeout=60)
+    check(r.returncode == 2 and "requires the parameter 'svc'" in r.stderr and "params = { svc" in r.stderr,
+          "a required runbook parameter the route does not map: exit 2 naming it and the fix")
+    cfg('svc = "service", n = "n", mode = "mode", dry = "dry", marker = "marker"')
+    env.start()
+
+    def post(group, **labels):
+        lab = {"alertname": "P", "tenant": "t1", "service": "api", "n": "3", "mode": "slow", "dry": "yes",
+               "marker": env.marker}
+        lab.update(labels)
+        a = {"status": "firing", "labels": lab, "annotations": {}}
+        return env.post({"version": "4", "groupKey": group, "status": "firing", "alerts": [a]})
+    for labels, what in (({"n": "abc"}, "is not a number"), ({"n": "inf"}, "is not a number"),
+                         ({"n": ""}, "is not a number"), ({"mode": "medium"}, "choices"),
+                         ({"dry": "maybe"}, "is not a boolean")):
+        st, j = post("bad-%s" % list(labels.values())[0], **labels)
+        check(st == 400 and what in j["error"] and "label '%s'" % list(labels)[0] in j["error"],
+              "label %s: 400 naming the label and why (%s)" % (labels, j.get("error")))
+    mt = env.metrics()
+    check(mt["rbl_serve_runs_started_total"] == 0 and mt["rbl_serve_alerts_received_total"] == 0,
+          "a refused param value runs and counts nothing")
+    st, j = post("good", n=" 0x10", mode="fast", dry="0")
+    check(st == 200 and j["results"][0]["decision"] == "accepted", "good values (hex number, a choice): accepted")
+    final = env.wait_idle()
+    check(final["runs"][0]["outcome"] == "succeeded", "the run took them (%s)" % final["runs"][0]["outcome"])
+    check(env.marks() == [["api", "32", "fast", "false"]], "the runbook saw them typed: %s" % env.marks())
+    env.stop()
+
+
 def test_tls():
     import ssl, subprocess
     env = Env(RBL, serve_extra='tls = { cert = "server.crt", key = "server.key" },',
@@ -566,10 +687,12 @@ def test_tls():
 
 
 if __name__ == "__main__":
-    which = sys.argv[2:] or ["config", "receiving", "tls", "once", "limits", "pause", "spool", "compact",
+    which = sys.argv[2:] or ["config", "params", "receiving", "tls", "once", "limits", "pause", "spool", "restart", "compact",
                              "auditkey"]
     if "config" in which:
         test_config_errors()
+    if "params" in which:
+        test_params()
     if "receiving" in which:
         test_receiving_and_bad_input()
     if "tls" in which:
@@ -582,6 +705,8 @@ if __name__ == "__main__":
         test_pause_and_sigterm()
     if "spool" in which:
         test_hostile_spool()
+    if "restart" in which:
+        test_restart_policy()
     if "compact" in which:
         test_compaction()
     if "auditkey" in which:
