@@ -167,11 +167,12 @@ def test_approve_and_deny():
     sc = serve_chain(env)
     fwd = [x for x in sc if x["kind"] == "approval_forward" and x.get("serve_run") == run]
     res = [x for x in sc if x["kind"] == "approval_forwarded" and x.get("serve_run") == run]
-    check(len(fwd) == 2 and fwd[0]["as"] == "alice" and fwd[0]["token"] == "oncall"
-          and fwd[0]["decision"] == "approve",
+    # the second answer may have found the run already ended (409 before anything is forwarded)
+    check(len(fwd) in (1, 2) and fwd[0]["as"] == "alice" and fwd[0]["token"] == "oncall"
+          and fwd[0]["decision"] == "approve" and fwd[0]["reason"] == "checked the dashboard",
           "serve's chain records each answer before it is forwarded (%d)" % len(fwd))
-    check(any(x.get("outcome") == "granted" and x["status"] == 200 for x in res)
-          and any(x["status"] == 409 for x in res), "and its result, granted or refused")
+    check(len(res) == len(fwd) and res[0].get("outcome") == "granted" and res[0]["status"] == 200
+          and all(x["status"] == 409 for x in res[1:]), "and each one's result, granted or refused (409)")
     st, j = env.request("POST", approve_url(run), {}, token=APPROVE)
     check(st == 409 and "done" in j["error"], "a run that ended: 409 (%s)" % j.get("error"))
 
