@@ -10,21 +10,24 @@
 #     `curl --unix-socket` (goal: <= 1.2x), medians of N sequential calls.
 # usage: bench/docker_bench.sh path/to/rbl [calls] [rounds]
 set -euo pipefail
-RBL=$(realpath "${1:?usage: docker_bench.sh path/to/rbl [calls] [rounds]}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../tests/lib/common.sh
+source "$HERE/../tests/lib/common.sh"
+rbl_test_init docker-bench "${1:-}" "[calls] [rounds]"
 N=${2:-200}
 ROUNDS=${3:-3}
-HERE=$(cd "$(dirname "$0")" && pwd)
 SOCK=/var/run/docker.sock
 IMG=rbl-test/busybox:1
 bash "$HERE/../src/families/docker/tests/setup.sh"
-W=$(mktemp -d /tmp/rbl-docker-bench.XXXXXX)
-cleanup() { docker ps -aq --filter label=rbl.bench=docker | xargs -r docker rm -f >/dev/null 2>&1; rm -rf "$W"; }
-trap cleanup EXIT
-cleanup; W=$(mktemp -d /tmp/rbl-docker-bench.XXXXXX)
+# The dockerd is shared with other suites and runs: the containers, their label and the tenant
+# are this run's own, and only they are removed.
+TEN=bench-$RUN
+PFX=rbl-bench-$RUN-
+rbl_at_exit 'docker ps -aq --filter "label=rbl.bench=$RUN" | xargs -r docker rm -f >/dev/null 2>&1'
 for i in $(seq 1 10); do
-  docker run -d --name "rbl-bench-$i" --label rbl.bench=docker --label rbl.tenant=bench "$IMG" sleep 100000 >/dev/null
+  docker run -d --name "$PFX$i" --label "rbl.bench=$RUN" --label "rbl.tenant=$TEN" "$IMG" sleep 100000 >/dev/null
 done
-echo 'return { tenants = { "bench" } }' >"$W/config.lua"
+echo "return { tenants = { \"$TEN\" } }" >"$W/config.lua"
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
@@ -33,17 +36,17 @@ echo "== $N docker_exec calls over 10 containers, concurrency 10 ($ROUNDS interl
 rbl_ms=() raw_ms=()
 for r in $(seq 1 "$ROUNDS"); do
   t0=$(now)
-  "$RBL" run "$HERE/docker_exec_bench.lua" --tenant bench --config "$W/config.lua" --audit "$W/fan-$r.jsonl" \
-    --quiet --param mode=fanout --param n="$N" --param prefix=rbl-bench- --param c=10
+  "$RBL" run "$HERE/docker_exec_bench.lua" --tenant "$TEN" --config "$W/config.lua" --audit "$W/fan-$r.jsonl" \
+    --quiet --param mode=fanout --param n="$N" --param prefix="$PFX" --param c=10
   t1=$(now)
-  python3 "$HERE/docker_raw_exec.py" "$SOCK" "$V" rbl-bench- "$N" 10 10
+  python3 "$HERE/docker_raw_exec.py" "$SOCK" "$V" "$PFX" "$N" 10 10
   t2=$(now)
   rbl_ms+=($(ms "$t0" "$t1")) raw_ms+=($(ms "$t1" "$t2"))
 done
 med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 RBL_MS=$(med "${rbl_ms[@]}"); RAW_MS=$(med "${raw_ms[@]}")
 t1=$(now)
-for i in $(seq 1 "$N"); do docker exec "rbl-bench-$(( (i - 1) % 10 + 1 ))" echo "$i" >/dev/null; done
+for i in $(seq 1 "$N"); do docker exec "$PFX$(( (i - 1) % 10 + 1 ))" echo "$i" >/dev/null; done
 t2=$(now)
 CLI_MS=$(ms "$t1" "$t2")
 echo "rbl (each, concurrency 10):        ${RBL_MS} ms  (runs: ${rbl_ms[*]})"
@@ -53,8 +56,8 @@ echo "rbl / raw client: $(awk -v a="$RBL_MS" -v b="$RAW_MS" 'BEGIN { printf "%.3
 echo "docker exec loop / rbl: $(awk -v a="$CLI_MS" -v b="$RBL_MS" 'BEGIN { printf "%.2fx", a / b }') (daemon-bound: ~2-2.6x on 2 cores)"
 
 echo "== one call (median of 15)"
-"$RBL" run "$HERE/docker_exec_bench.lua" --tenant bench --config "$W/config.lua" --audit "$W/one.jsonl" \
-  --param mode=single --param n=15 --param prefix=rbl-bench- 2>"$W/one.err"
+"$RBL" run "$HERE/docker_exec_bench.lua" --tenant "$TEN" --config "$W/config.lua" --audit "$W/one.jsonl" \
+  --param mode=single --param n=15 --param prefix="$PFX" 2>"$W/one.err"
 EFFECT=$(grep -o 'effect_ms_median=[0-9]*' "$W/one.err" | cut -d= -f2)
 # the whole primitive: begin..result as the audit records it (scope GET, durable intent, effect)
 WHOLE=$(python3 - "$W/one.jsonl" <<'PY'
@@ -63,7 +66,7 @@ d = sorted(r["duration_ms"] for r in map(json.loads, open(sys.argv[1])) if r.get
 print(d[len(d) // 2])
 PY
 )
-C=$(docker inspect -f '{{.Id}}' rbl-bench-1)
+C=$(docker inspect -f '{{.Id}}' "${PFX}1")
 raw=()
 for _ in $(seq 1 15); do
   a=$(now)

@@ -5,13 +5,10 @@
 # "chain_changed", report "audit_chain_changed") and exits 4. An untouched run exits 0.
 # usage: test_chain_changed.sh path/to/rbl
 set -u
-RBL=$(realpath "${1:?usage: test_chain_changed.sh path/to/rbl}")
-W=$(mktemp -d /tmp/rbl-chain-changed.XXXXXX)
-trap 'rm -rf "$W"' EXIT
+# shellcheck source=../lib/common.sh
+source "$(dirname "$0")/../lib/common.sh"
+rbl_test_init chain-changed "${1:-}"
 cd "$W" || exit 1
-pass=0 fail=0
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
 echo 'return { exec = { allow = { "/bin/sh" } } }' >cfg.lua
 # case NAME SHELL-COMMAND (run inside the run, cwd = $W) WANT-EXIT WANT-STDERR-REGEX
 case_() {
@@ -49,5 +46,4 @@ printf '%s\n' 'exec({ "/bin/sh", "-c", "echo junk >> repl.jsonl" })' |
   "$RBL" repl --tenant t1 --incident CC --config cfg.lua --audit repl.jsonl --yes >repl.out 2>repl.err # --yes: a repl write without a terminal is refused otherwise
 rc=$?
 if [ "$rc" = 4 ] && grep -q 'changed by someone else' repl.err; then ok "repl: exit 4, says so"; else bad "repl: exit $rc: $(head -c 300 repl.err)"; fi
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

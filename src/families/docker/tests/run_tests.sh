@@ -5,36 +5,25 @@
 # usage: run_tests.sh path/to/rbl
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: run_tests.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../../../tests/lib/common.sh
+source "$HERE/../../../../tests/lib/common.sh"
+rbl_test_init docker-test "${1:-}"
 IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
 SOCK=/var/run/docker.sock
 
 bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
 
-W=$(mktemp -d /tmp/rbl-docker-test.XXXXXX)
 # The dockerd may be shared with other suites and other runs of this one: every tenant, container
-# name and cleanup label is unique to this run (no shared rbl.test=docker label: older copies of
-# this suite remove every container carrying it).
-RUN=$(date +%s)-$$
+# name and cleanup label is unique to this run (RUN; no shared rbl.test=docker label: older copies
+# of this suite remove every container carrying it).
 TA=ta-$RUN
 TB=tb-$RUN
 P=rbl-$RUN
 chmod 755 "$W"
 PIDS=()
-pass=0
-fail=0
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  docker ps -aq --filter label=rbl.test.run=$RUN | xargs -r docker rm -f >/dev/null 2>&1
-  [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+rbl_at_exit 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done'
+rbl_at_exit 'docker ps -aq --filter label=rbl.test.run=$RUN | xargs -r docker rm -f >/dev/null 2>&1'
 
 # mk NAME TENANT [docker run options...] -- [command...]
 mk() {
@@ -221,5 +210,4 @@ if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
   check "socket permission denied: names endpoint and cause" errhas denied "connect to $W/root-only.sock: Permission denied"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

@@ -8,24 +8,16 @@
 # usage: test_cancel.sh path/to/rbl
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: test_cancel.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../../../tests/lib/common.sh
+source "$HERE/../../../../tests/lib/common.sh"
+rbl_test_init docker-cancel "${1:-}"
 IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
 bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
 
-U=wbc$$$RANDOM
+U=wbc$RUN
 TEN=tenant-$U
-W=$(mktemp -d /tmp/rbl-docker-cancel.XXXXXX)
-pass=0
-fail=0
-cleanup() {
-  docker ps -aq --filter "label=rbl.test=$U" | xargs -r docker rm -f >/dev/null 2>&1
-  [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+rbl_at_exit 'docker ps -aq --filter "label=rbl.test=$U" | xargs -r docker rm -f >/dev/null 2>&1'
 
 C=rbl-$U-app
 # PID 1 sleep has no SIGTERM handler: a restart waits its full grace time before SIGKILL
@@ -101,5 +93,4 @@ for _ in $(seq 150); do docker exec "$C" test -f "/tmp/marker-$U" 2>/dev/null &&
 check "as documented, the exec'd process ran on to its end in the container" docker exec "$C" test -f "/tmp/marker-$U"
 check "chain verifies" "$RBL" audit verify "$W/exec.jsonl"
 
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

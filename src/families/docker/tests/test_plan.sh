@@ -7,24 +7,16 @@
 # usage: test_plan.sh path/to/rbl
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: test_plan.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../../../tests/lib/common.sh
+source "$HERE/../../../../tests/lib/common.sh"
+rbl_test_init docker-plan "${1:-}"
 IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
 bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
 
-U=wbp$$$RANDOM
+U=wbp$RUN
 TEN=tenant-$U
-W=$(mktemp -d /tmp/rbl-docker-plan.XXXXXX)
-pass=0
-fail=0
-cleanup() {
-  docker ps -aq --filter "label=rbl.test=$U" | xargs -r docker rm -f >/dev/null 2>&1
-  [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+rbl_at_exit 'docker ps -aq --filter "label=rbl.test=$U" | xargs -r docker rm -f >/dev/null 2>&1'
 
 C=rbl-$U-app
 docker run -d --name "$C" --label "rbl.test=$U" --label "rbl.tenant=$TEN" "$IMG" sleep 100000 >/dev/null ||
@@ -80,5 +72,4 @@ check "the exec ran" docker exec "$C" test -e "/tmp/written-$U"
 check "the restart happened" test "$(started)" != "$s1"
 check "chains verify" "$RBL" audit verify "$W/real2.jsonl"
 
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

@@ -5,25 +5,16 @@
 # what it cannot undo, and every audit chain.
 # usage: verbs_tests.sh path/to/rbl
 set -uo pipefail
-RBL=$(realpath "${1:?usage: verbs_tests.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../../../tests/lib/common.sh
+source "$HERE/../../../../tests/lib/common.sh"
+rbl_test_init docker-verbs "${1:-}"
 IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
 bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
-RUN=v$(date +%s%N | tail -c 9)$$
-KEY=rbl.test.$RUN # the tenant label key of this run only
-W=$(mktemp -d /tmp/rbl-docker-verbs.XXXXXX)
-pass=0
-fail=0
-cleanup() {
-  docker ps -aq --filter "label=$KEY" | xargs -r docker rm -f >/dev/null 2>&1
-  [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-A=rbl-$RUN-a
-B=rbl-$RUN-b
+KEY=rbl.test.v$RUN # the tenant label key of this run only
+rbl_at_exit 'docker ps -aq --filter "label=$KEY" | xargs -r docker rm -f >/dev/null 2>&1'
+A=rbl-v$RUN-a
+B=rbl-v$RUN-b
 docker run -d --name "$A" --label "$KEY=ta" "$IMG" sleep 100000 >/dev/null
 docker run -d --name "$B" --label "$KEY=tb" "$IMG" sleep 100000 >/dev/null
 cat >"$W/config.lua" <<CFG
@@ -77,5 +68,4 @@ sleep 1
 kill "$EVPID" 2>/dev/null
 check "the other tenant's container saw no event at all ($(tr '\n' ' ' <"$W/events.b"))" test ! -s "$W/events.b"
 check "... and still runs" test "$(docker inspect -f '{{.State.Running}}' "$B")" = true
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

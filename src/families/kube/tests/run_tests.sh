@@ -5,22 +5,16 @@
 # usage: run_tests.sh path/to/rbl      (KEEP=1 keeps the work directory)
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: run_tests.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../../../tests/lib/common.sh
+source "$HERE/../../../../tests/lib/common.sh"
+rbl_test_init kube-test "${1:-}"
 RB=$HERE/runbooks
-W=$(mktemp -d /tmp/rbl-kube-test.XXXXXX)
-cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$W"; }
-trap cleanup EXIT
 # shellcheck source=../../../../tests/kube/lib.sh
 source "$HERE/../../../../tests/kube/lib.sh"
 kube_ensure_deps || exit 1
 
-pass=0
-fail=0
 CHAINS=()
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 show() { sed 's/^/    # /' "$1" | head -n 20; }
 
 PKI=$W/pki
@@ -518,5 +512,4 @@ for c in "${CHAINS[@]}"; do
   if "$RBL" audit verify "$c" >/dev/null 2>&1; then ok "audit verify $(basename "$c")"; else bad "audit verify $(basename "$c")"; fi
 done
 
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

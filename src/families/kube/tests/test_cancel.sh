@@ -8,20 +8,14 @@
 # usage: test_cancel.sh path/to/rbl      (KEEP=1 keeps the work directory)
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: test_cancel.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
-W=$(mktemp -d /tmp/rbl-kube-cancel.XXXXXX)
-cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$W"; }
-trap cleanup EXIT
+# shellcheck source=../../../../tests/lib/common.sh
+source "$HERE/../../../../tests/lib/common.sh"
+rbl_test_init kube-cancel "${1:-}"
 # shellcheck source=../../../../tests/kube/lib.sh
 source "$HERE/../../../../tests/kube/lib.sh"
 kube_ensure_deps || exit 1
 
-pass=0
-fail=0
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 show() { sed 's/^/    # /' "$1" | head -n 30; }
 
 BASIC=$HERE/../../../../tests/kube/fixtures/basic.yaml
@@ -202,5 +196,4 @@ check "no rollback declared, change may be applied: rollback failed, human neede
 for ch in scale restart norb; do check "chain $ch verifies" verified $ch; done
 kube_standin_stop
 
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

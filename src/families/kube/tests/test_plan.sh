@@ -7,21 +7,15 @@
 # usage: test_plan.sh path/to/rbl      (KEEP=1 keeps the work directory)
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: test_plan.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../../.." && pwd)
-W=$(mktemp -d /tmp/rbl-kube-plan.XXXXXX)
-cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$W"; }
-trap cleanup EXIT
+# shellcheck source=../../../../tests/lib/common.sh
+source "$ROOT/tests/lib/common.sh"
+rbl_test_init kube-plan "${1:-}"
 # shellcheck source=../../../../tests/kube/lib.sh
 source "$ROOT/tests/kube/lib.sh"
 kube_ensure_deps || exit 1
 
-pass=0
-fail=0
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 show() { sed 's/^/    # /' "$1" | head -n 30; }
 
 kube_standin_start --fixtures "$ROOT/tests/kube/fixtures/basic.yaml" --token t0k3n-alice=alice:sre --anonymous alice || exit 1
@@ -180,5 +174,4 @@ check "its intent is recorded read_only" test "$(jq -c 'select(.kind=="intent" a
 check "the other exec did not run" test ! -e "$W/touched"
 check "and is in the plan with its argv" test "$(rep verify '.plan[0].argv | join(" ")')" = "touch $W/touched"
 
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

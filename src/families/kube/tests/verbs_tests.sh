@@ -6,23 +6,17 @@
 # usage: verbs_tests.sh path/to/rbl      (KEEP=1 keeps the work directory)
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: verbs_tests.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 RB=$HERE/verbs
 ROOT=$HERE/../../../..
-W=$(mktemp -d /tmp/rbl-kube-verbs.XXXXXX)
-cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$W"; }
-trap cleanup EXIT
+# shellcheck source=../../../../tests/lib/common.sh
+source "$ROOT/tests/lib/common.sh"
+rbl_test_init kube-verbs "${1:-}"
 # shellcheck source=../../../../tests/kube/lib.sh
 source "$ROOT/tests/kube/lib.sh"
 kube_ensure_deps || exit 1
 
-pass=0
-fail=0
 CHAINS=()
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 show() { sed 's/^/    # /' "$1" | tail -n 15; }
 
 kube_mkcerts "$W/pki" >/dev/null 2>&1 || { echo "cannot make test certificates"; exit 1; }
@@ -149,5 +143,4 @@ for c in "${CHAINS[@]}"; do
   [ -f "$c" ] || continue
   if "$RBL" audit verify "$c" >/dev/null 2>&1; then ok "audit verify $(basename "$c")"; else bad "audit verify $(basename "$c")"; fi
 done
-echo "# $pass passed, $fail failed"
-[ "$fail" = 0 ]
+rbl_test_done

@@ -6,26 +6,17 @@
 # usage: run_tests.sh path/to/rbl
 set -uo pipefail
 
-RBL=$(realpath "${1:?usage: run_tests.sh path/to/rbl}")
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../../../tests/lib/common.sh
+source "$HERE/../../../../tests/lib/common.sh"
+rbl_test_init prom-test "${1:-}"
 RB=$HERE/runbooks
-W=$(mktemp -d /tmp/rbl-prom-test.XXXXXX)
-pass=0
-fail=0
 BG=()
 
 # shellcheck source=promenv.sh
 source "$HERE/promenv.sh"
-cleanup() {
-  for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
-  prom_stop
-  [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+rbl_at_exit 'for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done'
+rbl_at_exit prom_stop
 
 prom_start || exit 1
 push app t1 'reqs 10\npool_saturation 0.95\nlatency_ms 500\nerr_ratio 0.5'
