@@ -12,6 +12,10 @@ M.on_undo = function() end
 M.on_call = function() end
 -- on_intent(name, args): after scope, before the intent: the DSL notes which steps wrote.
 M.on_intent = function() end
+-- on_start(call, name, tenant, target, args): the intent is durable, the effect starts. A call
+-- that never reaches on_call was canceled in flight (host.canceled(call) says how): the DSL
+-- lists it in the report's calls all the same.
+M.on_start = function() end
 
 -- Primitives that only read (or wait, or tell a person): a run that called nothing else made
 -- no change (nothing_to_do), and a resumed run may repeat a step that called only these.
@@ -144,6 +148,7 @@ function M.define(name, impl)
     end
     M.on_intent(name, args)
     host.intent(call, shown, target, is_write, read_only)
+    pcall(M.on_start, call, name, call:tenant(), target, shown)
     if args_sha and host.dry_run() then
       planned[call] = { prim = name, tenant = call:tenant(), target = target, args_sha256 = args_sha }
     end

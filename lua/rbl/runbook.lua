@@ -115,17 +115,50 @@ function M.new_book(default_id)
   end
 
   -- Every call, for the report's per-step calls and action (lua/rbl/report.lua).
-  prim.on_call = function(id, name, tenant, target, args, ok, res, ms)
-    local cur = book.current or book.top
+  local function note_call(cur, id, name, tenant, target, args, ok, res, ms, canceled)
     if not cur then return end
     cur.calls = cur.calls or {}
     if #cur.calls < report.MAX_CALLS then
       local c = report.call_entry(id, name, tenant, target, args, ok, res, ms)
+      if canceled then
+        c.status = "canceled"
+        if canceled.write then c.may_have_applied = canceled.may_have_applied == true end
+      end
       cur.calls[#cur.calls + 1] = c
       host.progress_event({ event = "call", step = cur.name, call = id, prim = name, tenant = tenant,
-        target = c.target, status = c.status, duration_ms = ms, error = c.error })
+        target = c.target, status = c.status, duration_ms = ms, error = c.error, may_have_applied = c.may_have_applied })
     else
       cur.calls_more = (cur.calls_more or 0) + 1
+    end
+  end
+  book.inflight = {} -- call id -> the call whose effect started and has no result yet
+  prim.on_start = function(call, name, tenant, target, args)
+    book.inflight[call:id()] = { call = call, cur = book.current or book.top, name = name, tenant = tenant,
+      target = target, args = args }
+  end
+  prim.on_call = function(id, name, tenant, target, args, ok, res, ms)
+    local f = book.inflight[id]
+    book.inflight[id] = nil
+    note_call(f and f.cur or book.current or book.top, id, name, tenant, target, args, ok, res, ms)
+  end
+  -- The calls canceled in flight (a step timeout, Ctrl-C, the run deadline, a kill) get no
+  -- result in Lua: each is listed with its step's calls as "canceled", with may_have_applied.
+  -- all: also a call still without a result (the run was stopped): listed as canceled by the stop.
+  function book.flush_canceled(all)
+    local ids = {}
+    for id in pairs(book.inflight) do ids[#ids + 1] = id end
+    table.sort(ids)
+    for _, id in ipairs(ids) do
+      local f = book.inflight[id]
+      local c = host.canceled(f.call)
+      if not c and all then
+        c = { code = "killed", message = host.killed() or "the run was stopped", duration_ms = nil }
+      end
+      if c then
+        book.inflight[id] = nil
+        note_call(f.cur, id, f.name, f.tenant, f.target, f.args, false, { code = c.code, message = c.message },
+          c.duration_ms, c)
+      end
     end
   end
 
@@ -358,7 +391,7 @@ local function retry_run(s, ctx, entry, deadline, ok, r)
     local why
     if attempt >= spec.attempts then why = "no attempts left"
     elseif not codes[a.error_code] then why = "code " .. a.error_code .. " is not retried"
-    elseif host.killed() or host.interrupted() then why = "the run was stopped"
+    elseif host.killed() or host.interrupted() or host.deadline() then why = "the run was stopped"
     end
     local wait = (spec.backoff or 1) * 2 ^ (attempt - 1)
     if not why and host.now_ms() / 1000 + wait >= deadline then why = "the step's timeout leaves no time for another attempt" end
@@ -384,6 +417,7 @@ local function run_step(book, ctx, i, s, entry)
   local deadline = t0 / 1000 + step_timeout(def)
   book.current = entry
   local function finish(status, detail)
+    book.flush_canceled()
     entry.status, entry.detail = status, detail
     entry.duration_ms = math.floor(host.now_ms() - t0 + 0.5)
     record_step(s, entry)
@@ -452,7 +486,12 @@ local function rollback_step(book, ctx, s, entry)
   local rb = s.def.rollback
   local t0 = host.now_ms()
   local deadline = t0 / 1000 + step_timeout(s.def)
+  -- past the run's deadline, rollback has the grace (limits.rollback_grace) and no more; a
+  -- quarter second of it is left for the report
+  local _, grace_end = host.deadline()
+  if grace_end then deadline = math.min(deadline, grace_end / 1000 - 0.25) end
   local ok, err, status = true, nil, nil
+  entry.rollback_running = true -- a kill from here on leaves its outcome unknown (report)
   local undo = {}
   for _, u in ipairs(entry.undo or {}) do if not u.dropped and u.fn then undo[#undo + 1] = u end end
   if rb == "auto" then
@@ -494,6 +533,7 @@ local function rollback_step(book, ctx, s, entry)
     entry.rollback_detail = string.format("no rollback declared; %d change(s) may stay applied", #undo)
     return false
   end
+  book.flush_canceled()
   entry.rollback = status
   if err then entry.rollback_detail = errtext(err) end
   entry.rollback_ms = math.floor(host.now_ms() - t0 + 0.5)
@@ -691,6 +731,7 @@ function M.main(book, chunk)
     host.progress("rbl: plan " .. tostring(info.plan_path) .. " still holds (" .. tostring(book.plan_used.plan_hash) .. ")")
   end
   local ok, r = invoke(function() return chunk() end, ctx, t_start / 1000 + host.limits().step_timeout)
+  book.flush_canceled()
   book.running = true
   local outcome = "resolved"
   if not ok then
@@ -717,8 +758,9 @@ function M.main(book, chunk)
         entry.status, entry.detail, entry.requested = "skipped", skip[i], true
         record_step(s, entry)
         progress(entry)
-      elseif host.interrupted() then
-        entry.status, entry.detail = "failed", "not run: interrupted (Ctrl-C)"
+      elseif host.interrupted() or host.deadline() then
+        entry.status = "failed"
+        entry.detail = "not run: " .. (host.interrupted() and "interrupted (Ctrl-C)" or tostring(host.deadline()))
         failed_at = i
         break
       elseif not run_step(book, ctx, i, s, entry) then failed_at = i; break end
@@ -727,6 +769,7 @@ function M.main(book, chunk)
   if failed_at then
     outcome = "failed"
     book.rollback_failed = false
+    host.rolling_back(true) -- rollback's tasks run on past the run deadline, within its grace
     for i = failed_at, 1, -1 do
       local s = book.steps[i]
       local e = s.entry
@@ -738,6 +781,7 @@ function M.main(book, chunk)
         elseif i ~= failed_at and declared and (e.rollback == "failed" or e.rollback == "unknown") then e.status = "rollback_failed" end
       end
     end
+    host.rolling_back(false)
     for i = failed_at + 1, #book.steps do
       local s = book.steps[i]
       book.trace[#book.trace + 1] = { step = i, name = s.name, action = s.name, status = "skipped",
@@ -770,6 +814,7 @@ end
 
 -- The report, in the shape of an incident execution log. Also used after a kill.
 function M.report(book, info, killed_msg)
+  if book.flush_canceled then book.flush_canceled(true) end
   local trace = {}
   for _, e in ipairs(book.trace or {}) do
     local t = { step = e.step, name = e.name, action = e.action, status = e.status,
@@ -779,12 +824,24 @@ function M.report(book, info, killed_msg)
       requested = e.requested, attempts = e.attempts, fanout = e.fanout }
     if killed_msg and e.status == "pending" then t.status, t.detail = "failed", killed_msg end
     if killed_msg and e.started and not e.rollback then
-      -- stopped before any rollback could run: say what may be left applied
+      -- stopped before its rollback could run or finish: say what may be left applied
       local left = 0
       for _, u in ipairs(e.undo or {}) do if not u.dropped and u.fn then left = left + 1 end end
-      t.rollback = left > 0 and "unknown" or "not_needed"
-      t.rollback_detail = left > 0 and string.format("the run was stopped before rollback; %d change(s) may be applied " ..
-        "(rbl rollback AUDIT reads each back and undoes it)", left) or "no reversible change recorded"
+      local s = book.steps and book.steps[e.step]
+      local own = s and type(s.def.rollback) == "function" and e.wrote -- its own rollback, not run
+      if e.rollback_running then
+        t.rollback = "unknown"
+        t.rollback_detail = "the run was stopped while this step was being rolled back: its changes may be applied" ..
+          (left > 0 and string.format(" (%d recorded; rbl rollback AUDIT reads each back and undoes it)", left) or "")
+        if t.status == "success" then t.status = "rollback_failed" end
+      elseif left > 0 or own then
+        t.rollback = "unknown"
+        t.rollback_detail = left > 0 and string.format("the run was stopped before rollback; %d change(s) may be applied " ..
+          "(rbl rollback AUDIT reads each back and undoes it)", left)
+          or "the run was stopped before the step's rollback function could run; its writes may be applied"
+      else
+        t.rollback, t.rollback_detail = "not_needed", "no reversible change recorded"
+      end
     end
     t.baseline_metric, t.current_metric = e.baseline_metric, e.current_metric
     t.metrics, t.tenants, t.isolation_score = e.metrics, e.tenants, e.isolation_score

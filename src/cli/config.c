@@ -67,6 +67,7 @@ static const struct {
     {"memory_mb", "MiB", 1, 1048576, 0},         {"step_timeout", "seconds", 0.001, 1e8, 0},
     {"run_timeout", "seconds", 0.001, 1e8, 0},   {"output_kb", "KiB", 1, 1073741824, 0},
     {"exec_output_kb", "KiB", 1, 1073741824, 0}, {"http_connections", "requests", 1, 256, 1},
+    {"rollback_grace", "seconds", 0, 3600, 0},
 };
 #define NLIMITS (sizeof limit_keys / sizeof *limit_keys)
 
@@ -93,7 +94,8 @@ static int read_limits(lua_State *L, double vals[NLIMITS]) {
     if (!k || i == NLIMITS) {
       rc = rbl__fail(2,
                      "config: unknown key limits.%s; the limits are memory_mb, step_timeout, "
-                     "run_timeout, output_kb, exec_output_kb and http_connections (docs/config.md)",
+                     "run_timeout, rollback_grace, output_kb, exec_output_kb and http_connections "
+                     "(docs/config.md)",
                      k ? k : "(not a string)");
       break;
     }
@@ -125,7 +127,8 @@ int rbl__apply_limits(rbl_engine *e) {
                        l->run_timeout,
                        (double)(l->output >> 10),
                        (double)(l->exec_output >> 10),
-                       (double)l->http_connections};
+                       (double)l->http_connections,
+                       l->rollback_grace};
   int rc = read_limits(L, v);
   if (rc) return rc;
   l->memory = (size_t)v[0] << 20;
@@ -134,6 +137,7 @@ int rbl__apply_limits(rbl_engine *e) {
   l->output = (size_t)v[3] << 10;
   l->exec_output = (size_t)v[4] << 10;
   l->http_connections = (int)v[5];
+  l->rollback_grace = v[6];
   if (l->memory < (8u << 20)) l->memory = 8u << 20; /* the floor the Lua state itself needs */
   e->mem_cap = l->memory;
   return 0;

@@ -386,7 +386,7 @@ rbl_engine *rbl__setup_engine(rbl_run_opts *o) {
 
 int rbl__exit_code_for(rbl_engine *e, const char *outcome) {
   if (e->killed == RBL_KILL_AUDIT) return 4;
-  if (e->killed) return 3;
+  if (e->killed || e->deadline_hit) return 3; /* stopped by its deadline, rolled back or not */
   return outcome && !strcmp(outcome, "resolved") ? 0 : 1;
 }
 
@@ -498,12 +498,13 @@ int rbl__drive_run(run_ctx *c) {
   }
   lua_settop(L, 1);
   lua_getfield(L, 1, "usage_error"); /* --param / step names wrong, found only during the run */
-  int usage = lua_isstring(L, -1) && !e->killed;
+  int usage = lua_isstring(L, -1) && !e->killed && !e->deadline_hit;
   if (usage) rbl__fail(0, "%s", lua_tostring(L, -1));
   lua_pop(L, 1);
   e->ended = 1;
   rbl_budget_unbind(e); /* the report and run_end are the host's, not the runbook's, memory */
-  const char *killed = e->killed ? e->kill_msg : NULL;
+  /* a run stopped by its deadline whose rollback ran in the grace is reported as stopped */
+  const char *killed = e->killed ? e->kill_msg : e->deadline_hit ? e->deadline_msg : NULL;
   if (killed) { /* the reason may quote a request: masked like every text that leaves */
     char *m = rbl__mask(e, killed, strlen(killed), NULL);
     rbl__fail(0, "run stopped: %s", m ? m : killed);

@@ -19,6 +19,7 @@ void rbl__default_limits(rbl_limits *lim) {
   lim->memory = 256u << 20;
   lim->step_timeout = 300;
   lim->run_timeout = 3600;
+  lim->rollback_grace = 60;
   lim->output = 1u << 20;
   lim->exec_output = 16u << 20;
   lim->instructions_per_check = 1000;
@@ -149,6 +150,7 @@ static rbl_task *task_new(rbl_engine *e, const char *tenant, uint64_t deadline) 
   lua_pop(L, 2);
   *(rbl_task **)lua_getextraspace(t->co) = t;
   t->deadline = deadline;
+  t->grace = e->rolling_back || e->deadline_hit; /* rollback's own tasks run on in the grace */
   t->state = TASK_NEW;
   rbl__sandbox_hook(t->co);
   t->next_all = e->all;
@@ -307,12 +309,18 @@ static void task_abort(rbl_task *t, const char *code, const char *msg) {
       ccode = "canceled";
       cmsg = "interrupted (Ctrl-C)";
     } else {
+      int step_timeout = 0;
       for (rbl_task *a = t; a && a->group; a = group_owner(a->group))
         if (a->timed_out) {
           ccode = "timeout";
           cmsg = "the step's deadline passed";
+          step_timeout = 1;
           break;
         }
+      if (!step_timeout && e->deadline_hit && !t->grace) {
+        ccode = "timeout";
+        cmsg = e->deadline_msg;
+      }
     }
     rbl__calls_cancel(e, t, ccode, cmsg);
   }
@@ -661,6 +669,43 @@ static void interrupt_now(rbl_engine *e, rbl_task *self) {
   e->unprotected--;
 }
 
+void rbl__kill(rbl_engine *e, int why, const char *fmt, ...);
+
+static int grace_usable(const rbl_engine *e) {
+  return e->grace_ok && e->limits.rollback_grace > 0;
+}
+
+/* Past the run deadline with no grace left: the run is killed (exit 3). */
+static void deadline_kill(rbl_engine *e) {
+  if (e->deadline_hit)
+    rbl__kill(e, RBL_KILL_LIMIT,
+              "run deadline of %gs exceeded, and the %gs grace for rollback after it too "
+              "(limits.rollback_grace)",
+              e->limits.run_timeout, e->limits.rollback_grace);
+  else
+    rbl__kill(e, RBL_KILL_LIMIT, "run deadline of %gs exceeded", e->limits.run_timeout);
+}
+
+/* The run deadline passed (first noticed by the timer or by a task): audited once, and said. */
+static void deadline_mark(rbl_engine *e) {
+  if (e->deadline_hit) return;
+  e->deadline_hit = 1;
+  e->unprotected++;
+  cJSON *rec = cJSON_CreateObject();
+  cJSON_AddStringToObject(rec, "kind", "interrupt");
+  cJSON_AddStringToObject(rec, "reason", "deadline");
+  char msg[320];
+  snprintf(msg, sizeof msg,
+           "%s: the running step is canceled; rollback has %gs more (limits.rollback_grace)",
+           e->deadline_msg, e->limits.rollback_grace);
+  cJSON_AddStringToObject(rec, "message", msg);
+  cJSON_AddNumberToObject(rec, "grace_s", e->limits.rollback_grace);
+  rbl__audit(e, rec);
+  rbl__progress(e, "rbl: %s", msg);
+  uv_idle_start(&e->sched, sched_cb);
+  e->unprotected--;
+}
+
 void rbl__kill(rbl_engine *e, int why, const char *fmt, ...) {
   if (e->killed) return;
   e->killed = why;
@@ -687,9 +732,13 @@ void rbl__poll_limits(lua_State *L) {
     lua_error(L);
   }
   if (e->run_deadline && uv_hrtime() > e->run_deadline) {
-    rbl__kill(e, RBL_KILL_LIMIT, "run deadline of %gs exceeded", e->limits.run_timeout);
-    rbl__push_error(L, "killed", e->kill_msg);
-    lua_error(L);
+    if (!grace_usable(e) || uv_hrtime() > e->grace_end) {
+      deadline_kill(e);
+      rbl__push_error(L, "killed", e->kill_msg);
+      lua_error(L);
+    }
+    deadline_mark(e);
+    if (!t->grace) rbl_raise(L, "timeout", "%s", e->deadline_msg);
   }
   if (t->timed_out) rbl_raise(L, "timeout", "step timed out");
   if (t->deadline && uv_hrtime() > t->deadline) {
@@ -704,13 +753,34 @@ int rbl__task_stopping(rbl_task *t) {
   rbl_engine *e = t->e;
   if (t == &e->root) return 0;
   uint64_t now = uv_hrtime();
-  return e->killed || t->timed_out || (e->run_deadline && now > e->run_deadline) ||
-         (t->deadline && now > t->deadline);
+  int past_run = e->run_deadline && now > e->run_deadline &&
+                 (!grace_usable(e) || !t->grace || now > e->grace_end);
+  return e->killed || t->timed_out || past_run || (t->deadline && now > t->deadline);
 }
 
+/* The run deadline passed: the first time, the timer (on the loop) stops every task of the
+ * running step that is not rollback's, as a Ctrl-C does, and the grace starts; the second
+ * time (the grace is over, or there is none) the run is killed. */
 static void run_timer_cb(uv_timer_t *h) {
   rbl_engine *e = h->data;
-  rbl__kill(e, RBL_KILL_LIMIT, "run deadline of %gs exceeded", e->limits.run_timeout);
+  if (!grace_usable(e) || e->deadline_swept) {
+    deadline_kill(e);
+    return;
+  }
+  deadline_mark(e);
+  e->deadline_swept = 1;
+  e->unprotected++;
+  for (rbl_task *t = e->all, *next; t; t = next) {
+    next = t->next_all;
+    if (t != e->main_task && !t->grace && t->group && t->group->owner == e->main_task &&
+        t->state != TASK_DONE)
+      task_abort(t, "timeout", e->deadline_msg);
+  }
+  uv_idle_start(&e->sched, sched_cb);
+  e->unprotected--;
+  uint64_t now = uv_hrtime();
+  uv_timer_start(&e->run_timer, run_timer_cb,
+                 e->grace_end > now ? (e->grace_end - now) / 1000000 + 1 : 0, 0);
 }
 
 static void sigint_cb(uv_async_t *h) {
@@ -722,6 +792,27 @@ static void sigint_cb(uv_async_t *h) {
 int rbl__interrupt_check(lua_State *L) {
   lua_pushboolean(L, rbl_engine_of(L)->interrupted);
   return 1;
+}
+
+/* host.deadline() -> nil while the run deadline has not passed; else its message and when the
+ * grace for rollback ends (host.now_ms() units; nil without a grace). */
+int rbl__deadline_check(lua_State *L) {
+  rbl_engine *e = rbl_engine_of(L);
+  if (!e->run_deadline || (!e->deadline_hit && uv_hrtime() <= e->run_deadline)) return 0;
+  if (!grace_usable(e)) {
+    lua_pushstring(L, e->deadline_msg);
+    return 1;
+  }
+  deadline_mark(e);
+  lua_pushstring(L, e->deadline_msg);
+  lua_pushnumber(L, (double)e->grace_end / 1e6);
+  return 2;
+}
+
+/* host.rolling_back(on): the tasks started while on may run on in the grace past the deadline. */
+int rbl__rolling_back(lua_State *L) {
+  rbl_engine_of(L)->rolling_back = lua_toboolean(L, 1);
+  return 0;
 }
 
 /* ---- lifecycle ---- */
@@ -762,11 +853,16 @@ int rbl__engine_run(rbl_engine *e, int nargs) {
   rbl_task *t = task_new(e, e->root.tenant, 0);
   if (!t) return LUA_ERRMEM;
   e->main_task = t;
+  t->grace = 1;
+  e->deadline_hit = e->deadline_swept = e->rolling_back = 0;
   lua_xmove(e->L, t->co, nargs + 1);
   ready_push(e, t);
   uv_idle_start(&e->sched, sched_cb);
   if (e->limits.run_timeout > 0) {
     e->run_deadline = uv_hrtime() + (uint64_t)(e->limits.run_timeout * 1e9);
+    e->grace_end = e->run_deadline + (uint64_t)(e->limits.rollback_grace * 1e9);
+    snprintf(e->deadline_msg, sizeof e->deadline_msg, "run deadline of %gs exceeded",
+             e->limits.run_timeout);
     uv_timer_start(&e->run_timer, run_timer_cb, (uint64_t)(e->limits.run_timeout * 1000), 0);
   }
   struct sigaction sa, old_sa;

@@ -32,6 +32,8 @@ struct rbl_task {
   int state;
   int started; /* resumed at least once */
   int timed_out;
+  int grace; /* may run on past the run deadline (the main task, rollback's tasks): see
+                rbl_engine.grace_ok */
   uint64_t deadline; /* uv_hrtime() ns; 0 = none */
   rbl_task *next_ready, *prev_ready;
   rbl_task *prev_all, *next_all;
@@ -41,6 +43,7 @@ typedef struct rbl_limits {
   size_t memory;       /* bytes */
   double step_timeout; /* seconds, default per step */
   double run_timeout;  /* seconds for the whole run */
+  double rollback_grace; /* seconds past run_timeout for rollback (rbl run only; 0: none) */
   size_t output;       /* bytes a runbook may print */
   size_t exec_output;  /* bytes captured per stream of exec */
   long instructions_per_check;
@@ -77,6 +80,13 @@ struct rbl_engine {
   rbl_limits limits;
   size_t printed;
   uint64_t run_deadline; /* uv_hrtime() ns; 0 = none */
+  /* The run deadline with a grace for rollback (rbl run: grace_ok). At run_deadline the tasks
+   * that are not grace tasks stop (the running step, canceled like a Ctrl-C); the main task
+   * and the tasks it starts while rolling_back run on until grace_end, when the run is
+   * killed. Without grace_ok (or a grace of 0) the run is killed at run_deadline. */
+  int grace_ok, deadline_hit, deadline_swept, rolling_back;
+  uint64_t grace_end;
+  char deadline_msg[160];
   int dry_run;
   int check_mode; /* rbl check: primitives stop evaluation */
   int silent;     /* print writes nothing (rbl run's preflight evaluation, src/cli/preflight.c) */
@@ -111,6 +121,8 @@ int rbl__task_stopping(rbl_task *t); /* the same for a task */
 void rbl__durable_wait(rbl_engine *e, rbl_wait *w);
 int rbl__spawn_group(lua_State *L); /* host.run_all */
 int rbl__interrupt_check(lua_State *L);
+int rbl__deadline_check(lua_State *L); /* host.deadline() */
+int rbl__rolling_back(lua_State *L);   /* host.rolling_back(bool) */
 void rbl__sandbox_hook(lua_State *co);
 /* Pushes t[k] of the table at idx with raw access (no metamethod of a config or runbook runs),
  * or nil when idx is not a table; returns the pushed value's type. */

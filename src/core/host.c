@@ -28,6 +28,10 @@ typedef struct rbl_call {
   int sent;       /* a request other than GET/HEAD (or a spawn) left for this call */
   cJSON *before;  /* the before-state the effect declared (host.before), owned */
   rbl_task *task; /* the task that runs the call while it is in flight */
+  int canceled;   /* its task was aborted in flight: the fields below say why (host.canceled) */
+  char cancel_code[16];
+  char cancel_msg[240];
+  double cancel_ms;
   rbl_engine *e;
   struct rbl_call *prev_live, *next_live; /* e->live: calls with a durable intent, no result */
 } rbl_call;
@@ -487,6 +491,25 @@ static int l_before(lua_State *L) {
   return 0;
 }
 
+/* host.canceled(call) -> nil, or {code, message, duration_ms, write, may_have_applied} when the
+ * call's task was aborted while it was in flight (its audit result says "canceled"). */
+static int l_canceled(lua_State *L) {
+  rbl_call *c = check_call(L, 1);
+  if (!c->canceled) return 0;
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, c->cancel_code);
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, c->cancel_msg);
+  lua_setfield(L, -2, "message");
+  lua_pushnumber(L, c->cancel_ms);
+  lua_setfield(L, -2, "duration_ms");
+  lua_pushboolean(L, c->write);
+  lua_setfield(L, -2, "write");
+  lua_pushboolean(L, c->sent);
+  lua_setfield(L, -2, "may_have_applied");
+  return 1;
+}
+
 /* host.sent(call) -> true once a request that may change something left for the call. */
 static int l_sent(lua_State *L) {
   lua_pushboolean(L, check_call(L, 1)->sent);
@@ -503,10 +526,14 @@ void rbl__calls_cancel(rbl_engine *e, rbl_task *t, const char *code, const char 
     if (c->task != t || c->state != CALL_DURABLE) continue;
     live_unlink(c);
     c->state = CALL_DONE;
+    c->canceled = 1;
+    snprintf(c->cancel_code, sizeof c->cancel_code, "%s", code);
+    snprintf(c->cancel_msg, sizeof c->cancel_msg, "%s", msg);
+    c->cancel_ms = (double)((uv_hrtime() - c->t0) / 1000000);
     if (e->killed == RBL_KILL_AUDIT) continue; /* the chain cannot take it */
     cJSON *rec = call_record("result", c);
     cJSON_AddStringToObject(rec, "status", "canceled");
-    cJSON_AddNumberToObject(rec, "duration_ms", (double)((uv_hrtime() - c->t0) / 1000000));
+    cJSON_AddNumberToObject(rec, "duration_ms", c->cancel_ms);
     cJSON *er = cJSON_AddObjectToObject(rec, "error");
     cJSON_AddStringToObject(er, "code", code);
     cJSON_AddStringToObject(er, "message", msg);
@@ -883,6 +910,7 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"result", l_result},
                                       {"before", l_before},
                                       {"sent", l_sent},
+                                      {"canceled", l_canceled},
                                       {"canonical_sha256", l_canonical_sha256},
                                       {"approval_wait", rbl__approval_wait},
                                       {"isatty", l_isatty},
@@ -908,6 +936,8 @@ static const luaL_Reg host_funcs[] = {{"begin", l_begin},
                                       {"dry_run", l_dry_run},
                                       {"now_ms", l_now_ms},
                                       {"interrupted", rbl__interrupt_check},
+                                      {"deadline", rbl__deadline_check},
+                                      {"rolling_back", rbl__rolling_back},
                                       {"killed", l_killed},
                                       {"limits", l_limits},
                                       {"protect", l_protect},

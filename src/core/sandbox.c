@@ -33,7 +33,8 @@ static int strpat_poll(lua_State *L) {
 /* A pcall'd kill is re-raised: nothing in the runbook can swallow it. */
 static int must_rethrow(lua_State *L) {
   rbl_task *t = rbl__task_of(L);
-  return t->e->killed || t->timed_out || (t->deadline && uv_hrtime() > t->deadline);
+  return t->e->killed || t->timed_out || (t->deadline && uv_hrtime() > t->deadline) ||
+         (t->e->deadline_hit && !t->grace); /* stopped by the run deadline (rollback's grace) */
 }
 
 static int finish_pcall(lua_State *L, int status, lua_KContext extra) {

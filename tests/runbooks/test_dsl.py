@@ -148,6 +148,103 @@ class Timeouts(unittest.TestCase):
         verify(self, r)
 
 
+class RunDeadlineGrace(unittest.TestCase):
+    """The run deadline cancels the running step as Ctrl-C does; rollback gets
+    limits.rollback_grace past it, and no more."""
+
+    def test_deadline_mid_step_rolls_back_in_the_grace(self):
+        src = """
+runbook { id = "dl" }
+step "one" { run = function() log("one") end, rollback = function() log("rb one") end }
+step "two" { run = function() sleep(30) end, rollback = function() log("rb two") end }
+step "three" { run = function() log("three") end }
+"""
+        t0 = time.time()
+        r = run(src, config="return { limits = { run_timeout = 1, rollback_grace = 20 } }")
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(r.code, 3, r.err)
+        self.assertEqual(r.status(), [("one", "rolled_back"), ("two", "failed"), ("three", "skipped")])
+        tr = r.report["execution_trace"]
+        self.assertEqual([tr[0]["rollback"], tr[1]["rollback"]], ["done", "done"])
+        self.assertEqual(tr[1]["detail"], "timeout: run deadline of 1s exceeded")
+        self.assertEqual(r.logs(), ["one", "rb two", "rb one"])
+        self.assertEqual(r.report["stopped_reason"], "run deadline of 1s exceeded")
+        self.assertEqual(r.report["outcome"], "refused")
+        recs = r.records()
+        intr = [x for x in recs if x["kind"] == "interrupt"]
+        self.assertEqual([(x.get("reason"), x.get("grace_s")) for x in intr], [("deadline", 20)])
+        # the sleep was canceled by the deadline: its result and the report's call say so
+        res = [x for x in recs if x["kind"] == "result" and x["prim"] == "sleep"]
+        self.assertEqual([(x["status"], x["error"]["code"]) for x in res], [("canceled", "timeout")])
+        self.assertEqual([(c["prim"], c["status"]) for c in tr[1]["calls"]], [("sleep", "canceled")])
+        self.assertIn("rollback has 20s more", r.err)
+        verify(self, r)
+
+    def test_pure_lua_loop_under_pcall_stops_at_the_deadline_and_rolls_back(self):
+        src = """
+runbook { id = "dl" }
+step "spin" { run = function() while true do pcall(function() while true do end end) end end,
+  rollback = function() log("rb spin") end }
+"""
+        t0 = time.time()
+        r = run(src, config="return { limits = { run_timeout = 1, rollback_grace = 20 } }")
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(r.code, 3, r.err)
+        self.assertEqual(r.logs(), ["rb spin"])
+        self.assertEqual(r.report["execution_trace"][0]["rollback"], "done")
+        verify(self, r)
+
+    def test_the_grace_is_bounded_a_rollback_that_hangs(self):
+        src = """
+runbook { id = "dl" }
+step "one" { run = function() sleep(30) end, rollback = function() while true do pcall(sleep, 1) end end }
+"""
+        t0 = time.time()
+        r = run(src, config="return { limits = { run_timeout = 1, rollback_grace = 1.5 } }")
+        took = time.time() - t0
+        self.assertLess(took, 4.5)
+        self.assertGreater(took, 2.0)
+        self.assertEqual(r.code, 3, r.err)
+        e = r.report["execution_trace"][0]
+        self.assertEqual(e["rollback"], "failed")  # its rollback function ran out of the grace
+        self.assertIn("timeout", e["rollback_detail"])
+        verify(self, r)
+
+    def test_a_deadline_during_rollback_starts_the_grace_then_kills(self):
+        # step two fails on its own; the deadline passes while step one's rollback runs: that
+        # rollback is not canceled at the deadline, only bounded by the grace
+        src = """
+runbook { id = "dl" }
+step "one" { run = function() log("one") end, rollback = function() log("rb one start") sleep(30) end }
+step "two" { run = function() error("boom") end, rollback = function() log("rb two") end }
+"""
+        t0 = time.time()
+        r = run(src, config="return { limits = { run_timeout = 1, rollback_grace = 2 } }")
+        took = time.time() - t0
+        self.assertGreater(took, 2.5)
+        self.assertLess(took, 6)
+        self.assertEqual(r.code, 3, r.err)
+        self.assertIn("grace for rollback", r.report["stopped_reason"])
+        tr = r.report["execution_trace"]
+        self.assertEqual((tr[0]["status"], tr[0]["rollback"]), ("rollback_failed", "unknown"))
+        self.assertEqual(tr[1]["rollback"], "done")
+        self.assertEqual(r.logs(), ["one", "rb two", "rb one start"])
+        verify(self, r)
+
+    def test_grace_zero_stops_at_once(self):
+        src = """
+runbook { id = "dl" }
+step "one" { run = function() sleep(30) end, rollback = function() log("rb one") end }
+"""
+        r = run(src, config="return { limits = { run_timeout = 1, rollback_grace = 0 } }")
+        self.assertEqual(r.code, 3, r.err)
+        self.assertEqual(r.logs(), [])
+        self.assertFalse([x for x in r.records() if x["kind"] == "interrupt"])
+        e = r.report["execution_trace"][0]
+        self.assertEqual([(c["prim"], c["status"], c["error"]["code"]) for c in e["calls"]], [("sleep", "canceled", "killed")])
+        verify(self, r)
+
+
 class Interrupt(unittest.TestCase):
     def start(self, src):
         d = tempfile.mkdtemp(prefix="rbl-int-")

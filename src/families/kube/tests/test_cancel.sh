@@ -38,6 +38,9 @@ EOS
 cat >"$W/deadline.lua" <<'EOS'
 return { tenants = { ["prod-tenant-7"] = {} }, kube = { timeout = 30 }, limits = { run_timeout = 2 } }
 EOS
+cat >"$W/nograce.lua" <<'EOS'
+return { tenants = { ["prod-tenant-7"] = {} }, kube = { timeout = 30 }, limits = { run_timeout = 2, rollback_grace = 0 } }
+EOS
 
 # the write, then a step that would fail: the step's own timeout cancels the write
 cat >"$W/patch.lua" <<'EOS'
@@ -56,6 +59,8 @@ cat >"$W/restart.lua" <<'EOS'
 runbook { id = "cancel-restart" }
 step "restart" { timeout = 1, run = function() kube.rollout_restart("api") end, rollback = "auto" }
 EOS
+sed 's/timeout = 1, run/timeout = 30, run/' "$W/scale.lua" >"$W/scale30.lua"
+sed 's/timeout = 1, run/timeout = 30, run/' "$W/restart.lua" >"$W/restart30.lua"
 cat >"$W/norollback.lua" <<'EOS'
 runbook { id = "cancel-norollback" }
 step "change" { timeout = 1, run = function() kube_patch("configmap", "db-pool-config", { data = { max_connections = "555" } }) end }
@@ -88,6 +93,9 @@ check "the before-state is in the canceled result" \
 check "the intent is marked write" test "$(jq -c 'select(.kind=="intent" and .prim=="kube_patch") | .write' "$W/applied.jsonl")" = true
 check "rollback read it back and undid it: report says done" test "$(rep applied '.execution_trace[0].rollback')" = done
 check "the ConfigMap is back to its before-state" test "$(maxconn)" = "$before"
+check "report: the canceled call is in the step's calls (canceled, timeout, may_have_applied)" \
+  test "$(rep applied '.execution_trace[0].calls[] | select(.prim=="kube_patch") | .status + " " + .error.code + " " + (.may_have_applied|tostring) + " " + (.change|tostring)')" = "canceled timeout true true"
+check "report: its action names the write" bash -c "jq -r '.execution_trace[0].action' '$W/applied.report.json' | grep -q '^kube_patch'"
 check "the undo was recorded as uncertain (read back)" \
   test "$(jq -c 'select(.kind=="result" and .prim=="kube_undo") | .summary.uncertain' "$W/applied.jsonl")" = true
 check "chain verifies, run ended" verified applied
@@ -128,22 +136,33 @@ check "result canceled by the interrupt" test "$(jq -r .error.message <<<"$c")" 
 check "may_have_applied: true" test "$(jq -r .may_have_applied <<<"$c")" = true
 check "rollback done" test "$(rep sigint '.execution_trace[0].rollback')" = done
 check "the ConfigMap is back" test "$(maxconn)" = "$before"
+check "report: the call canceled by Ctrl-C is listed" \
+  test "$(rep sigint '.execution_trace[0].calls[] | select(.prim=="kube_patch") | .status + " " + .error.code')" = "canceled canceled"
 check "chain verifies" verified sigint
 kube_standin_stop
 
-echo "# run deadline while the PATCH is in flight: stopped, then rbl rollback"
+echo "# run deadline while the PATCH is in flight (applied, answer late): rollback in the grace"
 start --answer-delay-ms "PATCH $CM:4000,1"
 before=$(maxconn)
 run deadline patch.lua --config "$W/deadline.lua" --param timeout=30
 expect_rc 3 "run past its deadline: exit 3" deadline
 c=$(canceled deadline kube_patch)
-check "result canceled, code killed, naming the deadline" \
-  bash -c "jq -r '.error.code + \" \" + .error.message' <<<'$c' | grep -q '^killed run deadline'"
+check "result canceled, code timeout, naming the run deadline" \
+  test "$(jq -r '.error.code + " " + .error.message' <<<"$c")" = "timeout run deadline of 2s exceeded"
 check "may_have_applied with before-state" test "$(jq -r '.may_have_applied and (.before.fields|length>0)' <<<"$c")" = true
-check "report: rollback unknown (stopped before rollback)" test "$(rep deadline '.execution_trace[0].rollback')" = unknown
-check "report: human intervention required" test "$(rep deadline '.human_intervention_required')" = true
-sleep 4 # the stand-in applies the PATCH, then answers nobody
-check "the write did take effect" test "$(maxconn)" = 777
+check "the deadline is an audit record (interrupt, reason deadline, grace 60 s)" \
+  test "$(jq -r 'select(.kind=="interrupt") | .reason + " " + (.grace_s|tostring)' "$W/deadline.jsonl")" = "deadline 60"
+check "the automatic rollback read it back (uncertain) and undid it" \
+  test "$(jq -c 'select(.kind=="result" and .prim=="kube_undo") | [.status, .summary.uncertain]' "$W/deadline.jsonl")" = '["ok",true]'
+check "report: rollback done" test "$(rep deadline '.execution_trace[0].rollback')" = done
+check "report: stopped by the deadline (refused), human intervention required" \
+  test "$(rep deadline '.outcome + " " + .stopped_reason + " " + (.human_intervention_required|tostring)')" = "refused run deadline of 2s exceeded true"
+check "report: the canceled call is in the step's calls, with may_have_applied" \
+  test "$(rep deadline '.execution_trace[0].calls[] | select(.prim=="kube_patch") | [.status, .may_have_applied, .error.code] | @tsv')" = "$(printf 'canceled\ttrue\ttimeout')"
+sleep 3 # the stand-in's late answer to the PATCH goes to nobody
+check "read back afterwards: the ConfigMap holds its before-state" test "$(maxconn)" = "$before"
+check "exactly two PATCHes reached the stand-in: the write and the undo" \
+  test "$(jq -c "select(.method==\"PATCH\" and .path==\"$CM\")" "$KUBE_STANDIN_LOG" | wc -l)" = 2
 check "chain verifies; the run ended (run_end)" verified deadline
 check "verify does not call it unfinished" bash -c "! grep -q unfinished '$W/deadline.verify'"
 check "audit show: the run ended (refused), not UNFINISHED" \
@@ -151,12 +170,46 @@ check "audit show: the run ended (refused), not UNFINISHED" \
 head -n 3 "$W/deadline.jsonl" >"$W/crashed.jsonl" # the same run cut short: a crash
 check "audit show tells a crashed run (no run_end) apart: UNFINISHED" bash -c "'$RBL' audit show '$W/crashed.jsonl' | grep -q UNFINISHED"
 check "audit verify says the crashed run is unfinished (exit 0)" bash -c "'$RBL' audit verify '$W/crashed.jsonl' 2>&1 | grep -q unfinished"
-"$RBL" rollback "$W/deadline.jsonl" --config "$W/config.lua" --report "$W/rbdl.report.json" >"$W/rbdl.out" 2>&1
+n=$(wc -l <"$KUBE_STANDIN_LOG")
+"$RBL" rollback "$W/deadline.jsonl" --config "$W/config.lua" >"$W/rbdl.out" 2>&1
 RC=$?
-expect_rc 0 "rbl rollback of the canceled write" rbdl
+expect_rc 0 "rbl rollback after the automatic one" rbdl
+check "rbl rollback sent no write (already undone)" test "$(tail -n +$((n + 1)) "$KUBE_STANDIN_LOG" | jq -c 'select(.method!="GET")' | wc -l)" = 0
+check "the ConfigMap still holds its before-state" test "$(maxconn)" = "$before"
+kube_standin_stop
+
+echo "# run deadline, the PATCH hung (never applied): read back, nothing undone"
+start --fail "PATCH $CM hang 1"
+before=$(maxconn)
+run hung patch.lua --config "$W/deadline.lua" --param timeout=30
+expect_rc 3 "hung write past the run deadline" hung
+check "canceled, may_have_applied" test "$(canceled hung kube_patch | jq -r '.status + " " + (.may_have_applied|tostring)')" = "canceled true"
+check "report: rollback not_needed (read back: not applied)" test "$(rep hung '.execution_trace[0].rollback')" = not_needed
+check "no inverse PATCH was sent" test "$(jq -c 'select(.method=="PATCH")' "$KUBE_STANDIN_LOG" | wc -l)" = 1
+check "read back afterwards: the ConfigMap is unchanged" test "$(maxconn)" = "$before"
+check "chain verifies" verified hung
+kube_standin_stop
+
+echo "# limits.rollback_grace = 0: the deadline stops the run at once; rbl rollback undoes it"
+start --answer-delay-ms "PATCH $CM:4000,1"
+before=$(maxconn)
+run nograce patch.lua --config "$W/nograce.lua" --param timeout=30
+expect_rc 3 "run past its deadline: exit 3" nograce
+c=$(canceled nograce kube_patch)
+check "result canceled, code killed, naming the deadline" \
+  bash -c "jq -r '.error.code + \" \" + .error.message' <<<'$c' | grep -q '^killed run deadline'"
+check "report: rollback unknown (stopped before rollback)" test "$(rep nograce '.execution_trace[0].rollback')" = unknown
+check "report: the canceled call is listed (killed, may_have_applied)" \
+  test "$(rep nograce '.execution_trace[0].calls[] | select(.prim=="kube_patch") | .status + " " + .error.code + " " + (.may_have_applied|tostring)')" = "canceled killed true"
+sleep 4 # the stand-in applies the PATCH, then answers nobody
+check "the write did take effect" test "$(maxconn)" = 777
+check "chain verifies" verified nograce
+"$RBL" rollback "$W/nograce.jsonl" --config "$W/config.lua" --report "$W/rbdl.report.json" >"$W/rbng.out" 2>&1
+RC=$?
+expect_rc 0 "rbl rollback of the canceled write" rbng
 check "rbl rollback restored the before-state" test "$(maxconn)" = "$before"
 check "rbl rollback report: done" test "$(jq -r '.execution_trace[0].rollback' "$W/rbdl.report.json")" = done
-"$RBL" rollback "$W/deadline.jsonl" --config "$W/config.lua" >"$W/rbdl2.out" 2>&1
+"$RBL" rollback "$W/nograce.jsonl" --config "$W/config.lua" >"$W/rbdl2.out" 2>&1
 RC=$?
 expect_rc 0 "second rbl rollback" rbdl2
 check "second rbl rollback: nothing to undo" grep -q "nothing to undo" "$W/rbdl2.out"
@@ -164,7 +217,7 @@ kube_standin_stop
 
 echo "# a hung write: rbl rollback reads back, finds it not applied, sends nothing"
 start --fail "PATCH $CM hang 1"
-run hung2 patch.lua --config "$W/deadline.lua" --param timeout=30
+run hung2 patch.lua --config "$W/nograce.lua" --param timeout=30
 expect_rc 3 "hung write past the run deadline" hung2
 n=$(wc -l <"$KUBE_STANDIN_LOG")
 "$RBL" rollback "$W/hung2.jsonl" --config "$W/config.lua" --report "$W/rbh.report.json" >"$W/rbh.out" 2>&1
@@ -172,6 +225,30 @@ RC=$?
 expect_rc 0 "rbl rollback" rbh
 check "rbl rollback report: not_needed" test "$(jq -r '.execution_trace[0].rollback' "$W/rbh.report.json")" = not_needed
 check "rbl rollback sent no write" test "$(tail -n +$((n + 1)) "$KUBE_STANDIN_LOG" | jq -c 'select(.method!="GET")' | wc -l)" = 0
+kube_standin_stop
+
+echo "# scale and rollout_restart canceled by the run deadline after they took effect"
+start --answer-delay-ms "PATCH $DEP/scale:4000,1" --answer-delay-ms "PATCH $DEP:4000,1"
+r0=$(replicas)
+run dlscale scale30.lua --config "$W/deadline.lua"
+expect_rc 3 "scale past the run deadline" dlscale
+check "scale: canceled by the deadline, may_have_applied" \
+  test "$(canceled dlscale kube.scale | jq -r '.error.code + " " + (.may_have_applied|tostring)')" = "timeout true"
+check "scale: rollback done; read back afterwards: replicas $r0" test "$(rep dlscale '.execution_trace[0].rollback') $(replicas)" = "done $r0"
+check "scale: the canceled call is in the report" \
+  test "$(rep dlscale '[.execution_trace[0].calls[] | select(.prim=="kube.scale") | .status] | join(",")')" = canceled
+g0=$(kc get deploy api -n prod-tenant-7 -o jsonpath='{.metadata.generation}')
+run dlrestart restart30.lua --config "$W/deadline.lua"
+expect_rc 3 "rollout restart past the run deadline" dlrestart
+check "restart: canceled, before-state recorded" \
+  test "$(canceled dlrestart kube.rollout_restart | jq -r '.may_have_applied and (.before|type=="object")')" = true
+check "restart: rollback not_needed (a restart is not undone by another)" \
+  test "$(rep dlrestart '.execution_trace[0].rollback')" = not_needed
+sleep 3.5 # the stand-in logs a request once answered
+check "restart: exactly one restart PATCH, none from rollback" test "$(jq -c "select(.method==\"PATCH\" and .path==\"$DEP\")" "$KUBE_STANDIN_LOG" | wc -l)" = 1
+check "restart: read back afterwards, the restart took effect (generation $g0 -> $((g0 + 1)))" \
+  test "$(kc get deploy api -n prod-tenant-7 -o jsonpath='{.metadata.generation}')" = "$((g0 + 1))"
+for ch in dlscale dlrestart; do check "chain $ch verifies" verified $ch; done
 kube_standin_stop
 
 echo "# scale and rollout_restart canceled after they took effect"
