@@ -713,6 +713,23 @@ function M.main(book, chunk)
   book.trace = {}
   book.top = { step = 0, name = "(top level)", action = "load", status = "pending" }
   local info = host.info() or {}
+  local tc = info.tenant_confirm -- the question asked before the run (src/cli/run.c): audited there
+  if tc then
+    local granted = tc.outcome == "granted"
+    table.insert(book.approvals, 1, { request = 0, message = "run for " .. #(tc.tenants or {}) ..
+      " tenants (asked once before the run)", tenants = json.array(tc.tenants or {}), approvers = 1,
+      outcome = tc.outcome, via = "tty", approved_by = json.array(granted and { tc.by } or {}),
+      denied_by = (not granted) and tc.by or nil })
+    book.human_asked = true
+    if not granted then
+      book.top.status, book.top.action = "failed", "confirm_tenants"
+      book.top.detail = "not confirmed: the run for several tenants was not confirmed with 'yes'; nothing ran"
+      book.trace[1] = book.top
+      book.running = true
+      book.outcome = "failed"
+      return "failed"
+    end
+  end
   if info.plan_text then
     local pok, moved = check_plan(book, info)
     if not pok then

@@ -9,12 +9,15 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 /* On a terminal, a run for several tenants (or a --tenant glob) asks once before anything runs,
- * listing them, unless --yes or --dry-run. Returns 0 to go on, else the exit status. */
+ * listing them, unless --yes or --dry-run. The question and its answer (who, which tenants,
+ * yes or no) go into the chain after run_start and into the report's approvals; "no" (anything
+ * but "yes") runs nothing and ends the run failed (exit 1). Returns 0, or an exit status. */
 static int confirm_tenants(run_ctx *c) {
   rbl_run_opts *o = c->o;
   if (o->yes || o->dry_run || !isatty(0) || !isatty(2)) return 0;
@@ -28,18 +31,61 @@ static int confirm_tenants(run_ctx *c) {
     lua_pop(L, 1);
     return 0;
   }
+  c->confirm_tenants = cJSON_CreateArray();
+  if (!c->confirm_tenants) return rbl__fail(2, "out of memory");
   fprintf(stderr, "rbl: %s is about to run for %d tenant%s:", o->file, n, n == 1 ? "" : "s");
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, i);
     fprintf(stderr, "%s %s", i > 1 ? "," : "", lua_tostring(L, -1));
+    cJSON_AddItemToArray(c->confirm_tenants, cJSON_CreateString(lua_tostring(L, -1)));
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
   fprintf(stderr, "\ntype 'yes' to run for all of them: ");
   char line[64];
-  if (!fgets(line, sizeof line, stdin) || strcmp(line, "yes\n") != 0)
-    return rbl__fail(1, "not confirmed: nothing ran (--yes answers this question)");
+  c->confirm = fgets(line, sizeof line, stdin) && strcmp(line, "yes\n") == 0 ? 1 : -1;
+  if (c->confirm < 0) rbl__fail(0, "not confirmed: nothing runs (--yes answers this question)");
+  /* runbook.main sees the answer (info.tenant_confirm): the report's approvals; "no" runs nothing */
+  lua_getfield(L, LUA_REGISTRYINDEX, "rbl.info");
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, c->confirm > 0 ? "granted" : "denied");
+  lua_setfield(L, -2, "outcome");
+  lua_getfield(L, -2, "user");
+  lua_setfield(L, -2, "by");
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, cJSON_GetArrayItem(c->confirm_tenants, i)->valuestring);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "tenants");
+  lua_setfield(L, -2, "tenant_confirm");
+  lua_pop(L, 1);
   return 0;
+}
+
+void rbl__confirm_records(run_ctx *c) {
+  if (!c->confirm) return;
+  int n = cJSON_GetArraySize(c->confirm_tenants);
+  struct passwd *pw = getpwuid(getuid());
+  cJSON *req = cJSON_CreateObject();
+  cJSON_AddStringToObject(req, "kind", "approval_request");
+  cJSON_AddNumberToObject(req, "request", 0);
+  char msg[160];
+  snprintf(msg, sizeof msg, "run %s for %d tenant%s (asked once before the run)", c->o->file, n,
+           n == 1 ? "" : "s");
+  cJSON_AddStringToObject(req, "message", msg);
+  cJSON_AddItemToObject(req, "tenants", cJSON_Duplicate(c->confirm_tenants, 1));
+  cJSON_AddNumberToObject(req, "approvers", 1);
+  rbl__audit(c->e, req);
+  cJSON *ans = cJSON_CreateObject();
+  cJSON_AddStringToObject(ans, "kind", c->confirm > 0 ? "approval_grant" : "approval_denial");
+  cJSON_AddNumberToObject(ans, "request", 0);
+  cJSON_AddItemToObject(ans, "tenants", cJSON_Duplicate(c->confirm_tenants, 1));
+  cJSON_AddStringToObject(ans, "by", pw ? pw->pw_name : "?");
+  cJSON_AddNumberToObject(ans, "uid", (double)getuid());
+  cJSON_AddStringToObject(ans, "via", "tty");
+  if (c->confirm < 0) cJSON_AddStringToObject(ans, "reason", "the answer was not 'yes'");
+  rbl__audit(c->e, ans);
 }
 
 /* rbl run FILE --help: the runbook's parameters and steps, nothing run. */
@@ -120,6 +166,7 @@ int rbl_cmd_run(rbl_run_opts *o) {
   free(c.src);
   if (o->resume) rbl__resume_free(o, &resume);
   free(c.plan_text);
+  cJSON_Delete(c.confirm_tenants);
   return rc;
 }
 

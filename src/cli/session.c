@@ -472,7 +472,11 @@ static cJSON *drive_start_record(void *ud) {
                   e->root.tenant ? e->root.tenant : "(several)", c->incident,
                   c->o->dry_run ? "  [dry run]" : "");
   }
-  return r;
+  if (!c->confirm) return r;
+  /* the question asked before the run follows run_start at once, before any other record */
+  rbl__audit(e, r);
+  rbl__confirm_records(c);
+  return NULL;
 }
 
 int rbl__drive_run(run_ctx *c) {

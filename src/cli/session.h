@@ -36,6 +36,10 @@ typedef struct run_ctx {
   char *plan_text;      /* --plan FILE's contents, owned; NULL without --plan */
   size_t plan_len;
   int plan_failed; /* --plan-out asked for a plan and none was written */
+  /* The question before a run for several tenants (run.c): 0 not asked, 1 yes, -1 no. The
+   * tenants it listed (owned); recorded after run_start (approval_request and _grant/_denial). */
+  int confirm;
+  cJSON *confirm_tenants;
 } run_ctx;
 
 /* session.c: identity, engine, audit chain, run_start, loading, driving a run to its end. */
@@ -58,6 +62,8 @@ int rbl__exit_code_for(rbl_engine *e, const char *outcome);
 /* Drives the prepared run to its end and returns its exit status; the process must exit next
  * (the engine's memory is left to the OS: rbl__engine_free_at_exit). */
 int rbl__drive_run(run_ctx *c);
+/* run.c: the records of the tenants question, appended right after run_start. */
+void rbl__confirm_records(run_ctx *c);
 /* run.c: a host module's main(book, arg) run as a run (rbl rollback). */
 int rbl__run_embedded(rbl_run_opts *o, const char *host_module, const char *arg);
 

@@ -207,13 +207,39 @@ check("tty: 'no' denies; the step fails closed", code == 1 and json.load(open("T
 write_rb("multi.lua", text="""runbook { id = "multi" }
 step "s" { run = function() each_tenant(function(t) log("ran for %s", t) end) end }
 """)
-code, out = run_pty(["run", "multi.lua", "--tenant", "t*", "--config", "cfg.lua", "--incident", "M1"], [("to run for all", "nope")])
+code, out = run_pty(["run", "multi.lua", "--tenant", "t*", "--config", "cfg.lua", "--incident", "M1", "--report", "M1.json"],
+                    [("to run for all", "nope")])
+m1 = [json.loads(l) for l in open("audit/M1.jsonl")] if os.path.exists("audit/M1.jsonl") else []
 check("a glob on a terminal asks first; anything but yes: exit 1, nothing ran",
-      code == 1 and "t1, t2" in out and "ran for" not in out and not os.path.exists("audit/M1.jsonl"), out)
-code, out = run_pty(["run", "multi.lua", "--tenant", "t*", "--config", "cfg.lua", "--incident", "M2"], [("to run for all", "yes")])
+      code == 1 and "t1, t2" in out and "ran for" not in out and not [r for r in m1 if r["kind"] in ("step", "intent", "log")], out)
+check("the question and the 'no' are in the chain, right after run_start: who, uid, which tenants",
+      [r["kind"] for r in m1] == ["run_start", "approval_request", "approval_denial", "run_end"]
+      and m1[1]["tenants"] == ["t1", "t2"] and m1[1]["request"] == 0
+      and (m1[2]["by"], m1[2]["uid"], m1[2]["via"], m1[2]["tenants"]) == (me, os.getuid(), "tty", ["t1", "t2"])
+      and m1[3]["exit_code"] == 1, m1)
+rep = json.load(open("M1.json"))
+check("the report's approvals list the denied question; human intervention required",
+      rep["approvals"][0]["outcome"] == "denied" and rep["approvals"][0]["denied_by"] == me
+      and rep["approvals"][0]["tenants"] == ["t1", "t2"] and rep["approvals"][0]["request"] == 0
+      and rep["human_intervention_required"] is True and rep["outcome"] == "failed", rep)
+code, out = run_pty(["run", "multi.lua", "--tenant", "t*", "--config", "cfg.lua", "--incident", "M2", "--report", "M2.json"],
+                    [("to run for all", "yes")])
 check("'yes' runs it for every tenant", code == 0 and "ran for t1" in out and "ran for t2" in out, out)
+m2 = [json.loads(l) for l in open("audit/M2.jsonl")]
+check("the 'yes' is in the chain before anything ran: approval_request, approval_grant by the user",
+      [r["kind"] for r in m2[:3]] == ["run_start", "approval_request", "approval_grant"]
+      and (m2[2]["by"], m2[2]["uid"], m2[2]["via"], m2[2]["tenants"]) == (me, os.getuid(), "tty", ["t1", "t2"]), m2[:4])
+rep = json.load(open("M2.json"))
+check("the report's approvals list the granted question first",
+      rep["approvals"][0]["outcome"] == "granted" and rep["approvals"][0]["approved_by"] == [me]
+      and rep["human_intervention_required"] is True, rep.get("approvals"))
+code, out = run_pty(["run", "multi.lua", "--tenant", "t1", "--tenant", "t2", "--config", "cfg.lua", "--incident", "M4"],
+                    [("to run for all", "yes")])
+check("two --tenant names on a terminal ask too, and are recorded", code == 0 and "t1, t2" in out
+      and [json.loads(l)["kind"] for l in open("audit/M4.jsonl")][1:3] == ["approval_request", "approval_grant"], out)
 code, out = run_pty(["run", "multi.lua", "--tenant", "t*", "--config", "cfg.lua", "--incident", "M3", "--yes"], [])
-check("--yes does not ask", code == 0 and "to run for all" not in out, out)
+check("--yes does not ask, and records no question", code == 0 and "to run for all" not in out
+      and not [l for l in open("audit/M3.jsonl") if '"request":0' in l], out)
 
 # 9. rbl repl: each write asks on the terminal unless the session started with --yes
 code, out = run_pty(["repl", "--tenant", "t1", "--config", "cfg2.lua", "--audit", "repl1.jsonl"],
@@ -335,7 +361,7 @@ open(got, "wb").write(data + c.recv(65536))
 else:
     print("# not root: the foreign-socket case needs a second uid; not run, not counted")
 
-for inc in ["A2", "D1", "T1", "Y1", "Y2", "P1", "PL", "TTY1", "TTY2"]:
+for inc in ["A2", "D1", "T1", "Y1", "Y2", "P1", "PL", "TTY1", "TTY2", "M1", "M2", "M4"]:
     check("chain %s verifies" % inc, verify(inc))
 print("# %d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
