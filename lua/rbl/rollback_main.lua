@@ -18,6 +18,8 @@ function M.prepare(arg)
   return book
 end
 
+-- The error codes of a write whose answer was lost (its outcome is not known).
+local LOST = { timeout = true, unavailable = true, protocol = true }
 local function key_of(run, call) return tostring(run) .. "#" .. tostring(call) end
 
 local function has(list, x)
@@ -68,6 +70,13 @@ local function pending(book)
       and b.prim ~= "kube.rollout_restart"
     local docker_rec = type(b) == "table" and r.status ~= "ok" and type(b.container) == "string"
       and b.prim == "docker.restart"
+    -- canceled in flight, or its answer lost (an error the daemon did not give: a definite refusal
+    -- such as a 409 was not applied), and not undoable: said, never skipped in silence
+    local ecode = type(r.error) == "table" and r.error.code or nil
+    local unknown = r.status == "canceled" or (r.status == "error" and LOST[ecode])
+    if unknown and r.may_have_applied == true and not (kube_rec or docker_rec) then
+      cannot[#cannot + 1] = r
+    end
     if settled and (kube_rec or docker_rec) then
       local k = key_of(r.run, r.call)
       if not done[k] then
@@ -85,12 +94,17 @@ local function warn_cannot(cannot)
   host.progress(fmt("rbl rollback: WARNING: cannot undo %d action%s on this chain:", #cannot, #cannot == 1 and "" or "s"))
   local list = {}
   for _, r in ipairs(cannot) do
-    local s = r.summary
+    local s = type(r.summary) == "table" and r.summary or type(r.before) == "table" and r.before or {}
+    local why = s.irreversible_why
+    if r.status ~= "ok" then
+      why = fmt("%s, it may have been applied, and rbl cannot undo %s", r.status == "canceled" and "canceled in flight"
+        or "its answer was lost", tostring(r.prim))
+    end
     local what = fmt("%s %s%s%s", tostring(r.prim), s.kind and (tostring(s.kind):lower() .. "s ") or "",
       tostring(s.name or s.container or "?"), s.namespace and (" in " .. tostring(s.namespace)) or "")
     host.progress(fmt("  - %s (run %s, call %s): %s", what, tostring(r.run), tostring(r.call),
-      tostring(s.irreversible_why or "not reversible")))
-    list[#list + 1] = { prim = r.prim, run = r.run, call = r.call, target = what, why = s.irreversible_why }
+      tostring(why or "not reversible")))
+    list[#list + 1] = { prim = r.prim, run = r.run, call = r.call, target = what, why = why }
   end
   host.record("warning", { what = fmt("rollback: cannot undo %d action(s)", #cannot), actions = list })
 end

@@ -45,7 +45,8 @@ static int confirm_tenants(run_ctx *c) {
   char line[64];
   c->confirm = fgets(line, sizeof line, stdin) && strcmp(line, "yes\n") == 0 ? 1 : -1;
   if (c->confirm < 0) rbl__fail(0, "not confirmed: nothing runs (--yes answers this question)");
-  /* runbook.main sees the answer (info.tenant_confirm): the report's approvals; "no" runs nothing */
+  /* runbook.main sees the answer (info.tenant_confirm): the report's approvals; "no" runs nothing
+   */
   lua_getfield(L, LUA_REGISTRYINDEX, "rbl.info");
   lua_createtable(L, 0, 4);
   lua_pushstring(L, c->confirm > 0 ? "granted" : "denied");

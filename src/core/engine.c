@@ -671,9 +671,7 @@ static void interrupt_now(rbl_engine *e, rbl_task *self) {
 
 void rbl__kill(rbl_engine *e, int why, const char *fmt, ...);
 
-static int grace_usable(const rbl_engine *e) {
-  return e->grace_ok && e->limits.rollback_grace > 0;
-}
+static int grace_usable(const rbl_engine *e) { return e->grace_ok && e->limits.rollback_grace > 0; }
 
 /* Past the run deadline with no grace left: the run is killed (exit 3). */
 static void deadline_kill(rbl_engine *e) {

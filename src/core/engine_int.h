@@ -32,20 +32,20 @@ struct rbl_task {
   int state;
   int started; /* resumed at least once */
   int timed_out;
-  int grace; /* may run on past the run deadline (the main task, rollback's tasks): see
-                rbl_engine.grace_ok */
+  int grace;         /* may run on past the run deadline (the main task, rollback's tasks): see
+                        rbl_engine.grace_ok */
   uint64_t deadline; /* uv_hrtime() ns; 0 = none */
   rbl_task *next_ready, *prev_ready;
   rbl_task *prev_all, *next_all;
 };
 
 typedef struct rbl_limits {
-  size_t memory;       /* bytes */
-  double step_timeout; /* seconds, default per step */
-  double run_timeout;  /* seconds for the whole run */
+  size_t memory;         /* bytes */
+  double step_timeout;   /* seconds, default per step */
+  double run_timeout;    /* seconds for the whole run */
   double rollback_grace; /* seconds past run_timeout for rollback (rbl run only; 0: none) */
-  size_t output;       /* bytes a runbook may print */
-  size_t exec_output;  /* bytes captured per stream of exec */
+  size_t output;         /* bytes a runbook may print */
+  size_t exec_output;    /* bytes captured per stream of exec */
   long instructions_per_check;
   int http_connections; /* requests in flight per API server; more wait in a queue */
 } rbl_limits;

@@ -1399,6 +1399,11 @@ M.delete = prim.define("kube.delete", {
     local body = { apiVersion = "v1", kind = "DeleteOptions", preconditions = { uid = md.uid },
       gracePeriodSeconds = r.grace }
     if dry() then body.dryRun = json.array({ "All" }) end
+    if not dry() then -- what was there: a canceled or failed delete's result carries it (not undoable)
+      prim.before(call, { prim = "kube.delete", kind = "Pod", name = tg.name, namespace = tg.namespace, uid = md.uid,
+        owner = owner, phase = type(pod.status) == "table" and pod.status.phase or nil, tenant = tg.tenant,
+        run = (host.info() or {}).run, call = call:id() }, nil, "kube.delete")
+    end
     local res = request(call, what, "DELETE", path_of(tg), { query = dry() and "dryRun=All" or nil, body = json.encode(body) })
     if res.status ~= 200 and res.status ~= 202 then api_error(what, res) end
     local st = type(pod.status) == "table" and pod.status or {}

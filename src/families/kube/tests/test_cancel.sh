@@ -61,6 +61,10 @@ step "restart" { timeout = 1, run = function() kube.rollout_restart("api") end, 
 EOS
 sed 's/timeout = 1, run/timeout = 30, run/' "$W/scale.lua" >"$W/scale30.lua"
 sed 's/timeout = 1, run/timeout = 30, run/' "$W/restart.lua" >"$W/restart30.lua"
+cat >"$W/delete.lua" <<'EOS'
+runbook { id = "cancel-delete" }
+step "delete" { timeout = 1, run = function() kube.delete("pod", "api-7d9f8-abcde") end, rollback = "auto" }
+EOS
 cat >"$W/norollback.lua" <<'EOS'
 runbook { id = "cancel-norollback" }
 step "change" { timeout = 1, run = function() kube_patch("configmap", "db-pool-config", { data = { max_connections = "555" } }) end }
@@ -271,6 +275,25 @@ expect_rc 1 "canceled write in a step without rollback" norb
 check "no rollback declared, change may be applied: rollback failed, human needed" \
   test "$(rep norb '.execution_trace[0].rollback') $(rep norb .human_intervention_required)" = "failed true"
 for ch in scale restart norb; do check "chain $ch verifies" verified $ch; done
+kube_standin_stop
+
+echo "# a pod delete canceled in flight: its before-state, and rbl rollback names it as not undoable"
+POD=/api/v1/namespaces/prod-tenant-7/pods/api-7d9f8-abcde
+start --answer-delay-ms "DELETE $POD:4000,1"
+uid=$(kc get pod api-7d9f8-abcde -n prod-tenant-7 -o jsonpath='{.metadata.uid}')
+run delpod delete.lua
+expect_rc 1 "canceled delete: the run fails" delpod
+c=$(canceled delpod kube.delete)
+check "delete: canceled, may_have_applied, the pod's uid and owner as before-state" \
+  test "$(jq -r '[.may_have_applied, .before.uid, .before.kind] | map(tostring) | join(" ")' <<<"$c")" = "true $uid Pod"
+check "delete: report lists the canceled call" \
+  test "$(rep delpod '.execution_trace[0].calls[] | select(.prim=="kube.delete") | .status')" = canceled
+"$RBL" rollback "$W/delpod.jsonl" --config "$W/config.lua" >"$W/rbdel.out" 2>&1
+RC=$?
+expect_rc 0 "rbl rollback of the chain" rbdel
+check "rbl rollback says it cannot undo the canceled delete (not silently skipped)" \
+  grep -q "kube.delete pods api-7d9f8-abcde in prod-tenant-7 (run .*): canceled in flight, it may have been applied, and rbl cannot undo kube.delete" "$W/rbdel.out"
+check "chain delpod verifies" verified delpod
 kube_standin_stop
 
 rbl_test_done
