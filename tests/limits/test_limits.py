@@ -333,7 +333,8 @@ class ConfigLimits(unittest.TestCase):
                  ("step_timeout", "0"), ("step_timeout", "-5"), ("step_timeout", "0/0"),
                  ("step_timeout", '"300"'), ("run_timeout", "1/0"), ("output_kb", "0"),
                  ("exec_output_kb", "-1"), ("http_connections", "0"), ("http_connections", "257"),
-                 ("http_connections", "1.5")]
+                 ("http_connections", "1.5"), ("rollback_grace", "-1"), ("rollback_grace", "3601"),
+                 ("rollback_grace", "1/0")]
         for key, value in cases:
             with self.subTest(key=key, value=value):
                 r = self.run_with("return { limits = { %s = %s } }\n" % (key, value))
