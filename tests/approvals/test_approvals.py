@@ -197,6 +197,8 @@ def run_pty(args, answers, timeout=30):
 code, out = run_pty(["run", "one.lua", "--tenant", "t1", "--config", "cfg.lua", "--incident", "TTY1", "--report", "TTY1.json"],
                     [("to approve", "t2"), ("to approve", "t1")])
 check("tty: a wrong name is not taken; the tenant's name approves", code == 0 and "is not the tenant's name" in out and "two ran" in out, out)
+check("tty: the prompt shows the tenant, the incident, the step and the planned change",
+      "tenant t1  incident TTY1  step two" in out and "planned change: not planned" in out, out)
 g = records("TTY1", "approval_grant")
 check("tty: recorded as the invoking user, via tty", len(g) == 1 and g[0]["by"] == me and g[0]["via"] == "tty", g)
 code, out = run_pty(["run", "one.lua", "--tenant", "t1", "--config", "cfg.lua", "--incident", "TTY2", "--report", "TTY2.json"],
