@@ -3,47 +3,18 @@
 reports, step ordering, rollback, timeouts, Ctrl-C, rbl check and flag handling."""
 import json, os, signal, subprocess, sys, tempfile, time, unittest
 
+from harness import run_rbl, verify_chain
+
 RBL = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build/rbl")
 
 
-class Run:
-    def __init__(self, proc, d, audit, report):
-        self.code, self.out, self.err = proc.returncode, proc.stdout, proc.stderr
-        self.dir, self.audit_path = d, audit
-        self.report = json.load(open(report)) if os.path.exists(report) else None
-
-    def records(self):
-        return [json.loads(l) for l in open(self.audit_path) if l.strip()]
-
-    def logs(self):
-        return [r["message"] for r in self.records() if r["kind"] == "log"]
-
-    def status(self):
-        return [(e["name"], e["status"]) for e in self.report["execution_trace"]]
-
-
 def run(src, *args, config=None, tenants=("t1",), files=None, timeout=30, env=None):
-    d = tempfile.mkdtemp(prefix="rbl-dsl-")
-    path = os.path.join(d, "rb.lua")
-    open(path, "w").write(src)
-    for name, text in (files or {}).items():
-        open(os.path.join(d, name), "w").write(text)
-    audit, report = os.path.join(d, "audit.jsonl"), os.path.join(d, "report.json")
-    cmd = [RBL, "run", path, "--audit", audit, "--report", report, "--incident", "INC-T"]
-    for t in tenants:
-        cmd += ["--tenant", t]
-    if config is not None:
-        cfg = os.path.join(d, "config.lua")
-        open(cfg, "w").write(config)
-        cmd += ["--config", cfg]
-    cmd += list(args)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    return Run(p, d, audit, report)
+    return run_rbl(RBL, src, args, "rbl-dsl-", "INC-T", tenants=tenants, config=config,
+                   files=files, timeout=timeout, env=env)
 
 
 def verify(t, r):
-    p = subprocess.run([RBL, "audit", "verify", r.audit_path], capture_output=True, text=True)
-    t.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+    verify_chain(RBL, t, r)
 
 
 STEPS3 = """

@@ -4,44 +4,23 @@ declared retries, through the real rbl binary: exit codes, what ran (the chain's
 what the report and the chain say, and that nothing is written when the command line is wrong."""
 import json, os, subprocess, sys, tempfile, time, unittest
 
+from harness import Run, run_rbl, verify_chain
+
 RBL = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build/rbl")
 
 
-class Run:
-    def __init__(self, proc, d, audit, report):
-        self.code, self.out, self.err = proc.returncode, proc.stdout, proc.stderr
-        self.dir, self.audit_path = d, audit
-        self.report = json.load(open(report)) if os.path.exists(report) else None
-
-    def records(self):
-        return [json.loads(l) for l in open(self.audit_path) if l.strip()]
-
-    def logs(self):
-        return [r["message"] for r in self.records() if r["kind"] == "log"]
-
-    def status(self):
+class PartialRun(Run):
+    def status(self):  # the steps only: not the top level (step 0)
         return [(e["name"], e["status"]) for e in self.report["execution_trace"] if e["step"] > 0]
 
 
 def run(src, *args, tenants=("t1",), config=None, timeout=60):
-    d = tempfile.mkdtemp(prefix="rbl-partial-")
-    path = os.path.join(d, "rb.lua")
-    open(path, "w").write(src)
-    audit, report = os.path.join(d, "audit.jsonl"), os.path.join(d, "report.json")
-    cmd = [RBL, "run", path, "--audit", audit, "--report", report, "--incident", "INC-P"]
-    for t in tenants:
-        cmd += ["--tenant", t]
-    if config is not None:
-        cfg = os.path.join(d, "config.lua")
-        open(cfg, "w").write(config)
-        cmd += ["--config", cfg]
-    p = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout)
-    return Run(p, d, audit, report)
+    return run_rbl(RBL, src, args, "rbl-partial-", "INC-P", tenants=tenants, config=config,
+                   timeout=timeout, cls=PartialRun)
 
 
 def verify(t, r):
-    p = subprocess.run([RBL, "audit", "verify", r.audit_path], capture_output=True, text=True)
-    t.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+    verify_chain(RBL, t, r)
 
 
 DECLARED = """
