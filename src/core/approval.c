@@ -42,14 +42,16 @@ struct rbl_approval {
   char path[128];
   appr_req *reqs;
   int next_id;
-  uv_tty_t *tty; /* reading the operator's answer, while a request waits */
+  uv_tty_t *tty;    /* reading the operator's answer, while a request waits */
+  appr_conn *conns; /* open connections: closed with the approval, never left dangling */
   char ttybuf[256];
   size_t ttylen;
 };
 
 struct appr_conn {
   uv_pipe_t pipe;
-  rbl_approval *a;
+  rbl_approval *a; /* NULL once the approval closed: the connection is closing too */
+  appr_conn *next, **prevp;
   char buf[MAX_LINE];
   size_t len;
   unsigned uid;
@@ -230,7 +232,18 @@ static int tty_start(rbl_approval *a) {
 
 /* ---- the socket: rbl approve ---- */
 
-static void conn_close_cb(uv_handle_t *h) { free(h->data); }
+static void conn_close_cb(uv_handle_t *h) {
+  appr_conn *c = h->data;
+  if (c->a) { /* unlink from the approval's list */
+    *c->prevp = c->next;
+    if (c->next) c->next->prevp = c->prevp;
+  }
+  free(c);
+}
+
+static void conn_close(appr_conn *c) {
+  if (!uv_is_closing((uv_handle_t *)&c->pipe)) uv_close((uv_handle_t *)&c->pipe, conn_close_cb);
+}
 
 static void write_cb(uv_write_t *w, int status) {
   (void)status;
@@ -385,21 +398,21 @@ static void conn_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *buf) {
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   appr_conn *c = s->data;
   (void)buf;
-  if (n < 0 || (n == 0 && c->len >= sizeof c->buf - 1)) {
-    uv_close((uv_handle_t *)&c->pipe, conn_close_cb);
+  if (!c->a || n < 0 || (n == 0 && c->len >= sizeof c->buf - 1)) {
+    conn_close(c);
     return;
   }
   c->len += (size_t)n;
   c->buf[c->len] = 0;
   char *nl;
-  while ((nl = memchr(c->buf, '\n', c->len))) {
+  while (c->a && !uv_is_closing((uv_handle_t *)&c->pipe) && (nl = memchr(c->buf, '\n', c->len))) {
     *nl = 0;
     handle_line(c, c->buf);
     size_t used = (size_t)(nl - c->buf) + 1;
     memmove(c->buf, c->buf + used, c->len - used);
     c->len -= used;
   }
-  if (c->len >= sizeof c->buf - 1) uv_close((uv_handle_t *)&c->pipe, conn_close_cb);
+  if (c->len >= sizeof c->buf - 1) conn_close(c);
 }
 
 static void on_connect(uv_stream_t *server, int status) {
@@ -408,10 +421,14 @@ static void on_connect(uv_stream_t *server, int status) {
   appr_conn *c = calloc(1, sizeof *c);
   if (!c) return;
   c->a = a;
+  c->next = a->conns;
+  if (a->conns) a->conns->prevp = &c->next;
+  c->prevp = &a->conns;
+  a->conns = c;
   uv_pipe_init(&a->e->loop, &c->pipe, 0);
   c->pipe.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
-    uv_close((uv_handle_t *)&c->pipe, conn_close_cb);
+    conn_close(c);
     return;
   }
   uv_os_fd_t fd;
@@ -463,6 +480,12 @@ void rbl__approval_close(rbl_engine *e) {
     appr_req *r = a->reqs;
     a->reqs = r->next;
     r->outcome = "canceled";
+  }
+  while (a->conns) { /* a client still connected: its connection goes with the approval */
+    appr_conn *c = a->conns;
+    a->conns = c->next;
+    c->a = NULL;
+    conn_close(c);
   }
   if (a->listening) {
     uv_close((uv_handle_t *)&a->server, server_close_cb); /* frees a */
