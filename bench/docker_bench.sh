@@ -32,25 +32,39 @@ now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
 V=$(curl -s --unix-socket $SOCK -D - -o /dev/null http://d/_ping | tr -d '\r' | awk -F': ' 'tolower($1)=="api-version"{print $2}')
-echo "== $N docker_exec calls over 10 containers, concurrency 10 ($ROUNDS interleaved rounds)"
-rbl_ms=() raw_ms=()
-for r in $(seq 1 "$ROUNDS"); do
-  t0=$(now)
-  "$RBL" run "$HERE/docker_exec_bench.lua" --tenant "$TEN" --config "$W/config.lua" --audit "$W/fan-$r.jsonl" \
-    --quiet --param mode=fanout --param n="$N" --param prefix="$PFX" --param c=10
-  t1=$(now)
-  python3 "$HERE/docker_raw_exec.py" "$SOCK" "$V" "$PFX" "$N" 10 10
-  t2=$(now)
-  rbl_ms+=($(ms "$t0" "$t1")) raw_ms+=($(ms "$t1" "$t2"))
-done
+echo "== $N docker_exec calls over 10 containers, concurrency 10 ($ROUNDS interleaved rounds, the order alternating)"
+rbl_ms=() raw_ms=() ratios=() rbl_cpu=() raw_cpu=()
 med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+# cpu FILE: user+system seconds GNU time wrote
+cpu() { awk '{printf "%.2f", $1 + $2}' "$1"; }
+run_rbl() {
+  local a b
+  a=$(now)
+  /usr/bin/time -f '%U %S' -o "$W/cpu-rbl" "$RBL" run "$HERE/docker_exec_bench.lua" --tenant "$TEN" \
+    --config "$W/config.lua" --audit "$W/fan-$1.jsonl" --quiet --param mode=fanout --param n="$N" \
+    --param prefix="$PFX" --param c=10
+  b=$(now)
+  rbl_ms+=($(ms "$a" "$b")) rbl_cpu+=($(cpu "$W/cpu-rbl"))
+}
+run_raw() {
+  local a b
+  a=$(now)
+  /usr/bin/time -f '%U %S' -o "$W/cpu-raw" python3 "$HERE/docker_raw_exec.py" "$SOCK" "$V" "$PFX" "$N" 10 10
+  b=$(now)
+  raw_ms+=($(ms "$a" "$b")) raw_cpu+=($(cpu "$W/cpu-raw"))
+}
+for r in $(seq 1 "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then run_rbl "$r"; run_raw; else run_raw; run_rbl "$r"; fi
+  ratios+=($(awk -v a="${rbl_ms[-1]}" -v b="${raw_ms[-1]}" 'BEGIN { printf "%.3f", a / b }'))
+done
 RBL_MS=$(med "${rbl_ms[@]}"); RAW_MS=$(med "${raw_ms[@]}")
 t1=$(now)
 for i in $(seq 1 "$N"); do docker exec "$PFX$(( (i - 1) % 10 + 1 ))" echo "$i" >/dev/null; done
 t2=$(now)
 CLI_MS=$(ms "$t1" "$t2")
-echo "rbl (each, concurrency 10):        ${RBL_MS} ms  (runs: ${rbl_ms[*]})"
-echo "raw Engine API client (10 threads): ${RAW_MS} ms  (runs: ${raw_ms[*]})"
+echo "rbl (each, concurrency 10):        ${RBL_MS} ms  (runs: ${rbl_ms[*]}; CPU s: ${rbl_cpu[*]})"
+echo "raw Engine API client (10 threads): ${RAW_MS} ms  (runs: ${raw_ms[*]}; CPU s: ${raw_cpu[*]})"
+echo "per round rbl / raw: ${ratios[*]} (median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')x)"
 echo "shell loop of docker exec (serial): ${CLI_MS} ms"
 echo "rbl / raw client: $(awk -v a="$RBL_MS" -v b="$RAW_MS" 'BEGIN { printf "%.3fx", a / b }') (goal <= 1.05x)"
 echo "docker exec loop / rbl: $(awk -v a="$CLI_MS" -v b="$RBL_MS" 'BEGIN { printf "%.2fx", a / b }') (daemon-bound: ~2-2.6x on 2 cores)"
