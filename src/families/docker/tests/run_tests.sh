@@ -186,6 +186,41 @@ NEW=$(cat "$W/race.newid" 2>/dev/null)
 n=$(exec_events "$R0" "$(date +%s)" "${NEW:-none}")
 check "race: no exec_create on the other tenant's new container ($n)" [ -n "$NEW" -a "$n" = 0 ]
 
+echo "# the container is replaced between two calls of one run: the second resolves the name again"
+# twice NAME TENANT_OF_REPLACEMENT WANT_EXIT: the first call runs; during the pause the container
+# is removed and a new one of that name created for the given tenant; -> the new container's id
+twice() {
+  local name=$1 tenant=$2 want=$3
+  mk "$P-$name" "$TA"
+  "$RBL" run "$HERE/exec_twice.lua" --tenant "$TA" --config "$W/config.lua" --incident "$name" \
+    --audit "$W/$name.jsonl" --param c="$P-$name" --param pause=6 >"$W/$name.out" 2>"$W/$name.err" &
+  local pid=$! i
+  for i in $(seq 100); do grep -q '"prim":"docker_exec"' "$W/$name.jsonl" 2>/dev/null &&
+    grep '"kind":"result"' "$W/$name.jsonl" | grep -q '"prim":"docker_exec"' && break; sleep 0.05; done
+  docker rm -f "$P-$name" >/dev/null
+  docker run -d --name "$P-$name" --label "rbl.test.run=$RUN" --label "rbl.tenant=$tenant" "$IMG" \
+    sleep 100000 >"$W/$name.newid"
+  wait "$pid"
+  local rc=$?
+  if [ "$rc" = "$want" ]; then ok "$name: exit $rc"; else bad "$name: exit $rc, want $want"; sed 's/^/    | /' "$W/$name.err" | tail -5; fi
+}
+T0=$(date +%s)
+twice swap_other "$TB" 3
+check "swap_other: the second call is refused: the name now means tenant $TB's container" \
+  errhas swap_other "belongs to tenant $TB"
+NEW=$(cat "$W/swap_other.newid")
+sleep 1.1
+n=$(exec_events "$T0" "$(date +%s)" "$NEW")
+check "swap_other: no exec_create on the other tenant's new container ($n)" [ "$n" = 0 ]
+check "swap_other: audit verifies" verify swap_other
+twice swap_own "$TA" 0
+NEW=$(cat "$W/swap_own.newid")
+check "swap_own: the second call exec'd in the new container (its id in the chain)" \
+  python3 -c 'import json,sys
+rs=[json.loads(l) for l in open(sys.argv[1]) if "\"prim\":\"docker_exec\"" in l and "\"kind\":\"result\"" in l]
+sys.exit(0 if len(rs) == 2 and rs[1]["summary"]["container"] == sys.argv[2] != rs[0]["summary"]["container"] else 1)' \
+  "$W/swap_own.jsonl" "$NEW"
+
 echo "# the daemon unreachable"
 DOCKER_HOST="unix://$W/missing.sock" run down_missing 1 exec_one.lua --param c=$P-ta-web
 check "missing socket: names endpoint and cause" errhas down_missing "connect to $W/missing.sock: No such file or directory"
