@@ -45,6 +45,7 @@ struct rbl_http {
   endpoint *eps;    /* one per API server seen: its requests in flight and its queue */
   int max_per_host; /* requests in flight per endpoint (and curl's connections to it) */
   int pump_pending; /* a slot was freed: start queued requests */
+  int handles;      /* curl easy handles alive: requests in flight plus the idle pool */
 };
 
 /* The bounded pool: however wide the fan-out, at most max_per_host requests to one API server
@@ -94,6 +95,7 @@ struct rbl_http_op {
   int holds_slot;     /* counted in ep->active (from dispatch until freed) */
   rbl_http_op *qnext; /* in ep's queue while queued */
   int queued;
+  rbl_http_req *req; /* while queued: a copy of the request, set up on a handle at dispatch */
 };
 
 static void maybe_free(rbl_http *h) {
@@ -276,6 +278,7 @@ void rbl_http_close(rbl_http *h) {
   h->multi = NULL;
   for (int i = 0; i < h->npool; i++)
     curl_easy_cleanup(h->pool[i]);
+  h->handles -= h->npool;
   h->npool = 0;
   while (h->socks)
     sock_close(h, h->socks);
@@ -287,7 +290,9 @@ void rbl_http_close(rbl_http *h) {
 
 static CURL *pool_get(rbl_http *h) {
   if (h->npool > 0) return h->pool[--h->npool];
-  return curl_easy_init();
+  CURL *e = curl_easy_init();
+  if (e) h->handles++;
+  return e;
 }
 
 static void pool_put(rbl_http *h, CURL *e) {
@@ -296,6 +301,7 @@ static void pool_put(rbl_http *h, CURL *e) {
     h->pool[h->npool++] = e;
   } else {
     curl_easy_cleanup(e);
+    h->handles--;
   }
 }
 
@@ -342,6 +348,8 @@ static int dispatch(rbl_http_op *op) {
   return 0;
 }
 
+static int prepare_queued(rbl_http_op *op);
+
 /* Starts queued requests while their endpoints have free slots (after a request ended). */
 static void pump(rbl_http *h) {
   if (!h->pump_pending || h->closing) return;
@@ -350,9 +358,11 @@ static void pump(rbl_http *h) {
     while (ep->qhead && ep->active < h->max_per_host) {
       rbl_http_op *op = ep->qhead;
       queue_unlink(op);
-      if (dispatch(op) == 0) continue;
-      rbl_http_resp resp = {.err = RBL_ENOMEM, .attempts = 1};
-      snprintf(resp.errmsg, sizeof resp.errmsg, "%s: out of memory", op->endpoint);
+      int rc = prepare_queued(op);
+      if (rc == 0 && dispatch(op) == 0) continue;
+      rbl_http_resp resp = {.err = rc ? rc : RBL_ENOMEM, .attempts = 1};
+      snprintf(resp.errmsg, sizeof resp.errmsg, "%s: %s", op->endpoint,
+               rc && rc != RBL_ENOMEM ? "the request could not be set up" : "out of memory");
       rbl_http_cb cb = op->cb;
       void *ud = op->ud;
       op_free(op);
@@ -362,6 +372,8 @@ static void pump(rbl_http *h) {
   }
 }
 
+int rbl_http_handles(const rbl_http *h) { return h ? h->handles : 0; }
+
 void rbl_http_set_max_per_host(rbl_http *h, int n) {
   if (!h || n < 1) return;
   h->max_per_host = n;
@@ -369,6 +381,8 @@ void rbl_http_set_max_per_host(rbl_http *h, int n) {
   h->pump_pending = 1;
   pump(h);
 }
+
+static void req_free(rbl_http_req *r);
 
 /* Stops and frees op without calling its callback. */
 static void op_free(rbl_http_op *op) {
@@ -389,6 +403,7 @@ static void op_free(rbl_http_op *op) {
     uv_close((uv_handle_t *)op->retry, on_retry_closed);
   }
   if (op->easy) pool_put(h, op->easy);
+  req_free(op->req);
   curl_slist_free_all(op->hdrs);
   rbl_budget_free(op->buf);
   rbl_budget_free(op->hbuf);
@@ -517,6 +532,91 @@ static int setup_easy(rbl_http_op *op, const rbl_http_req *req) {
   return setup_tls(e, req);
 }
 
+static char *dup_str(const char *s, int *fail) {
+  if (!s) return NULL;
+  char *d = strdup(s);
+  if (!d) *fail = 1;
+  return d;
+}
+
+static void req_free(rbl_http_req *r) {
+  if (!r) return;
+  free((char *)r->method);
+  free((char *)r->url);
+  free((char *)r->unix_socket);
+  if (r->headers)
+    for (size_t i = 0; i < r->nheaders; i++)
+      free((char *)r->headers[i]);
+  free((void *)r->headers);
+  free((char *)r->body);
+  free((char *)r->ca_file);
+  free((char *)r->ca_pem);
+  free((char *)r->cert_file);
+  free((char *)r->cert_pem);
+  free((char *)r->key_file);
+  if (r->key_pem) explicit_bzero((char *)r->key_pem, strlen(r->key_pem));
+  free((char *)r->key_pem);
+  free(r);
+}
+
+/* A deep copy of q (its body may hold NULs), or NULL when memory is short. */
+static rbl_http_req *req_dup(const rbl_http_req *q) {
+  rbl_http_req *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  int fail = 0;
+  r->body_len = q->body_len;
+  r->timeout_ms = q->timeout_ms;
+  r->connect_timeout_ms = q->connect_timeout_ms;
+  r->max_response = q->max_response;
+  r->retries = q->retries;
+  r->insecure = q->insecure;
+  r->method = dup_str(q->method, &fail);
+  r->url = dup_str(q->url, &fail);
+  r->unix_socket = dup_str(q->unix_socket, &fail);
+  r->ca_file = dup_str(q->ca_file, &fail);
+  r->ca_pem = dup_str(q->ca_pem, &fail);
+  r->cert_file = dup_str(q->cert_file, &fail);
+  r->cert_pem = dup_str(q->cert_pem, &fail);
+  r->key_file = dup_str(q->key_file, &fail);
+  r->key_pem = dup_str(q->key_pem, &fail);
+  if (q->nheaders) {
+    char **hv = calloc(q->nheaders, sizeof *hv);
+    if (hv) {
+      r->nheaders = q->nheaders;
+      for (size_t i = 0; i < q->nheaders; i++)
+        hv[i] = dup_str(q->headers[i], &fail);
+    } else {
+      fail = 1;
+    }
+    r->headers = (const char *const *)hv;
+  }
+  if (q->body) {
+    char *b = malloc(q->body_len + 1);
+    if (b) {
+      memcpy(b, q->body, q->body_len);
+      b[q->body_len] = '\0';
+    } else {
+      fail = 1;
+    }
+    r->body = b;
+  }
+  if (fail) {
+    req_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* A queued request gets its handle when a slot frees: 0 or RBL_E*. */
+static int prepare_queued(rbl_http_op *op) {
+  if (!op->req) return 0;
+  op->easy = pool_get(op->h);
+  int rc = op->easy ? setup_easy(op, op->req) : RBL_ENOMEM;
+  req_free(op->req);
+  op->req = NULL;
+  return rc;
+}
+
 int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *ud,
                    rbl_http_op **out) {
   if (!h || h->closing) return RBL_ECANCELED;
@@ -540,7 +640,17 @@ int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *u
   if (rc == 0) {
     if (!op->ep->qhead && op->ep->active < h->max_per_host) {
       rc = dispatch(op);
+    } else if (!(op->req = req_dup(req))) {
+      rc = RBL_ENOMEM;
     } else { /* FIFO: behind the requests already waiting for this API server */
+      /* A queued request holds a copy of itself, not a curl handle: every handle carries a
+       * 16 KiB receive buffer, so a 1,000-way fan-out held 16 MiB in handles that only waited.
+       * The set-up above checked the request (a bad one fails here, at start, as before); it
+       * is set up again on a pooled handle when a slot frees (prepare_queued). */
+      curl_slist_free_all(op->hdrs);
+      op->hdrs = NULL;
+      pool_put(h, op->easy);
+      op->easy = NULL;
       op->queued = 1;
       if (op->ep->qtail)
         op->ep->qtail->qnext = op;

@@ -56,6 +56,9 @@ int rbl_http_start(rbl_http *h, const rbl_http_req *req, rbl_http_cb cb, void *u
  * wider fan-out waits in a FIFO per server, so connections and their TLS state stay bounded.
  * A request's timeout counts from when it is handed to curl. */
 void rbl_http_set_max_per_host(rbl_http *h, int n);
+/* curl handles alive (requests in flight plus up to 16 idle for reuse): a queued request
+ * holds a copy of itself, not a handle, so this stays near n whatever the fan-out. */
+int rbl_http_handles(const rbl_http *h);
 /* Aborts a request in flight; its callback is not called. */
 void rbl_http_cancel(rbl_http_op *op);
 /* Cancels everything and closes the handles; memory is released in the close callbacks,

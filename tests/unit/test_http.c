@@ -741,6 +741,56 @@ static void test_pool_bounded(void **state) {
   assert_true(uv_now(&f->loop) - t0 >= (N / 4) * 50 - 20);
 }
 
+/* A queued request holds a copy of itself, not a curl handle (each carries a 16 KiB receive
+ * buffer): 200 requests behind 2 slots keep at most 2 + 16 handles alive, and what a queued
+ * request sends is what it was started with, though the caller's buffers change meanwhile. */
+static void test_pool_queue_holds_no_handles(void **state) {
+  fx *f = *state;
+  enum { N = 200 };
+  rbl_http_set_max_per_host(f->h, 2);
+  char u[128], body[16], hdr[64];
+  static result rs[N];
+  memset(rs, 0, sizeof rs);
+  const char *hdrs[] = {hdr};
+  rbl_http_req rq = {
+      .method = "POST", .url = u, .headers = hdrs, .nheaders = 1, .timeout_ms = 20000};
+  for (int i = 0; i < N; i++) {
+    url(f, u, sizeof u, i % 2 ? "/echo" : "/slow/5");
+    snprintf(body, sizeof body, "b%03d", i);
+    snprintf(hdr, sizeof hdr, "X-N: %d", i);
+    rq.body = body;
+    rq.body_len = strlen(body);
+    start(f, &rq, &rs[i], NULL);
+  }
+  memset(u, 'x', sizeof u - 1); /* the caller's buffers change while most requests wait */
+  memset(body, 'y', sizeof body - 1);
+  memset(hdr, 'z', sizeof hdr - 1);
+  u[sizeof u - 1] = body[sizeof body - 1] = hdr[sizeof hdr - 1] = '\0';
+  assert_true(rbl_http_handles(f->h) <= 2 + 16);
+  uint64_t t0 = uv_now(&f->loop);
+  int done = 0, most = 0;
+  while (done < N && uv_now(&f->loop) - t0 < 30000) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    if (rbl_http_handles(f->h) > most) most = rbl_http_handles(f->h);
+    done = 0;
+    for (int i = 0; i < N; i++)
+      done += rs[i].called;
+  }
+  assert_int_equal(done, N);
+  assert_true(most <= 2 + 16);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(rs[i].err, 0);
+    assert_int_equal(rs[i].status, 200);
+    if (i % 2) {
+      char want[16];
+      int n = snprintf(want, sizeof want, "POST b%03d", i);
+      assert_int_equal(rs[i].body_len, (size_t)n);
+      assert_memory_equal(rs[i].body, want, (size_t)n);
+    }
+    result_free(&rs[i]);
+  }
+}
+
 /* A queued request: its timeout starts when it is sent, and cancelling it while it waits
  * leaves the rest of the queue running. */
 static void test_pool_queue(void **state) {
@@ -975,6 +1025,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_get, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pool_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pool_queue_holds_no_handles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pool_queue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_post_binary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
