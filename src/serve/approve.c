@@ -48,28 +48,31 @@ int rbl_serve_approver(srv_state *S, const srv_request *r) {
   return found >= 0 ? found : is_hook ? -2 : -1;
 }
 
+static cJSON *error_vobj(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static cJSON *error_vobj(const char *fmt, va_list ap) {
+  char msg[1200];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "error", msg);
+  return j;
+}
+
 static void respond_error(srv_conn *c, int st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void respond_error(srv_conn *c, int st, const char *fmt, ...) {
-  char msg[1200];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  cJSON *j = error_vobj(fmt, ap);
   va_end(ap);
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "error", msg);
   rbl_serve_respond_json(c, st, j);
 }
 
 static cJSON *error_obj(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static cJSON *error_obj(const char *fmt, ...) {
-  char msg[1200];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  cJSON *j = error_vobj(fmt, ap);
   va_end(ap);
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "error", msg);
   return j;
 }
 

@@ -518,14 +518,6 @@ int rbl_serve_decide(srv_state *S, const cJSON *p, cJSON **out) {
   uint64_t unrouted = 0;
   cJSON *results = cJSON_CreateArray();
   st = build_units(S, alerts, u, &nu, results, &unrouted, out);
-  if (st) {
-    for (int i = 0; i < nu; i++) {
-      cJSON_Delete(u[i].params);
-      cJSON_Delete(u[i].alertnames);
-    }
-    cJSON_Delete(results);
-    return st;
-  }
   /* Params are checked against what the runbook that would run declares (type, choices), so a
    * value the child would refuse is a 400 naming it, not a run that ends in error. */
   for (int i = 0; i < nu && !st; i++) {
