@@ -111,7 +111,8 @@ function M.new_book(default_id)
   prim.on_intent = function(name, args)
     if not prim.is_write(name, args) then return end
     book.wrote = true
-    if book.current then book.current.wrote = true end
+    local cur = book.current or book.top
+    if cur then cur.wrote = true end
   end
 
   -- Every call, for the report's per-step calls and action (lua/rbl/report.lua).
@@ -753,6 +754,11 @@ function M.main(book, chunk)
   local outcome = "resolved"
   if not ok then
     book.top.status, book.top.detail = "failed", errtext(r)
+    if book.top.wrote then -- top-level code has no rollback: what it wrote may stay applied
+      book.top.rollback = "failed"
+      book.top.rollback_detail = "top-level code is never rolled back: its writes may be applied " ..
+        "(rbl rollback AUDIT reads each back and undoes it); put writes in a step to have them rolled back"
+    end
     book.top.duration_ms = math.floor(host.now_ms() - t_start + 0.5)
     book.trace[1] = book.top
     host.progress("top-level code failed: " .. errtext(r))
@@ -872,6 +878,7 @@ function M.report(book, info, killed_msg)
   if outcome ~= "resolved" then
     for _, e in ipairs(book.trace or {}) do
       if e.started and e.rollback ~= "done" and e.rollback ~= "not_needed" then human = true end
+      if e == book.top and e.rollback == "failed" then human = true end -- its writes stay applied
     end
   end
   local rep = {

@@ -65,6 +65,15 @@ cat >"$W/delete.lua" <<'EOS'
 runbook { id = "cancel-delete" }
 step "delete" { timeout = 1, run = function() kube.delete("pod", "api-7d9f8-abcde") end, rollback = "auto" }
 EOS
+cat >"$W/toplevel.lua" <<'EOS'
+-- a plain script: a write at the top level, then an error (top-level code has no rollback)
+kube_patch("configmap", "db-pool-config", { data = { max_connections = "444" } })
+error("stopped after a top-level write")
+EOS
+cat >"$W/topread.lua" <<'EOS'
+kube_get("configmap", "db-pool-config")
+error("stopped after a top-level read")
+EOS
 cat >"$W/norollback.lua" <<'EOS'
 runbook { id = "cancel-norollback" }
 step "change" { timeout = 1, run = function() kube_patch("configmap", "db-pool-config", { data = { max_connections = "555" } }) end }
@@ -294,6 +303,15 @@ expect_rc 0 "rbl rollback of the chain" rbdel
 check "rbl rollback says it cannot undo the canceled delete (not silently skipped)" \
   grep -q "kube.delete pods api-7d9f8-abcde in prod-tenant-7 (run .*): canceled in flight, it may have been applied, and rbl cannot undo kube.delete" "$W/rbdel.out"
 check "chain delpod verifies" verified delpod
+run toplevel toplevel.lua
+expect_rc 1 "a top-level write, then an error: the run fails" toplevel
+check "top level: rollback failed (never rolled back), human needed, the write applied" \
+  test "$(rep toplevel '.execution_trace[0].rollback') $(rep toplevel .human_intervention_required) $(maxconn)" = "failed true 444"
+run topread topread.lua
+expect_rc 1 "a top-level read, then an error: the run fails" topread
+check "top level without a write: no rollback field, no human needed" \
+  test "$(rep topread '.execution_trace[0].rollback') $(rep topread .human_intervention_required)" = "null false"
+for ch in toplevel topread; do check "chain $ch verifies" verified $ch; done
 kube_standin_stop
 
 rbl_test_done
