@@ -12,23 +12,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../../../tests/lib/common.sh
 source "$HERE/../../../../tests/lib/common.sh"
 rbl_test_init docker-cancel "${1:-}"
-IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
-bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
-
-U=wbc$RUN
-TEN=tenant-$U
-rbl_at_exit 'docker ps -aq --filter "label=rbl.test=$U" | xargs -r docker rm -f >/dev/null 2>&1'
-
-C=rbl-$U-app
-# PID 1 sleep has no SIGTERM handler: a restart waits its full grace time before SIGKILL
-docker run -d --name "$C" --label "rbl.test=$U" --label "rbl.tenant=$TEN" "$IMG" sleep 100000 >/dev/null ||
-  { echo "cannot start the test container"; exit 1; }
-started() { docker inspect -f '{{.State.StartedAt}}' "$C"; }
+# shellcheck source=app.sh
+source "$HERE/app.sh"
+docker_test_app wbc
 running() { docker inspect -f '{{.State.Running}}' "$C"; }
 
-cat >"$W/config.lua" <<EOS
-return { tenants = { "$TEN" } }
-EOS
 cat >"$W/restart.lua" <<EOS
 runbook { id = "cancel-docker-restart" }
 step "restart" { timeout = 1, run = function() docker.restart("$C", { timeout = 4 }) end, rollback = "auto" }

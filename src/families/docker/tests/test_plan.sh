@@ -11,21 +11,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../../../tests/lib/common.sh
 source "$HERE/../../../../tests/lib/common.sh"
 rbl_test_init docker-plan "${1:-}"
-IMG=${RBL_TEST_IMAGE:-rbl-test/busybox:1}
-bash "$HERE/setup.sh" || { echo "docker setup failed"; exit 1; }
+# shellcheck source=app.sh
+source "$HERE/app.sh"
+docker_test_app wbp
 
-U=wbp$RUN
-TEN=tenant-$U
-rbl_at_exit 'docker ps -aq --filter "label=rbl.test=$U" | xargs -r docker rm -f >/dev/null 2>&1'
-
-C=rbl-$U-app
-docker run -d --name "$C" --label "rbl.test=$U" --label "rbl.tenant=$TEN" "$IMG" sleep 100000 >/dev/null ||
-  { echo "cannot start the test container"; exit 1; }
-started() { docker inspect -f '{{.State.StartedAt}}' "$C"; }
-
-cat >"$W/config.lua" <<EOS
-return { tenants = { "$TEN" } }
-EOS
 cat >"$W/rb.lua" <<EOS
 runbook { id = "docker-plan" }
 step "look" { run = function(ctx) ctx.ro = docker_exec("$C", { "cat", "/proc/1/cmdline" }, { read_only = true }) end }
